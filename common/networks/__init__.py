@@ -1,0 +1,1 @@
+"""Static-graph network builders that hold exactly the publisher's parameter names."""

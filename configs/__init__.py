@@ -1,0 +1,1 @@
+"""Module configurations and asset manifests (YAML), shipped as package data."""

@@ -1,0 +1,30 @@
+"""paddlehub-video: the videotag_tsn_lstm and stnet_kinetics400 PaddleHub modules on PaddlePaddle 3."""
+from setuptools import setup
+
+setup(
+    name="paddlehub-video",
+    version="0.1.0",
+    description="PaddleHub video classification modules (videotag_tsn_lstm, stnet_kinetics400) on PaddlePaddle 3",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    # The shared layer lives in common/ but is imported as `paddlehub_video`, a name that
+    # cannot collide with the many installed packages called `common`.
+    # configs/ ships inside it as `paddlehub_video.configs`, so installed modules find their YAML.
+    packages=["paddlehub_video", "paddlehub_video.networks", "paddlehub_video.configs"],
+    package_dir={"paddlehub_video": "common", "paddlehub_video.configs": "configs"},
+    package_data={"paddlehub_video.configs": ["*.yaml", "params/*.json"]},
+    install_requires=[
+        "paddlepaddle>=3.0,<4",
+        "paddlehub==2.4.0",
+        "opencv-python>=4.5",
+        "numpy>=1.23",
+        "pyyaml>=5.4",
+        "Pillow>=9.0",
+        "tqdm>=4.60",
+        "filelock>=3.8",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "psutil>=5.9", "ruff>=0.5"],
+    },
+)
