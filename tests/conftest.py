@@ -1,4 +1,19 @@
-"""Shared pytest configuration: fixtures live in tests/fixtures/, one file per concern."""
+"""Shared pytest configuration: fixtures live in tests/fixtures/, one file per concern.
+
+Every test run gets its own HUB_HOME, set before anything imports paddlehub (which reads it at
+import time), so no test touches ~/.paddlehub. PaddleHub's server is pointed at a closed port on
+127.0.0.1: its background "update cache" requests then fail at once and never leave the machine.
+"""
+import os
+import tempfile
+from pathlib import Path
+
+_HUB_HOME = Path(tempfile.mkdtemp(prefix="paddlehub-video-tests-"))
+(_HUB_HOME / "conf").mkdir()
+(_HUB_HOME / "conf" / "config.yaml").write_text(
+    "server: http://127.0.0.1:9/paddlehub\nlog:\n  enable: true\n  level: WARNING\n"
+)
+os.environ["HUB_HOME"] = str(_HUB_HOME)
 
 pytest_plugins = [
     "tests.fixtures.videos",

@@ -1,0 +1,66 @@
+"""Frame preprocessing, bit-exact with the publisher: PIL resize, Python-3-rounded centre crop, ImageNet norm.
+
+The decoder applies `scale_and_crop` to each sampled frame as it is decoded, so only uint8 crops are
+held; `frames_to_tensor` then builds the float32 network input in one go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def scale_short_side(image: Image.Image, short_size: int = 256) -> Image.Image:
+    """Publisher's "group_scale": keep if the short side is `short_size`, else force 4:3 with PIL bilinear."""
+    width, height = image.size
+    if (width <= height and width == short_size) or (height <= width and height == short_size):
+        return image
+    # Fixed 4:3 geometry whatever the source aspect ratio (a 16:9 frame is squashed): what the
+    # weights were trained and evaluated with. PIL's bilinear is anti-aliased, unlike cv2's.
+    long_size = int(short_size * 4 / 3)
+    size = (short_size, long_size) if width < height else (long_size, short_size)
+    return image.resize(size, Image.BILINEAR)
+
+
+def center_crop_offsets(width: int, height: int, size: int) -> tuple[int, int]:
+    """(x, y) of a centred `size` square; Python 3 banker's rounding, as the publisher (341 -> 58)."""
+    if width < size or height < size:
+        raise ValueError(f"cannot crop {size}x{size} from a {width}x{height} image")
+    return int(round((width - size) / 2)), int(round((height - size) / 2))
+
+
+def scale_and_crop(frame: np.ndarray, short_size: int = 256, crop_size: int = 224) -> np.ndarray:
+    """RGB uint8 HWC frame -> scale_short_side -> centre crop -> contiguous uint8 [crop, crop, 3]."""
+    scaled = np.asarray(scale_short_side(Image.fromarray(frame), short_size))
+    x, y = center_crop_offsets(scaled.shape[1], scaled.shape[0], crop_size)
+    # Cropping uint8 equals the publisher's crop after float conversion; the copy frees the
+    # full scaled image instead of keeping it alive behind a view.
+    return np.ascontiguousarray(scaled[y : y + crop_size, x : x + crop_size])
+
+
+def frames_to_tensor(
+    frames: Sequence[np.ndarray],
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> np.ndarray:
+    """Stack RGB uint8 HWC frames into float32 [N, 3, H, W]: x / 255, then (x - mean) / std per channel."""
+    # The publisher's float32 order of operations (divide by 255, subtract, divide), so the
+    # rounding of every element matches it exactly.
+    tensor = np.stack(frames).transpose(0, 3, 1, 2).astype(np.float32, order="C")
+    tensor /= np.float32(255)
+    tensor -= np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+    tensor /= np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+    return tensor
+
+
+def to_super_images(tensor: np.ndarray, seglen: int) -> np.ndarray:
+    """StNet super-images: [T*L, 3, H, W] -> [T, 3L, H, W]; channel 3j + c = frame j of a window, colour c."""
+    frames, channels, height, width = tensor.shape
+    if channels != 3 or seglen < 1 or frames % seglen:
+        raise ValueError(f"cannot group a {tuple(tensor.shape)} tensor into windows of {seglen} RGB frames")
+    return tensor.reshape(frames // seglen, 3 * seglen, height, width)
