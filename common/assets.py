@@ -1,0 +1,493 @@
+"""Model assets (weights, label files): find them locally or download, verify and cache them.
+
+Resolution order of `fetch_asset`: the module directory, `$PADDLEHUB_VIDEO_ASSETS` (local files,
+no network), the cache under `$HUB_HOME/paddlehub_video`, then a download from
+`$PADDLEHUB_VIDEO_MIRROR` or the publisher's URL. A cached file exists under its final name only
+once it is complete and verified; everything in flight lives in a `.part` or `.tmp` file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import socket
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import filelock
+from tqdm import tqdm
+
+from .errors import AssetError
+
+ENV_ASSETS = "PADDLEHUB_VIDEO_ASSETS"
+ENV_MIRROR = "PADDLEHUB_VIDEO_MIRROR"
+ENV_TIMEOUT = "PADDLEHUB_VIDEO_TIMEOUT"
+DEFAULT_TIMEOUT_S = 30.0
+# Module attributes rather than constants so tests (and impatient users) can shorten them.
+RETRIES = 3
+RETRY_DELAY_S = 1.0
+_CHUNK = 1 << 16
+_USER_AGENT = "paddlehub-video-assets/1"
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_STAMP_SUFFIX = ".sha256"
+
+
+@dataclass(frozen=True)
+class AssetSpec:
+    """Where one asset comes from and how to recognise it."""
+
+    name: str
+    url: str
+    sha256: str | None = None
+    member: str | None = None
+    module_file: str | None = None
+
+    def __post_init__(self) -> None:
+        """Normalise the digest and refuse unsafe archive member paths."""
+        if self.sha256 is not None:
+            digest = self.sha256.strip().lower()
+            if not _SHA256_RE.match(digest):
+                raise AssetError(f"asset {self.name!r}: sha256 {self.sha256!r} is not 64 hex digits")
+            object.__setattr__(self, "sha256", digest)
+        if self.member is not None:
+            _check_member_path(self.name, self.member)
+        url_file_name(self.url)
+
+    @classmethod
+    def from_dict(cls, name: str, d: Mapping[str, Any]) -> AssetSpec:
+        """Build a spec from a YAML manifest entry; keys other layers use (e.g. `network`) are ignored."""
+        if not isinstance(d, Mapping) or not d.get("url"):
+            raise AssetError(f"asset {name!r}: the manifest entry needs a 'url' (got {d!r})")
+
+        def opt(key: str) -> str | None:
+            value = d.get(key)
+            return None if value is None else str(value)
+
+        return cls(name=name, url=str(d["url"]), sha256=opt("sha256"), member=opt("member"),
+                   module_file=opt("module_file"))
+
+
+def cache_root() -> Path:
+    """`$HUB_HOME/paddlehub_video` (PaddleHub's home defaults to ~/.paddlehub), read at call time."""
+    hub_home = os.environ.get("HUB_HOME") or os.path.join("~", ".paddlehub")
+    return Path(hub_home).expanduser() / "paddlehub_video"
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def url_file_name(url: str) -> str:
+    """The file name an URL points at (last path segment, percent-decoded)."""
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    if not name or name in (".", ".."):
+        raise AssetError(f"{url}: the URL does not end in a file name")
+    return name
+
+
+def fetch_asset(spec: AssetSpec, module_dir: Path | None = None, progress: bool = True,
+                timeout: float | None = None) -> Path:
+    """Local path of the asset's file (the member itself for archives), downloading it if needed."""
+    if module_dir is not None and spec.module_file:
+        candidate = Path(module_dir) / spec.module_file
+        if candidate.is_file():
+            return candidate
+    local_dir = os.environ.get(ENV_ASSETS)
+    if local_dir:
+        return _from_local_dir(spec, Path(local_dir).expanduser())
+    return _from_cache_or_network(spec, progress, _timeout(timeout))
+
+
+# --- local sources ---------------------------------------------------------------------------
+
+
+def _from_local_dir(spec: AssetSpec, directory: Path) -> Path:
+    """Resolve from $PADDLEHUB_VIDEO_ASSETS, falling back to the cache but never to the network."""
+    file_name = url_file_name(spec.url)
+    if spec.member:
+        for candidate in (directory / spec.member, directory / PurePosixPath(spec.member).name):
+            if candidate.is_file():
+                return candidate
+    source = directory / file_name
+    if source.is_file():
+        if spec.member and _stamp_matches(_extracted_path(spec), spec.sha256):
+            return _extracted_path(spec)
+        _verify_local(source, spec.sha256)
+        return _extract(spec, source) if spec.member else source
+    cached = _cached(spec)
+    if cached is not None:
+        return cached
+    wanted = file_name
+    if spec.member:
+        wanted += f" (or its extracted member {PurePosixPath(spec.member).name})"
+    raise AssetError(
+        f"{ENV_ASSETS}={directory}: {wanted} not found there; expected {source}. "
+        f"Downloads are disabled while {ENV_ASSETS} is set: put the file from {spec.url} there "
+        f"or unset {ENV_ASSETS}.")
+
+
+def _verify_local(path: Path, sha256: str | None) -> None:
+    """Refuse a user-supplied file whose digest differs from the manifest's."""
+    if sha256 is None:
+        return
+    got = sha256_file(path)
+    if got != sha256:
+        raise AssetError(f"{path}: sha256 mismatch: expected {sha256}, got {got}; "
+                         f"the file is not the one the manifest names")
+
+
+def _cached(spec: AssetSpec) -> Path | None:
+    """The cached file if it is there and was verified against the current digest."""
+    path = _extracted_path(spec) if spec.member else _download_path(spec)
+    return path if _stamp_matches(path, spec.sha256) else None
+
+
+def _stamp_matches(path: Path, sha256: str | None) -> bool:
+    """Whether `path` exists and its sidecar records the expected digest (no digest: existence)."""
+    if not path.is_file():
+        return False
+    if sha256 is None:
+        return True
+    stamp = path.with_name(path.name + _STAMP_SUFFIX)
+    try:
+        return stamp.read_text(encoding="ascii").strip() == sha256
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _clear_stamp(path: Path) -> None:
+    """Drop the sidecar before `path` is replaced, so a crash cannot pair a new file with an old digest."""
+    with _disk_errors(path.parent):
+        path.with_name(path.name + _STAMP_SUFFIX).unlink(missing_ok=True)
+
+
+def _write_stamp(path: Path, sha256: str | None) -> None:
+    """Record which digest `path` was verified against, so later runs need not hash it again."""
+    if sha256 is not None:
+        with _disk_errors(path.parent):
+            path.with_name(path.name + _STAMP_SUFFIX).write_text(sha256 + "\n", encoding="ascii")
+
+
+# --- cache and download ----------------------------------------------------------------------
+
+
+def _download_path(spec: AssetSpec) -> Path:
+    """Where the downloaded file (archive or plain) lives in the cache."""
+    return cache_root() / "downloads" / url_file_name(spec.url)
+
+
+def _extracted_path(spec: AssetSpec) -> Path:
+    """Where an archive member is extracted in the cache."""
+    assert spec.member is not None
+    return cache_root() / "extracted" / _archive_stem(url_file_name(spec.url)) / spec.member
+
+
+def _archive_stem(file_name: str) -> str:
+    """`video_tag_tsn.tar` -> `video_tag_tsn`, `x.tar.gz` -> `x`."""
+    for suffix in (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar"):
+        if file_name.endswith(suffix) and len(file_name) > len(suffix):
+            return file_name[: -len(suffix)]
+    return file_name
+
+
+def _source_url(spec: AssetSpec) -> str:
+    """The mirror's URL for the asset when $PADDLEHUB_VIDEO_MIRROR is set, else the spec's."""
+    mirror = os.environ.get(ENV_MIRROR)
+    if not mirror:
+        return spec.url
+    return mirror.rstrip("/") + "/" + urlsplit(spec.url).path.rsplit("/", 1)[-1]
+
+
+def _timeout(timeout: float | None) -> float:
+    """Socket timeout: the argument, else $PADDLEHUB_VIDEO_TIMEOUT, else the default."""
+    if timeout is not None:
+        return float(timeout)
+    raw = os.environ.get(ENV_TIMEOUT)
+    if not raw:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise AssetError(f"{ENV_TIMEOUT}={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise AssetError(f"{ENV_TIMEOUT}={raw!r} must be a positive number of seconds")
+    return value
+
+
+def _from_cache_or_network(spec: AssetSpec, progress: bool, timeout: float) -> Path:
+    """Return the cached file, downloading (and extracting) it under a cross-process lock if needed."""
+    cached = _cached(spec)
+    if cached is not None:
+        return cached
+    dest = _download_path(spec)
+    _ensure_dir(dest.parent)
+    with _locked(dest, progress):
+        # Another process may have finished the same download while this one waited.
+        cached = _cached(spec)
+        if cached is not None:
+            return cached
+        if not _stamp_matches(dest, spec.sha256) and not _adopt_unstamped(dest, spec.sha256):
+            _clear_stamp(dest)
+            _download(_source_url(spec), dest, spec.sha256, progress, timeout)
+            _write_stamp(dest, spec.sha256)
+        return _extract(spec, dest) if spec.member else dest
+
+
+def _adopt_unstamped(dest: Path, sha256: str | None) -> bool:
+    """Accept a final file without a stamp (placed by hand, or an old run) if its digest matches."""
+    if sha256 is None or not dest.is_file():
+        return False
+    if sha256_file(dest) != sha256:
+        return False
+    _write_stamp(dest, sha256)
+    return True
+
+
+def _ensure_dir(directory: Path) -> None:
+    """Create a cache directory, or say clearly which one cannot be used."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AssetError(f"cache directory {directory} cannot be created ({exc.strerror or exc}); "
+                         f"point HUB_HOME at a writable directory") from exc
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise AssetError(f"cache directory {directory} is not writable; "
+                         f"point HUB_HOME at a writable directory")
+
+
+@contextlib.contextmanager
+def _disk_errors(directory: Path) -> Iterator[None]:
+    """Turn file-system failures (full disk, permissions) into an AssetError naming the directory."""
+    try:
+        yield
+    except OSError as exc:
+        raise AssetError(f"cannot write in {directory}: {exc.strerror or exc}") from exc
+
+
+@contextlib.contextmanager
+def _locked(dest: Path, progress: bool) -> Iterator[None]:
+    """Hold `<dest>.lock` so concurrent processes download a file once; the others wait."""
+    lock = filelock.FileLock(str(dest) + ".lock")
+    with _disk_errors(dest.parent):
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            if progress:
+                print(f"waiting for another process downloading {dest.name} ...", file=sys.stderr)
+            lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+class _Transient(Exception):
+    """A failure worth retrying (connection trouble, short read, 5xx); the message is the reason."""
+
+
+def _download(url: str, dest: Path, sha256: str | None, progress: bool, timeout: float) -> None:
+    """Download `url` to `dest` via `<dest>.part` with resume and retries, then verify and rename."""
+    part = dest.with_name(dest.name + ".part")
+    attempt = 0
+    while True:
+        try:
+            total = _transfer(url, part, progress, timeout)
+            break
+        except _Transient as exc:
+            attempt += 1
+            if attempt > RETRIES:
+                tries = f"{attempt} attempt" + ("s" if attempt > 1 else "")
+                raise AssetError(_network_message(url, f"{exc} (after {tries})")) from exc
+            time.sleep(RETRY_DELAY_S * attempt)
+    _verify_download(part, url, sha256, total)
+    with _disk_errors(dest.parent):
+        os.replace(part, dest)
+
+
+def _network_message(url: str, reason: str) -> str:
+    """Error text naming the URL and how to work without network access."""
+    name = url_file_name(url)
+    return (f"could not download {url}: {reason}. To use a copy obtained another way, put {name} in a "
+            f"directory and set {ENV_ASSETS}=<dir holding {name}>, or set {ENV_MIRROR}=<base url> "
+            f"of a server that serves {name}.")
+
+
+def _transfer(url: str, part: Path, progress: bool, timeout: float) -> int | None:
+    """One HTTP attempt, resuming from the `.part` size; returns the full size if the server said."""
+    offset = part.stat().st_size if part.is_file() else 0
+    headers = {"User-Agent": _USER_AGENT}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return _http_error(url, exc, part, offset)
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        if isinstance(getattr(exc, "reason", exc), socket.gaierror):
+            # An unknown host name does not come back within seconds; retrying only delays the advice.
+            raise AssetError(_network_message(url, _reason(exc, timeout))) from exc
+        raise _Transient(_reason(exc, timeout)) from exc
+    with resp:
+        offset, total = _resume_point(resp, part, offset)
+        _copy_body(resp, part, offset, total, progress, timeout)
+    size = part.stat().st_size
+    if total is not None and size < total:
+        raise _Transient(f"connection closed after {size} of {total} bytes")
+    return total
+
+
+def _http_error(url: str, exc: urllib.error.HTTPError, part: Path, offset: int) -> int | None:
+    """Handle an HTTP error status: 416 restarts or finishes, 5xx retries, the rest is fatal."""
+    if exc.code == 416 and offset:
+        # The server has nothing past `offset`: the part is complete if its size is the full size.
+        match = re.match(r"bytes \*/(\d+)", exc.headers.get("Content-Range", "") if exc.headers else "")
+        if match and int(match.group(1)) == offset:
+            return offset
+        part.unlink(missing_ok=True)
+        raise _Transient(f"HTTP 416 for bytes={offset}-, restarting from 0")
+    if exc.code >= 500 or exc.code == 429:
+        raise _Transient(f"HTTP {exc.code} {exc.reason}")
+    raise AssetError(_network_message(url, f"HTTP {exc.code} {exc.reason}"))
+
+
+def _reason(exc: BaseException, timeout: float) -> str:
+    """Readable cause of a network failure, spelling out timeouts."""
+    cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(cause, (socket.timeout, TimeoutError)):
+        return (f"timed out: no data for {timeout:g} s (raise {ENV_TIMEOUT} to wait longer "
+                f"on a slow connection)")
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {cause}"
+    return str(cause)
+
+
+def _resume_point(resp: Any, part: Path, offset: int) -> tuple[int, int | None]:
+    """Offset to write at and full size, from the status: 206 appends, anything else restarts."""
+    status = getattr(resp, "status", None) or 200  # file:// mirrors have no status
+    length = resp.headers.get("Content-Length")
+    if offset and status == 206:
+        match = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", resp.headers.get("Content-Range", ""))
+        if match and int(match.group(1)) == offset:
+            total = match.group(3)
+            return offset, (int(total) if total != "*" else (offset + int(length) if length else None))
+        part.unlink(missing_ok=True)
+        raise _Transient("server answered a different range than asked, restarting from 0")
+    if status not in (200, 206):
+        raise _Transient(f"unexpected HTTP status {status}")
+    return 0, (int(length) if length and length.isdigit() else None)
+
+
+def _copy_body(resp: Any, part: Path, offset: int, total: int | None, progress: bool,
+               timeout: float) -> None:
+    """Stream the response into the `.part` file (append when resuming) with a progress bar."""
+    bar_args = {"total": total, "initial": offset, "unit": "B", "unit_scale": True, "unit_divisor": 1024,
+                "desc": part.name[: -len(".part")], "file": sys.stderr, "disable": None if progress else True,
+                "leave": False}
+    with _disk_errors(part.parent), open(part, "ab" if offset else "wb") as fh, tqdm(**bar_args) as bar:
+        while True:
+            try:
+                chunk = resp.read(_CHUNK)
+            except (OSError, http.client.HTTPException) as exc:
+                raise _Transient(_reason(exc, timeout)) from exc
+            if not chunk:
+                return
+            fh.write(chunk)
+            bar.update(len(chunk))
+
+
+def _verify_download(part: Path, url: str, sha256: str | None, total: int | None) -> None:
+    """Check size and digest of a finished `.part`; delete it and raise if it is wrong."""
+    size = part.stat().st_size
+    if total is not None and size != total:
+        part.unlink(missing_ok=True)
+        raise AssetError(f"{url}: downloaded {size} bytes but the server announced {total}; "
+                         f"the partial file was deleted, try again")
+    if sha256 is None:
+        return
+    got = sha256_file(part)
+    if got != sha256:
+        part.unlink(missing_ok=True)
+        raise AssetError(f"{url}: sha256 mismatch: expected {sha256}, got {got} ({size} bytes); "
+                         f"the download was deleted (corrupted transfer, or the server or mirror "
+                         f"serves a different file)")
+
+
+# --- archives --------------------------------------------------------------------------------
+
+
+def _check_member_path(name: str, member: str) -> None:
+    """Refuse member paths that could escape the extraction directory."""
+    parts = PurePosixPath(member).parts
+    if not member or member.startswith(("/", "\\")) or ".." in parts or "\\" in member or ":" in member:
+        raise AssetError(f"asset {name!r}: unsafe archive member path {member!r} "
+                         f"(absolute, '..' or a drive/backslash)")
+
+
+def _extract(spec: AssetSpec, archive: Path) -> Path:
+    """Extract the spec's member from a (gzip) tar into the cache via a temp file and rename."""
+    assert spec.member is not None
+    out = _extracted_path(spec)
+    _ensure_dir(out.parent)
+    _clear_stamp(out)
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            info = _find_member(tar, spec.member, archive)
+            src = tar.extractfile(info)
+            assert src is not None  # _find_member only returns regular files
+            _write_atomically(src, out, info.size, archive)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise AssetError(f"{archive}: cannot read the archive ({exc}); delete it to download again") from exc
+    _write_stamp(out, spec.sha256)
+    return out
+
+
+def _find_member(tar: tarfile.TarFile, member: str, archive: Path) -> tarfile.TarInfo:
+    """The regular-file entry named `member` (ignoring a leading './'), or an error listing entries."""
+    seen: list[str] = []
+    for info in tar:
+        name = info.name
+        while name.startswith("./"):
+            name = name[2:]
+        if name == member:
+            if not info.isfile():
+                raise AssetError(f"{archive}: member {member!r} is not a regular file (a link or directory)")
+            return info
+        seen.append(info.name)
+    listing = ", ".join(seen[:10]) + (f", ... ({len(seen)} entries)" if len(seen) > 10 else "")
+    raise AssetError(f"{archive}: no member {member!r} in the archive; it holds: {listing or 'nothing'}")
+
+
+def _write_atomically(src: Any, out: Path, size: int, archive: Path) -> None:
+    """Copy a stream to `out` through a temp file in the same directory, renamed only when complete."""
+    with _disk_errors(out.parent):
+        fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with _disk_errors(out.parent), os.fdopen(fd, "wb") as fh:
+            shutil.copyfileobj(src, fh, _CHUNK)
+        if tmp.stat().st_size != size:
+            raise AssetError(f"{archive}: member {out.name} is truncated in the archive")
+        with _disk_errors(out.parent):
+            os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
