@@ -1,0 +1,128 @@
+"""Publisher weights -> a Paddle Inference model, converted once and cached on disk.
+
+The cache entry is keyed by the model name, the program version (configs/*.yaml) and the sha256 of
+every weights file, so new weights or a changed network give a new entry and nothing stale is used.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import paddle
+from filelock import FileLock
+
+from .assets import cache_root, sha256_file
+from .errors import AssetError, WeightsError
+from .weights import load_checked_weights
+
+
+@dataclass
+class StaticProgram:
+    """A built static-graph inference program: its feeds and fetches are PIR values."""
+
+    main: Any
+    startup: Any
+    feeds: list
+    fetches: list
+
+
+@contextlib.contextmanager
+def static_mode() -> Iterator[None]:
+    """Run in Paddle's static-graph mode and restore the caller's mode afterwards."""
+    was_dynamic = paddle.in_dynamic_mode()
+    paddle.enable_static()
+    try:
+        yield
+    finally:
+        if was_dynamic:
+            paddle.disable_static()
+
+
+def program_parameters(program: Any) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every parameter of a PIR program."""
+    return {value.name: tuple(value.shape) for value in program.get_all_parameter_values()}
+
+
+def save_inference_model(program: StaticProgram, state: Mapping[str, np.ndarray], prefix: Path) -> None:
+    """Load `state` into `program` (every parameter must be covered) and save it at `prefix`."""
+    missing = sorted(set(program_parameters(program.main)) - set(state))
+    if missing:  # set_program_state would silently leave these at their random initial values
+        raise WeightsError(f"the weights do not cover {len(missing)} program parameters: {missing[:10]}")
+    with static_mode():
+        executor = paddle.static.Executor(paddle.CPUPlace())
+        scope = paddle.static.Scope()
+        with paddle.static.scope_guard(scope):
+            executor.run(program.startup)
+            paddle.static.set_program_state(program.main, dict(state))
+            paddle.static.save_inference_model(
+                str(prefix), program.feeds, program.fetches, executor, program=program.main
+            )
+
+
+def weights_digest(path: Path) -> str:
+    """sha256 of a weights file, remembered per (path, size, mtime) so start-up does not rehash."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    memo_file = cache_root() / "digests.json"
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if key not in memo:
+        memo[key] = sha256_file(path)
+        with contextlib.suppress(OSError):  # the memo is an optimisation only
+            tmp = memo_file.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(memo))
+            os.replace(tmp, memo_file)
+    return memo[key]
+
+
+def cached_inference_model(
+    name: str,
+    program_version: int | str,
+    build: Callable[[], StaticProgram],
+    weights: Mapping[str, Path],
+) -> Path:
+    """Return the prefix of the converted model for `weights` ({network: .pdparams path}).
+
+    Converts on first use only; a file lock keeps two processes from converting the same entry,
+    and the entry appears by an atomic rename, so a reader never sees a half-written model.
+    """
+    key = hashlib.sha256(f"{name}|{program_version}".encode())
+    for network in sorted(weights):
+        key.update(f"|{network}={weights_digest(weights[network])}".encode())
+    entry = cache_root() / "inference" / f"{name}-v{program_version}-{key.hexdigest()[:16]}"
+    prefix = entry / "model"
+    if Path(f"{prefix}.pdiparams").exists():
+        return prefix
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{entry}.lock"):
+            if not Path(f"{prefix}.pdiparams").exists():
+                _convert(build, weights, entry)
+    except OSError as exc:
+        raise AssetError(f"cannot write the converted model under {entry.parent}: {exc}") from exc
+    return prefix
+
+
+def _convert(build: Callable[[], StaticProgram], weights: Mapping[str, Path], entry: Path) -> None:
+    state: dict[str, np.ndarray] = {}
+    for network, path in weights.items():
+        state.update(load_checked_weights(path, network))
+    tmp = entry.with_name(f"{entry.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        save_inference_model(build(), state, tmp / "model")
+        os.replace(tmp, entry)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

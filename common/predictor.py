@@ -1,0 +1,79 @@
+"""A thin wrapper around a Paddle Inference predictor: named inputs in, outputs out."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import paddle
+import paddle.inference as paddle_infer
+
+from .errors import DeviceError
+
+
+def check_gpu_available() -> None:
+    """Raise DeviceError unless this Paddle build has CUDA and the machine a visible GPU."""
+    if not paddle.is_compiled_with_cuda():
+        raise DeviceError(
+            "use_gpu=True, but this PaddlePaddle build has no CUDA support "
+            "(install the paddlepaddle-gpu wheel or call with use_gpu=False)"
+        )
+    if paddle.device.cuda.device_count() < 1:
+        raise DeviceError("use_gpu=True, but no CUDA GPU is visible (check CUDA_VISIBLE_DEVICES and the driver)")
+
+
+class Predictor:
+    """One Paddle Inference predictor for a saved model (`<prefix>.json` + `<prefix>.pdiparams`).
+
+    `run` is serialised by a lock: a Paddle predictor must not run in two threads at once.
+    """
+
+    def __init__(
+        self,
+        model_prefix: str | Path,
+        use_gpu: bool = False,
+        cpu_threads: int = 1,
+        use_onednn: bool = False,
+        gpu_id: int = 0,
+    ):
+        if use_gpu:
+            check_gpu_available()
+        prefix = str(model_prefix)
+        config = paddle_infer.Config(prefix + ".json", prefix + ".pdiparams")
+        config.disable_glog_info()
+        if use_gpu:
+            config.enable_use_gpu(256, gpu_id)
+        else:
+            config.disable_gpu()
+            config.set_cpu_math_library_num_threads(cpu_threads)
+            # oneDNN is on by default in Paddle 3 builds but fails on some programs (Paddle #77340),
+            # so each model says whether it wants it.
+            if use_onednn:
+                config.enable_onednn()
+            else:
+                config.disable_onednn()
+        self.use_gpu = use_gpu
+        self._predictor = paddle_infer.create_predictor(config)
+        self.input_names: list[str] = list(self._predictor.get_input_names())
+        self.output_names: list[str] = list(self._predictor.get_output_names())
+        self._lock = threading.Lock()
+
+    def run(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        lod: Mapping[str, Sequence[Sequence[int]]] | None = None,
+    ) -> list[np.ndarray]:
+        """Feed `inputs` by name (with optional LoD per input) and return every output, in order."""
+        unknown = set(inputs) - set(self.input_names)
+        if unknown:
+            raise KeyError(f"unknown inputs {sorted(unknown)}; the model takes {self.input_names}")
+        with self._lock:
+            for name, array in inputs.items():
+                handle = self._predictor.get_input_handle(name)
+                handle.reshape(array.shape)
+                handle.copy_from_cpu(np.ascontiguousarray(array))
+                if lod and name in lod:
+                    handle.set_lod([list(level) for level in lod[name]])
+            self._predictor.run()
+            return [self._predictor.get_output_handle(name).copy_to_cpu() for name in self.output_names]
