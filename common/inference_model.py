@@ -10,8 +10,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,29 +20,11 @@ from filelock import FileLock
 
 from .assets import cache_root, sha256_file
 from .errors import AssetError, WeightsError
+from .networks.layers import feed_values, static_mode
 from .weights import load_checked_weights
 
-
-@dataclass
-class StaticProgram:
-    """A built static-graph inference program: its feeds and fetches are PIR values."""
-
-    main: Any
-    startup: Any
-    feeds: list
-    fetches: list
-
-
-@contextlib.contextmanager
-def static_mode() -> Iterator[None]:
-    """Run in Paddle's static-graph mode and restore the caller's mode afterwards."""
-    was_dynamic = paddle.in_dynamic_mode()
-    paddle.enable_static()
-    try:
-        yield
-    finally:
-        if was_dynamic:
-            paddle.disable_static()
+# What every network builder returns: (main program, startup program, feed names, fetch values).
+StaticProgram = tuple[Any, Any, list[str], list[Any]]
 
 
 def program_parameters(program: Any) -> dict[str, tuple[int, ...]]:
@@ -53,18 +34,17 @@ def program_parameters(program: Any) -> dict[str, tuple[int, ...]]:
 
 def save_inference_model(program: StaticProgram, state: Mapping[str, np.ndarray], prefix: Path) -> None:
     """Load `state` into `program` (every parameter must be covered) and save it at `prefix`."""
-    missing = sorted(set(program_parameters(program.main)) - set(state))
+    main, startup, feed_names, fetches = program
+    missing = sorted(set(program_parameters(main)) - set(state))
     if missing:  # set_program_state would silently leave these at their random initial values
         raise WeightsError(f"the weights do not cover {len(missing)} program parameters: {missing[:10]}")
     with static_mode():
         executor = paddle.static.Executor(paddle.CPUPlace())
-        scope = paddle.static.Scope()
-        with paddle.static.scope_guard(scope):
-            executor.run(program.startup)
-            paddle.static.set_program_state(program.main, dict(state))
-            paddle.static.save_inference_model(
-                str(prefix), program.feeds, program.fetches, executor, program=program.main
-            )
+        with paddle.static.scope_guard(paddle.static.Scope()):
+            executor.run(startup)
+            paddle.static.set_program_state(main, dict(state))
+            feeds = feed_values(main, feed_names)
+            paddle.static.save_inference_model(str(prefix), feeds, fetches, executor, program=main)
 
 
 def weights_digest(path: Path) -> str:

@@ -1,0 +1,105 @@
+"""StNet (ResNet-50 on 15-channel super-images + temporal blocks + temporal Xception), Kinetics-400.
+
+Inference program built by `build_stnet_program(seg_num, image_size)`: feed `image` float32
+`[B, seg_num, 15, S, S]` (upstream: seg_num 25, S 256; channel 3j+c = frame j, colour c), fetch
+softmax probabilities `[B, 400]`. seg_num and S are baked into the graph by the temporal reshapes.
+
+The auto-named upstream tensors (`conv3d_0/1`, `batch_norm_24/44`, `xception_*`, `fc_0`) are
+created here under exactly those names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import paddle
+import paddle.nn.functional as F
+
+from .layers import auto_bn_names, batch_norm, conv2d, fc, new_program, parameter
+from .resnet import resnet
+
+SEG_NUM = 25
+SEG_LEN = 5
+IMAGE_SIZE = 256
+NUM_CLASSES = 400
+STNET_DEPTH = 50
+
+# (conv3d name, batch_norm name, channels) of the temporal block after res3 and after res4.
+TEMPORAL_BLOCKS = {3: ("conv3d_0", "batch_norm_24", 512), 4: ("conv3d_1", "batch_norm_44", 1024)}
+
+
+def temporal_block(x: Any, seg_num: int, channels: int, conv_name: str, bn_name: str) -> Any:
+    """`[B*T, C, h, w]` -> same shape: conv3d (3,1,1) with bias -> ReLU -> BN -> + input, over time."""
+    height, width = x.shape[2], x.shape[3]
+    if height < 0 or width < 0:
+        raise ValueError("temporal_block needs static spatial sizes (build with a fixed image size)")
+    clip = paddle.reshape(x, [-1, seg_num, channels, height, width])
+    clip = paddle.transpose(clip, [0, 2, 1, 3, 4])  # [B, C, T, h, w]
+    weight = parameter(f"{conv_name}.w_0", [channels, channels, 3, 1, 1])
+    bias = parameter(f"{conv_name}.b_0", [channels], init=0.0)
+    y = F.relu(F.conv3d(clip, weight, bias=bias, padding=(1, 0, 0)))
+    y = batch_norm(y, auto_bn_names(bn_name), channels) + clip
+    y = paddle.transpose(y, [0, 2, 1, 3, 4])
+    return paddle.reshape(y, [-1, channels, height, width])
+
+
+def xception_head(x: Any, in_channels: int = 2048, out_channels: int = 1024) -> Any:
+    """Temporal Xception block on `[B, C_in, T, 1]` -> `[B, C_out, T, 1]` (`xception_*` parameters)."""
+    normed = batch_norm(x, auto_bn_names("xception_bn"), in_channels)
+    # Branch A: separable temporal convolution twice (depthwise (3,1) then pointwise 1x1).
+    a = conv2d(
+        normed,
+        "xception_att_conv.w_0",
+        in_channels,
+        in_channels,
+        (3, 1),
+        padding=(1, 0),
+        groups=in_channels,
+        bias_name="xception_att_conv.b_0",
+    )
+    a = conv2d(a, "xception_att_2.w_0", in_channels, out_channels, 1, bias_name="xception_att_2.b_0")
+    a = batch_norm(a, auto_bn_names("xception_bndw"), out_channels, act="relu")
+    a = conv2d(
+        a,
+        "xception_att1.w_0",
+        out_channels,
+        out_channels,
+        (3, 1),
+        padding=(1, 0),
+        groups=out_channels,
+        bias_name="xception_att1.b_0",
+    )
+    a = conv2d(a, "xception_att1_2.w_0", out_channels, out_channels, 1, bias_name="xception_att1_2.b_0")
+    # Branch B: pointwise shortcut on the same normalised input.
+    b = conv2d(normed, "xception_dw.w_0", in_channels, out_channels, 1, bias_name="xception_dw.b_0")
+    return batch_norm(a + b, auto_bn_names("xception_bn2"), out_channels, act="relu")
+
+
+def stnet(image: Any, seg_num: int = SEG_NUM, num_classes: int = NUM_CLASSES) -> Any:
+    """`[B, seg_num, 15, S, S]` super-images -> softmax probabilities `[B, num_classes]`."""
+    channels, height, width = image.shape[2:]
+    frames = paddle.reshape(image, [-1, channels, height, width])
+
+    def insert_temporal_block(stage: int, x: Any) -> Any:
+        if stage not in TEMPORAL_BLOCKS:
+            return x
+        conv_name, bn_name, block_channels = TEMPORAL_BLOCKS[stage]
+        return temporal_block(x, seg_num, block_channels, conv_name, bn_name)
+
+    maps = resnet(frames, depth=STNET_DEPTH, in_channels=channels, after_stage=insert_temporal_block)
+    pooled = F.adaptive_avg_pool2d(maps, 1)  # [B*T, 2048, 1, 1]
+    sequence = paddle.reshape(pooled, [-1, seg_num, 2048, 1])
+    sequence = paddle.transpose(sequence, [0, 2, 1, 3])  # [B, 2048, T, 1]
+    temporal = xception_head(sequence)
+    feature = paddle.max(temporal, axis=[2, 3])  # max over the whole (T, 1) extent -> [B, 1024]
+    return fc(feature, "fc_0", 1024, num_classes, act="softmax")
+
+
+def build_stnet_program(
+    seg_num: int = SEG_NUM, image_size: int = IMAGE_SIZE, num_classes: int = NUM_CLASSES
+) -> tuple[Any, Any, list[str], list[Any]]:
+    """Build the StNet inference program: returns (main, startup, ["image"], [probabilities])."""
+    with new_program() as (main, startup):
+        image = paddle.static.data("image", [-1, seg_num, 3 * SEG_LEN, image_size, image_size], "float32")
+        probabilities = stnet(image, seg_num=seg_num, num_classes=num_classes)
+    return main, startup, ["image"], [probabilities]

@@ -1,0 +1,447 @@
+"""Network builders: exact parameter manifests and numerics against NumPy references written here."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import paddle
+import pytest
+
+from paddlehub_video.networks.attention_lstm import (
+    build_attention_lstm_program,
+    lod_tensor,
+    peephole_lstm,
+)
+from paddlehub_video.networks.layers import feed_values, new_program, static_mode
+from paddlehub_video.networks.resnet import bottleneck, stem
+from paddlehub_video.networks.stnet import build_stnet_program, temporal_block, xception_head
+from paddlehub_video.networks.tsn import build_tsn_program
+
+PARAMS_DIR = Path(__file__).parents[1] / "configs" / "params"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def static_scope() -> Iterator[Any]:
+    """Static mode plus a private scope: TSN and StNet share names (conv1_weights) with other shapes."""
+    with static_mode():
+        scope = paddle.static.Scope()
+        with paddle.static.scope_guard(scope):
+            yield paddle.static.Executor(paddle.CPUPlace())
+
+
+def program_params(program: Any) -> dict[str, list[int]]:
+    return {p.name: list(p.shape) for p in program.global_block().all_parameters()}
+
+
+def random_params(
+    program: Any, rng: np.random.Generator, scale: Callable[[str, list[int]], float | None] | None = None
+) -> dict[str, np.ndarray]:
+    """Random float32 parameters: BN variances positive, other std `scale(...)` or 1/sqrt(fan_in)."""
+    state = {}
+    for name, shape in program_params(program).items():
+        if name.endswith(("_variance", ".w_2")) and len(shape) == 1:
+            value = rng.uniform(0.5, 1.5, shape)
+        elif name.endswith(("_scale", ".w_0")) and len(shape) == 1:
+            value = rng.uniform(0.5, 1.5, shape)
+        else:
+            fan_in = int(np.prod(shape[1:])) if len(shape) == 4 or len(shape) == 5 else shape[0]
+            std = scale(name, shape) if scale else None
+            if std is None:
+                std = 1.0 / np.sqrt(max(fan_in, 1))
+            value = rng.normal(0.0, std, shape)
+        state[name] = value.astype(np.float32)
+    return state
+
+
+def load_params(program: Any, state: dict[str, np.ndarray]) -> None:
+    assert set(state) == set(program_params(program))
+    paddle.static.set_program_state(program, state)
+
+
+def report(label: str, diff: float) -> None:
+    print(f"max abs diff {label}: {diff:.3g}")
+
+
+# ---------------------------------------------------------------- NumPy references
+
+
+def np_conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride=(1, 1), pad=(0, 0), groups=1):
+    """Direct NCHW convolution via im2col (float64)."""
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    sh, sw = stride
+    ph, pw = pad
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (wd + 2 * pw - kw) // sw + 1
+    out = np.zeros((n, o, oh, ow))
+    og = o // groups
+    for g in range(groups):
+        xs = xp[:, g * cg : (g + 1) * cg]
+        cols = np.empty((n, cg, kh, kw, oh, ow))
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, :, i, j] = xs[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw]
+        wg = w[g * og : (g + 1) * og].reshape(og, -1)
+        out[:, g * og : (g + 1) * og] = np.einsum("ok,nkhw->nohw", wg, cols.reshape(n, -1, oh, ow))
+    if b is not None:
+        out += b.reshape(1, -1, 1, 1)
+    return out
+
+
+def np_bn(x: np.ndarray, scale, offset, mean, var) -> np.ndarray:
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + 1e-5) * scale.reshape(shape) + offset.reshape(shape)
+
+
+def np_resnet_bn(p: dict, prefix: str, x: np.ndarray) -> np.ndarray:
+    return np_bn(x, *(p[f"{prefix}_{k}"] for k in ("scale", "offset", "mean", "variance")))
+
+
+def np_auto_bn(p: dict, prefix: str, x: np.ndarray) -> np.ndarray:
+    return np_bn(x, *(p[f"{prefix}.{k}"] for k in ("w_0", "b_0", "w_1", "w_2")))
+
+
+def np_maxpool_3x3_s2(x: np.ndarray) -> np.ndarray:
+    n, c, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    oh, ow = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    return np.max(
+        np.stack([xp[:, :, i : i + 2 * oh : 2, j : j + 2 * ow : 2] for i in range(3) for j in range(3)]),
+        axis=0,
+    )
+
+
+def np_bottleneck(p: dict, name: str, x: np.ndarray, stride: int, project: bool) -> np.ndarray:
+    bn = "bn" + name[3:]
+    y = np.maximum(np_resnet_bn(p, f"{bn}_branch2a", np_conv2d(x, p[f"{name}_branch2a_weights"])), 0)
+    y = np_conv2d(y, p[f"{name}_branch2b_weights"], stride=(stride, stride), pad=(1, 1))
+    y = np.maximum(np_resnet_bn(p, f"{bn}_branch2b", y), 0)
+    y = np_resnet_bn(p, f"{bn}_branch2c", np_conv2d(y, p[f"{name}_branch2c_weights"]))
+    if project:
+        x = np_resnet_bn(p, f"{bn}_branch1", np_conv2d(x, p[f"{name}_branch1_weights"], stride=(stride, stride)))
+    return np.maximum(y + x, 0)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def np_peephole_lstm(
+    proj: np.ndarray, w: np.ndarray, b: np.ndarray, reverse: bool, new_cell_peephole: bool = True
+) -> np.ndarray:
+    """Fluid dynamic_lstm: gates c~, i, f, o; peepholes in b[4D:7D]; o peeps at the new cell."""
+    d = w.shape[0]
+    b = b.reshape(-1)
+    gate_bias, w_ic, w_fc, w_oc = b[: 4 * d], b[4 * d : 5 * d], b[5 * d : 6 * d], b[6 * d :]
+    h, c = np.zeros(d), np.zeros(d)
+    out = np.zeros((proj.shape[0], d))
+    steps = range(proj.shape[0] - 1, -1, -1) if reverse else range(proj.shape[0])
+    for t in steps:
+        g = proj[t] + h @ w + gate_bias
+        cand = np.tanh(g[:d])
+        i = sigmoid(g[d : 2 * d] + w_ic * c)
+        f = sigmoid(g[2 * d : 3 * d] + w_fc * c)
+        c_prev, c = c, f * c + i * cand
+        o = sigmoid(g[3 * d :] + w_oc * (c if new_cell_peephole else c_prev))
+        h = o * np.tanh(c)
+        out[t] = h
+    return out
+
+
+def np_attention_lstm(p: dict, x: np.ndarray, keep: float = 0.5) -> np.ndarray:
+    p = {k: v.astype(np.float64) for k, v in p.items()}
+    e = np.tanh(x @ p["rgb_fc.w_0"] + p["rgb_fc.b_0"])
+    hf = np_peephole_lstm(e @ p["rgb_fc_forward.w_0"], p["rgb_lstm_forward.w_0"], p["rgb_lstm_forward.b_0"], False)
+    hb = np_peephole_lstm(e @ p["rgb_fc_backward.w_0"], p["rgb_lstm_backward.w_0"], p["rgb_lstm_backward.b_0"], True)
+    z = keep * np.concatenate([hf, hb], axis=1)
+    score = (z @ p["rgb_weight.w_0"])[:, 0]
+    a = np.exp(score - score.max())
+    a /= a.sum()
+    v = (a[:, None] * z).sum(axis=0, keepdims=True)
+    h1 = np.maximum(v @ p["fc1.w_0"] + p["fc1.b_0"], 0)
+    h2 = np.tanh(h1 @ p["fc2.w_0"] + p["fc2.b_0"])
+    return sigmoid(h2 @ p["output.w_0"] + p["output.b_0"])
+
+
+# ---------------------------------------------------------------- parameter manifests
+
+
+@pytest.mark.parametrize(
+    ("manifest", "build"),
+    [
+        ("videotag_tsn_resnet101", build_tsn_program),
+        ("videotag_attention_lstm", build_attention_lstm_program),
+        ("stnet_resnet50_kinetics400", build_stnet_program),
+    ],
+)
+def test_parameters_match_manifest(manifest: str, build: Callable[[], tuple]) -> None:
+    expected = json.loads((PARAMS_DIR / f"{manifest}.json").read_text())
+    main, _startup, _feeds, _fetches = build()
+    got = program_params(main)
+    assert len(got) == len(expected)
+    assert sorted(got) == sorted(name for name, _shape in expected)
+    for name, shape in expected:
+        assert got[name] == shape, name
+
+
+def test_builders_restore_dynamic_mode() -> None:
+    assert paddle.in_dynamic_mode()
+    build_attention_lstm_program()
+    assert paddle.in_dynamic_mode()
+
+
+def test_repeated_builds_keep_names() -> None:
+    first = program_params(build_attention_lstm_program()[0])
+    second = program_params(build_attention_lstm_program()[0])
+    assert first == second
+
+
+# ---------------------------------------------------------------- AttentionLSTM
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_peephole_lstm_layer(static_scope: Any, reverse: bool) -> None:
+    exe = static_scope
+    d = 8
+    with new_program() as (main, startup):
+        proj = paddle.static.data("proj", [-1, 4 * d], "float32", lod_level=1)
+        hidden = peephole_lstm(proj, "lstm", d, is_reverse=reverse)
+    exe.run(startup)
+    rng = np.random.default_rng(1)
+    state = {
+        "lstm.w_0": rng.normal(0, 0.5, (d, 4 * d)).astype(np.float32),
+        "lstm.b_0": rng.normal(0, 0.5, (1, 7 * d)).astype(np.float32),
+    }
+    load_params(main, state)
+    worst = 0.0
+    for steps in (1, 7, 300):
+        x = rng.normal(0, 1, (steps, 4 * d)).astype(np.float32)
+        (out,) = exe.run(main, feed={"proj": lod_tensor(x)}, fetch_list=[hidden], return_numpy=False)
+        expected = np_peephole_lstm(x.astype(np.float64), state["lstm.w_0"], state["lstm.b_0"], reverse)
+        worst = max(worst, float(np.abs(np.array(out) - expected).max()))
+    report(f"peephole LSTM layer reverse={reverse}", worst)
+    assert worst < 1e-5
+
+
+def lstm_scale(name: str, shape: list[int]) -> float:
+    """Weight scales that keep every activation away from saturation (attention not uniform either)."""
+    fan_in = shape[0]
+    if name.endswith(".b_0"):
+        return 0.3
+    if name in ("rgb_weight.w_0", "fc1.w_0"):
+        return 5.0 / np.sqrt(fan_in)  # the 0.5-scaled LSTM states are small
+    if name.startswith("rgb_lstm"):
+        return 0.7 / np.sqrt(fan_in)
+    return 1.0 / np.sqrt(fan_in)
+
+
+def test_attention_lstm_predictor_matches_numpy(static_scope: Any, tmp_path: Path) -> None:
+    exe = static_scope
+    main, startup, feeds, fetches = build_attention_lstm_program()
+    exe.run(startup)
+    rng = np.random.default_rng(2)
+    state = random_params(main, rng, lstm_scale)
+    load_params(main, state)
+    prefix = str(tmp_path / "attention_lstm")
+    paddle.static.save_inference_model(prefix, feed_values(main, feeds), fetches, exe, program=main)
+
+    inputs = {steps: rng.normal(0, 1, (steps, 2048)).astype(np.float32) for steps in (1, 7, 300)}
+    expected = {steps: np_attention_lstm(state, x.astype(np.float64)) for steps, x in inputs.items()}
+    # Outputs must be informative: neither saturated nor constant.
+    assert 0.05 < float(np.std(expected[300])) and 0.01 < float(expected[300].min())
+    assert float(expected[300].max()) < 0.99
+    # ... and sensitive to fluid's inference dropout factor.
+    assert np.abs(np_attention_lstm(state, inputs[7].astype(np.float64), keep=1.0) - expected[7]).max() > 1e-3
+
+    for use_onednn in (True, False):
+        config = paddle.inference.Config(prefix + ".json", prefix + ".pdiparams")
+        config.disable_glog_info()
+        if not use_onednn:
+            config.disable_mkldnn()
+        predictor = paddle.inference.create_predictor(config)
+        assert predictor.get_input_names() == ["rgb"]
+        handle = predictor.get_input_handle("rgb")
+        output = predictor.get_output_handle(predictor.get_output_names()[0])
+        for steps in (300, 1, 7, 300):  # one predictor, varying T: LoD must be set on every run
+            handle.reshape([steps, 2048])
+            handle.copy_from_cpu(inputs[steps])
+            handle.set_lod([[0, steps]])
+            predictor.run()
+            got = output.copy_to_cpu()
+            assert got.shape == (1, 3396)
+            diff = float(np.abs(got - expected[steps]).max())
+            report(f"AttentionLSTM predictor T={steps} onednn={use_onednn}", diff)
+            assert diff < 1e-5
+
+
+def test_numpy_lstm_reference_is_sensitive() -> None:
+    """The reference tells apart what matters: peepholes, new-cell output peephole, direction."""
+    rng = np.random.default_rng(3)
+    d = 8
+    w, b = rng.normal(0, 0.5, (d, 4 * d)), rng.normal(0, 0.5, (1, 7 * d))
+    x = rng.normal(0, 1, (7, 4 * d))
+    without_peepholes = b.copy()
+    without_peepholes[0, 4 * d :] = 0.0
+    assert np.abs(np_peephole_lstm(x, w, b, False) - np_peephole_lstm(x, w, without_peepholes, False)).max() > 1e-2
+    assert np.abs(np_peephole_lstm(x, w, b, False) - np_peephole_lstm(x, w, b, True)).max() > 1e-2
+    old_cell = np_peephole_lstm(x, w, b, False, new_cell_peephole=False)
+    assert np.abs(np_peephole_lstm(x, w, b, False) - old_cell).max() > 1e-2
+
+
+# ---------------------------------------------------------------- ResNet / TSN
+
+
+def test_resnet_stem_and_bottlenecks_match_numpy(static_scope: Any) -> None:
+    exe = static_scope
+    with new_program() as (main, startup):
+        image = paddle.static.data("x", [2, 15, 32, 32], "float32")
+        y = stem(image, in_channels=15)
+        y = bottleneck(y, "res2a", 64, 64, stride=1)
+        y = bottleneck(y, "res3a", 256, 128, stride=2)
+    exe.run(startup)
+    rng = np.random.default_rng(4)
+    state = random_params(main, rng)
+    load_params(main, state)
+    x = rng.normal(0, 1, (2, 15, 32, 32)).astype(np.float32)
+    (got,) = exe.run(main, feed={"x": x}, fetch_list=[y])
+    assert got.shape == (2, 512, 4, 4)
+
+    p = {k: v.astype(np.float64) for k, v in state.items()}
+    ref = np_conv2d(x.astype(np.float64), p["conv1_weights"], stride=(2, 2), pad=(3, 3))
+    ref = np_maxpool_3x3_s2(np.maximum(np_resnet_bn(p, "bn_conv1", ref), 0))
+    ref = np_bottleneck(p, "res2a", ref, stride=1, project=True)
+    ref = np_bottleneck(p, "res3a", ref, stride=2, project=True)
+    diff = float(np.abs(got - ref).max() / np.abs(ref).max())
+    report("ResNet stem+res2a+res3a (relative to max |ref|)", diff)
+    assert diff < 1e-5
+
+
+def test_tsn_features_shape_and_frame_order(static_scope: Any) -> None:
+    exe = static_scope
+    main, startup, feeds, fetches = build_tsn_program(image_size=64)
+    assert feeds == ["image"]
+    exe.run(startup)
+    rng = np.random.default_rng(5)
+    load_params(main, random_params(main, rng))
+    frames = rng.normal(0, 1, (2, 3, 3, 64, 64)).astype(np.float32)
+    (features,) = exe.run(main, feed={"image": frames}, fetch_list=fetches)
+    assert features.shape == (2, 3, 2048)
+    # Each [b, t] row is the feature of frame [b, t] alone: batching must not regroup frames.
+    (single,) = exe.run(main, feed={"image": frames[1:2, 2:3]}, fetch_list=fetches)
+    diff = float(np.abs(single[0, 0] - features[1, 2]).max() / np.abs(features[1, 2]).max())
+    report("TSN batched vs single frame (relative)", diff)
+    assert diff < 1e-5
+    assert np.abs(features[0, 0] - features[1, 2]).max() > 1e-3 * np.abs(features).max()
+
+
+# ---------------------------------------------------------------- StNet
+
+
+def test_temporal_block_matches_numpy(static_scope: Any) -> None:
+    exe = static_scope
+    batch, seg, channels, h, w = 2, 3, 4, 3, 2
+    with new_program() as (main, startup):
+        x = paddle.static.data("x", [batch * seg, channels, h, w], "float32")
+        y = temporal_block(x, seg, channels, "conv3d_0", "batch_norm_24")
+    assert program_params(main) == {
+        "conv3d_0.w_0": [channels, channels, 3, 1, 1],
+        "conv3d_0.b_0": [channels],
+        "batch_norm_24.w_0": [channels],
+        "batch_norm_24.b_0": [channels],
+        "batch_norm_24.w_1": [channels],
+        "batch_norm_24.w_2": [channels],
+    }
+    exe.run(startup)
+    rng = np.random.default_rng(6)
+    state = random_params(main, rng)
+    load_params(main, state)
+    data = rng.normal(0, 1, (batch * seg, channels, h, w)).astype(np.float32)
+    (got,) = exe.run(main, feed={"x": data}, fetch_list=[y])
+
+    p = {k: v.astype(np.float64) for k, v in state.items()}
+    clip = data.astype(np.float64).reshape(batch, seg, channels, h, w).transpose(0, 2, 1, 3, 4)
+    padded = np.pad(clip, ((0, 0), (0, 0), (1, 1), (0, 0), (0, 0)))
+    kernel = p["conv3d_0.w_0"][:, :, :, 0, 0]  # [out, in, k]
+    conv = np.zeros_like(clip) + p["conv3d_0.b_0"].reshape(1, -1, 1, 1, 1)
+    for k in range(3):
+        conv += np.einsum("oc,bcthw->bothw", kernel[:, :, k], padded[:, :, k : k + seg])
+    ref = np_auto_bn(p, "batch_norm_24", np.maximum(conv, 0)) + clip
+    ref = ref.transpose(0, 2, 1, 3, 4).reshape(batch * seg, channels, h, w)
+    diff = float(np.abs(got - ref).max())
+    report("StNet temporal block", diff)
+    assert diff < 1e-5
+
+
+def test_xception_head_matches_numpy(static_scope: Any) -> None:
+    exe = static_scope
+    batch, c_in, c_out, seg = 2, 6, 4, 5
+    with new_program() as (main, startup):
+        x = paddle.static.data("x", [batch, c_in, seg, 1], "float32")
+        y = xception_head(x, in_channels=c_in, out_channels=c_out)
+    exe.run(startup)
+    rng = np.random.default_rng(7)
+    state = random_params(main, rng)
+    load_params(main, state)
+    data = rng.normal(0, 1, (batch, c_in, seg, 1)).astype(np.float32)
+    (got,) = exe.run(main, feed={"x": data}, fetch_list=[y])
+
+    p = {k: v.astype(np.float64) for k, v in state.items()}
+
+    def conv(name: str, value: np.ndarray, groups: int = 1) -> np.ndarray:
+        weight = p[f"{name}.w_0"]
+        pad = ((weight.shape[2] - 1) // 2, 0)
+        return np_conv2d(value, weight, p[f"{name}.b_0"], pad=pad, groups=groups)
+
+    normed = np_auto_bn(p, "xception_bn", data.astype(np.float64))
+    a = conv("xception_att_2", conv("xception_att_conv", normed, groups=c_in))
+    a = np.maximum(np_auto_bn(p, "xception_bndw", a), 0)
+    a = conv("xception_att1_2", conv("xception_att1", a, groups=c_out))
+    ref = np.maximum(np_auto_bn(p, "xception_bn2", a + conv("xception_dw", normed)), 0)
+    diff = float(np.abs(got - ref).max())
+    report("StNet Xception head", diff)
+    assert diff < 1e-5
+
+
+def test_stnet_small_forward_and_predictor(static_scope: Any, tmp_path: Path) -> None:
+    exe = static_scope
+    main, startup, feeds, fetches = build_stnet_program(seg_num=2, image_size=64)
+    assert feeds == ["image"]
+    exe.run(startup)
+    rng = np.random.default_rng(8)
+    # fc_0 scaled so the softmax is neither uniform nor one-hot and comparisons mean something.
+    load_params(main, random_params(main, rng, lambda name, shape: 0.01 if name == "fc_0.w_0" else None))
+    clips = rng.normal(0, 1, (2, 2, 15, 64, 64)).astype(np.float32)
+    (probabilities,) = exe.run(main, feed={"image": clips}, fetch_list=fetches)
+    assert probabilities.shape == (2, 400)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert probabilities.max() > 10.0 / 400
+    assert probabilities.max() < 0.9
+    assert np.abs(probabilities[0] - probabilities[1]).max() > 1e-3
+    # Clips are independent: the second clip alone gives the same probabilities.
+    (alone,) = exe.run(main, feed={"image": clips[1:]}, fetch_list=fetches)
+    diff = float(np.abs(alone[0] - probabilities[1]).max())
+    report("StNet batched vs single clip", diff)
+    assert diff < 1e-6
+
+    # conv3d and the temporal reshapes survive export and the default (oneDNN) predictor.
+    prefix = str(tmp_path / "stnet")
+    paddle.static.save_inference_model(prefix, feed_values(main, feeds), fetches, exe, program=main)
+    config = paddle.inference.Config(prefix + ".json", prefix + ".pdiparams")
+    config.disable_glog_info()
+    predictor = paddle.inference.create_predictor(config)
+    handle = predictor.get_input_handle("image")
+    handle.reshape(list(clips.shape))
+    handle.copy_from_cpu(clips)
+    predictor.run()
+    got = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+    diff = float(np.abs(got - probabilities).max())
+    report("StNet predictor vs executor", diff)
+    assert diff < 1e-5
