@@ -29,7 +29,7 @@ StaticProgram = tuple[Any, Any, list[str], list[Any]]
 
 def program_parameters(program: Any) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every parameter of a PIR program."""
-    return {value.name: tuple(value.shape) for value in program.get_all_parameter_values()}
+    return {value.name: tuple(value.shape) for value in program.global_block().all_parameters()}
 
 
 def save_inference_model(program: StaticProgram, state: Mapping[str, np.ndarray], prefix: Path) -> None:

@@ -77,3 +77,18 @@ class Predictor:
                     handle.set_lod([list(level) for level in lod[name]])
             self._predictor.run()
             return [self._predictor.get_output_handle(name).copy_to_cpu() for name in self.output_names]
+
+
+_shared: dict[tuple, Predictor] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_predictor(
+    model_prefix: str | Path, use_gpu: bool = False, cpu_threads: int = 1, use_onednn: bool = False
+) -> Predictor:
+    """The process-wide Predictor for a model and settings: created on first use, then reused."""
+    key = (str(model_prefix), use_gpu, cpu_threads, use_onednn)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = Predictor(model_prefix, use_gpu, cpu_threads, use_onednn)
+        return _shared[key]

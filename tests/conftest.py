@@ -18,4 +18,5 @@ os.environ["HUB_HOME"] = str(_HUB_HOME)
 pytest_plugins = [
     "tests.fixtures.videos",
     "tests.fixtures.http_server",
+    "tests.fixtures.publisher",
 ]

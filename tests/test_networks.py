@@ -11,6 +11,7 @@ import numpy as np
 import paddle
 import pytest
 
+from paddlehub_video.inference_model import program_parameters
 from paddlehub_video.networks.attention_lstm import (
     build_attention_lstm_program,
     lod_tensor,
@@ -37,7 +38,7 @@ def static_scope() -> Iterator[Any]:
 
 
 def program_params(program: Any) -> dict[str, list[int]]:
-    return {p.name: list(p.shape) for p in program.global_block().all_parameters()}
+    return {name: list(shape) for name, shape in program_parameters(program).items()}
 
 
 def random_params(

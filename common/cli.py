@@ -1,0 +1,56 @@
+"""The command line shared by both modules' `hub run`: input options and the device switch."""
+from __future__ import annotations
+
+import argparse
+import ast
+from pathlib import Path
+
+
+def parse_bool(text: str) -> bool:
+    """`True`/`False` as the published modules read them (a Python literal), plus 1/0/yes/no."""
+    lowered = text.strip().lower()
+    if lowered in {"1", "yes", "true", "y"}:
+        return True
+    if lowered in {"0", "no", "false", "n"}:
+        return False
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = None
+    if not isinstance(value, bool):
+        raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+    return value
+
+
+def build_parser(module_name: str, description: str, top_k: int, threshold: float) -> argparse.ArgumentParser:
+    """`hub run <module_name>` options: --input_path / --input_file, --use_gpu, --top_k, --threshold."""
+    parser = argparse.ArgumentParser(prog=f"hub run {module_name}", description=description)
+    inputs = parser.add_argument_group("input (at least one)")
+    inputs.add_argument("--input_path", type=str, help="a video file")
+    inputs.add_argument("--input_file", type=str, help="a text file listing videos, one path per line")
+    parser.add_argument("--use_gpu", type=parse_bool, default=False, help="True to run on GPU 0 (default False)")
+    parser.add_argument("--top_k", type=int, default=top_k, help=f"labels kept per video (default {top_k})")
+    parser.add_argument(
+        "--threshold", type=float, default=threshold, help=f"minimum probability kept (default {threshold})"
+    )
+    return parser
+
+
+def read_path_list(list_file: str | Path) -> list[str]:
+    """Video paths from a list file: one per line, blank lines and `#` comments skipped, spaces kept."""
+    text = Path(list_file).read_text(encoding="utf-8")
+    lines = (line.rstrip("\r") for line in text.split("\n"))
+    return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def input_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The videos named by --input_path and --input_file; a usage error if there are none."""
+    paths = [args.input_path] if args.input_path else []
+    if args.input_file:
+        try:
+            paths += read_path_list(args.input_file)
+        except (OSError, UnicodeDecodeError) as exc:
+            parser.error(f"cannot read --input_file {args.input_file}: {exc}")
+    if not paths:
+        parser.error("give a video with --input_path, or a list of videos with --input_file")
+    return paths

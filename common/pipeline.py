@@ -1,0 +1,73 @@
+"""Run a model over a list of videos: decode the next video while the current one is inferred.
+
+Each video yields its own outcome; a video that fails (missing, corrupt, ...) becomes an error
+entry and the others are still answered, in input order.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Generic, TypeVar
+
+import numpy as np
+
+from .errors import PaddleHubVideoError
+
+logger = logging.getLogger("paddlehub_video")
+
+Inputs = TypeVar("Inputs")
+
+
+@dataclass
+class VideoOutcome:
+    """What one input video gave: model output, or the reason it failed."""
+
+    path: str
+    output: np.ndarray | None = None
+    error: str | None = None
+
+
+def validate_paths(paths: object) -> list[str]:
+    """`paths` must be a list (or tuple) of video paths; a lone string is a common mistake."""
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise ValueError(f"paths must be a list of video paths, got a single path {paths!r}: use [{paths!r}]")
+    if not isinstance(paths, (list, tuple)):
+        raise ValueError(f"paths must be a list of video paths, got {type(paths).__name__}")
+    return [os.fspath(p) if isinstance(p, os.PathLike) else p for p in paths]
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line reason for an error entry; our own errors already name the file."""
+    if isinstance(exc, PaddleHubVideoError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class VideoPipeline(Generic[Inputs]):
+    """`load(path) -> inputs` in a background thread, one video ahead of `infer(inputs) -> output`."""
+
+    def __init__(self, load: Callable[[str], Inputs], infer: Callable[[Inputs], np.ndarray]):
+        self.load = load
+        self.infer = infer
+
+    def run(self, paths: list[str]) -> Iterator[VideoOutcome]:
+        """Yield one VideoOutcome per path, in order."""
+        if not paths:
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="paddlehub_video-decode") as pool:
+            pending = pool.submit(self.load, paths[0])
+            for index, path in enumerate(paths):
+                current = pending
+                if index + 1 < len(paths):
+                    pending = pool.submit(self.load, paths[index + 1])
+                yield self._infer_one(path, current)
+
+    def _infer_one(self, path: str, loading: Future) -> VideoOutcome:
+        try:
+            return VideoOutcome(str(path), output=self.infer(loading.result()))
+        except Exception as exc:  # one bad video must not cost the others their results
+            logger.warning("%s", describe_error(exc), exc_info=not isinstance(exc, PaddleHubVideoError))
+            return VideoOutcome(str(path), error=describe_error(exc))

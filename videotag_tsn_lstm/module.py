@@ -1,0 +1,137 @@
+"""videotag_tsn_lstm: 3396 Chinese short-video tags from TSN (ResNet-101) features and an AttentionLSTM.
+
+The published PaddleHub module, on PaddlePaddle 3: same weights, same numbers, same results format.
+"""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paddlehub as hub
+from paddlehub.module.module import moduleinfo, runnable
+
+from paddlehub_video.assets import AssetSpec, fetch_asset
+from paddlehub_video.cli import build_parser, input_paths
+from paddlehub_video.config import ConfigOverrides, load_module_config
+from paddlehub_video.inference_model import cached_inference_model
+from paddlehub_video.networks.attention_lstm import build_attention_lstm_program
+from paddlehub_video.networks.tsn import build_tsn_program
+from paddlehub_video.pipeline import VideoPipeline, validate_paths
+from paddlehub_video.postprocess import read_labels, top_k_predictions, validate_threshold, validate_top_k
+from paddlehub_video.predictor import shared_predictor
+from paddlehub_video.preprocess import frames_to_tensor, scale_and_crop
+from paddlehub_video.video import read_sampled_frames, sample_tsn_indices
+
+NAME = "videotag_tsn_lstm"
+
+
+class _RunFunc:
+    """`hub run` from a folder holding a directory of the module's name gets the class, not an
+    instance (PaddleHub 2.4 `Module.load`); then create the instance before running."""
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        if instance is None:
+            return lambda argv: owner().run_cmd(argv)
+        return instance.run_cmd
+
+
+@moduleinfo(
+    name=NAME,
+    version="1.0.0",
+    summary="videotag_tsn_lstm is a video classification model, using TSN for feature extraction "
+    "and AttentionLSTM for classification",
+    author="paddlepaddle",
+    author_email="paddle-dev@baidu.com",
+    type="video/classification",
+)
+class VideoTag(hub.Module):
+    _run_func = _RunFunc()
+
+    def __init__(self, config: ConfigOverrides = None, **kwargs: Any):
+        self.config = load_module_config(NAME, config)
+        self._models: tuple[Path, Path, list[str]] | None = None
+
+    @property
+    def module_dir(self) -> Path:
+        return Path(getattr(self, "directory", None) or Path(__file__).parent)
+
+    def _asset(self, key: str) -> Path:
+        return fetch_asset(AssetSpec.from_dict(key, self.config["assets"][key]), module_dir=self.module_dir)
+
+    def _load_models(self) -> tuple[Path, Path, list[str]]:
+        """Fetch weights and labels, convert the weights once; (tsn model, lstm model, labels)."""
+        if self._models is None:
+            version = self.config["program_version"]
+            assets = self.config["assets"]
+            tsn = cached_inference_model(
+                "videotag_tsn",
+                version,
+                partial(build_tsn_program, image_size=self.config["preprocess"]["crop_size"]),
+                {assets["tsn_weights"]["network"]: self._asset("tsn_weights")},
+            )
+            lstm = cached_inference_model(
+                "videotag_attention_lstm",
+                version,
+                partial(build_attention_lstm_program, num_classes=self.config["model"]["num_classes"]),
+                {assets["lstm_weights"]["network"]: self._asset("lstm_weights")},
+            )
+            labels = read_labels(self._asset("labels"), expected_count=self.config["model"]["num_classes"])
+            self._models = (tsn, lstm, labels)
+        return self._models
+
+    def _read_video(self, path: str) -> np.ndarray:
+        """path -> normalised frames `[1, seg_num, 3, crop, crop]` float32."""
+        pre = self.config["preprocess"]
+        frames = read_sampled_frames(
+            path,
+            partial(sample_tsn_indices, seg_num=self.config["sampling"]["seg_num"]),
+            partial(scale_and_crop, short_size=pre["short_size"], crop_size=pre["crop_size"]),
+        )
+        return frames_to_tensor(frames, pre["mean"], pre["std"])[np.newaxis]
+
+    def _predict(self, use_gpu: bool):
+        tsn_model, lstm_model, _ = self._load_models()
+        runtime = self.config["runtime"]
+        tsn = shared_predictor(tsn_model, use_gpu, runtime["cpu_threads"], runtime["use_onednn"])
+        lstm = shared_predictor(lstm_model, use_gpu, runtime["cpu_threads"], use_onednn=False)
+        chunk = runtime["frames_per_batch"]
+
+        def predict(video: np.ndarray) -> np.ndarray:
+            # Frames are independent in the extractor, so chunking bounds memory without changing results.
+            features = np.concatenate(
+                [tsn.run({"image": video[:, i : i + chunk]})[0] for i in range(0, video.shape[1], chunk)], axis=1
+            )[0]
+            return lstm.run({"rgb": features}, lod={"rgb": [[0, features.shape[0]]]})[0][0]
+
+        return predict
+
+    def classify(self, paths: list[str], use_gpu: bool = False, threshold: float = 0.5, top_k: int = 10) -> list[dict]:
+        """Tag each video: `[{'path': p, 'prediction': {label: prob, ...}}, ...]`, in input order.
+
+        `top_k` most probable tags, then those with prob >= `threshold`, descending. A video that
+        cannot be classified gets `{'path': p, 'prediction': {}, 'error': reason}`.
+        """
+        paths = validate_paths(paths)
+        top_k, threshold = validate_top_k(top_k), validate_threshold(threshold)
+        if not paths:
+            return []
+        labels = self._load_models()[2]
+        results = []
+        for outcome in VideoPipeline(self._read_video, self._predict(bool(use_gpu))).run(paths):
+            if outcome.error is not None:
+                results.append({"path": outcome.path, "prediction": {}, "error": outcome.error})
+            else:
+                prediction = top_k_predictions(outcome.output, labels, top_k, threshold)
+                results.append({"path": outcome.path, "prediction": prediction})
+        return results
+
+    @runnable
+    def run_cmd(self, argvs: list[str]) -> list[dict]:
+        """`hub run videotag_tsn_lstm --input_path 1.mp4 [--use_gpu False] [--top_k 10] [--threshold 0.5]`."""
+        parser = build_parser(NAME, "Tag short videos with 3396 Chinese labels.", top_k=10, threshold=0.5)
+        args = parser.parse_args(argvs)
+        return self.classify(input_paths(parser, args), args.use_gpu, args.threshold, args.top_k)
+
+
