@@ -12,29 +12,18 @@ import numpy as np
 import paddlehub as hub
 from paddlehub.module.module import moduleinfo, runnable
 
-from paddlehub_video.assets import AssetSpec, fetch_asset
 from paddlehub_video.cli import build_parser, input_paths
-from paddlehub_video.config import ConfigOverrides, load_module_config
+from paddlehub_video.config import ConfigOverrides
 from paddlehub_video.inference_model import cached_inference_model
+from paddlehub_video.module_base import VideoModule
 from paddlehub_video.networks.attention_lstm import build_attention_lstm_program
 from paddlehub_video.networks.tsn import build_tsn_program
 from paddlehub_video.pipeline import VideoPipeline, validate_paths
-from paddlehub_video.postprocess import read_labels, top_k_predictions, validate_threshold, validate_top_k
-from paddlehub_video.predictor import shared_predictor
+from paddlehub_video.postprocess import read_labels, result_entry, validate_threshold, validate_top_k
 from paddlehub_video.preprocess import frames_to_tensor, scale_and_crop
 from paddlehub_video.video import read_sampled_frames, sample_tsn_indices
 
 NAME = "videotag_tsn_lstm"
-
-
-class _RunFunc:
-    """`hub run` from a folder holding a directory of the module's name gets the class, not an
-    instance (PaddleHub 2.4 `Module.load`); then create the instance before running."""
-
-    def __get__(self, instance: Any, owner: type) -> Any:
-        if instance is None:
-            return lambda argv: owner().run_cmd(argv)
-        return instance.run_cmd
 
 
 @moduleinfo(
@@ -46,19 +35,12 @@ class _RunFunc:
     author_email="paddle-dev@baidu.com",
     type="video/classification",
 )
-class VideoTag(hub.Module):
-    _run_func = _RunFunc()
+class VideoTag(VideoModule, hub.Module):
+    NAME = NAME
 
     def __init__(self, config: ConfigOverrides = None, **kwargs: Any):
-        self.config = load_module_config(NAME, config)
+        VideoModule.__init__(self, config)  # not super(): @moduleinfo rebuilds the class
         self._models: tuple[Path, Path, list[str]] | None = None
-
-    @property
-    def module_dir(self) -> Path:
-        return Path(getattr(self, "directory", None) or Path(__file__).parent)
-
-    def _asset(self, key: str) -> Path:
-        return fetch_asset(AssetSpec.from_dict(key, self.config["assets"][key]), module_dir=self.module_dir)
 
     def _load_models(self) -> tuple[Path, Path, list[str]]:
         """Fetch weights and labels, convert the weights once; (tsn model, lstm model, labels)."""
@@ -69,15 +51,15 @@ class VideoTag(hub.Module):
                 "videotag_tsn",
                 version,
                 partial(build_tsn_program, image_size=self.config["preprocess"]["crop_size"]),
-                {assets["tsn_weights"]["network"]: self._asset("tsn_weights")},
+                {assets["tsn_weights"]["network"]: self.asset("tsn_weights")},
             )
             lstm = cached_inference_model(
                 "videotag_attention_lstm",
                 version,
                 partial(build_attention_lstm_program, num_classes=self.config["model"]["num_classes"]),
-                {assets["lstm_weights"]["network"]: self._asset("lstm_weights")},
+                {assets["lstm_weights"]["network"]: self.asset("lstm_weights")},
             )
-            labels = read_labels(self._asset("labels"), expected_count=self.config["model"]["num_classes"])
+            labels = read_labels(self.asset("labels"), expected_count=self.config["model"]["num_classes"])
             self._models = (tsn, lstm, labels)
         return self._models
 
@@ -93,10 +75,9 @@ class VideoTag(hub.Module):
 
     def _predict(self, use_gpu: bool):
         tsn_model, lstm_model, _ = self._load_models()
-        runtime = self.config["runtime"]
-        tsn = shared_predictor(tsn_model, use_gpu, runtime["cpu_threads"], runtime["use_onednn"])
-        lstm = shared_predictor(lstm_model, use_gpu, runtime["cpu_threads"], use_onednn=False)
-        chunk = runtime["frames_per_batch"]
+        tsn = self.predictor(tsn_model, use_gpu)
+        lstm = self.predictor(lstm_model, use_gpu, use_onednn=False)
+        chunk = self.config["runtime"]["frames_per_batch"]
 
         def predict(video: np.ndarray) -> np.ndarray:
             # Frames are independent in the extractor, so chunking bounds memory without changing results.
@@ -118,14 +99,8 @@ class VideoTag(hub.Module):
         if not paths:
             return []
         labels = self._load_models()[2]
-        results = []
-        for outcome in VideoPipeline(self._read_video, self._predict(bool(use_gpu))).run(paths):
-            if outcome.error is not None:
-                results.append({"path": outcome.path, "prediction": {}, "error": outcome.error})
-            else:
-                prediction = top_k_predictions(outcome.output, labels, top_k, threshold)
-                results.append({"path": outcome.path, "prediction": prediction})
-        return results
+        outcomes = VideoPipeline(self._read_video, self._predict(use_gpu)).run(paths)
+        return [result_entry(o.path, o.output, o.error, labels, top_k, threshold) for o in outcomes]
 
     @runnable
     def run_cmd(self, argvs: list[str]) -> list[dict]:

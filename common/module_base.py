@@ -1,0 +1,50 @@
+"""What both hub modules share: configuration, model files, predictors, the `hub run` entry."""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+from .assets import AssetSpec, fetch_asset
+from .config import ConfigOverrides, load_module_config
+from .predictor import Predictor, shared_predictor
+
+
+class HubRunEntry:
+    """The `_run_func` of a module class.
+
+    `hub run NAME` started in a folder that holds a directory called NAME makes PaddleHub 2.4 load
+    that directory with `Module.load`, which returns the class instead of an instance; its run
+    command then calls `_run_func` on the class. Here that creates the instance first.
+    """
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        if instance is None:
+            return lambda argv: owner().run_cmd(argv)
+        return instance.run_cmd
+
+
+class VideoModule:
+    """Base of the module classes: `NAME` picks configs/<NAME>.yaml, overridable per instance."""
+
+    NAME = ""
+    _run_func = HubRunEntry()
+
+    def __init__(self, config: ConfigOverrides = None, **kwargs: Any):
+        self.config = load_module_config(self.NAME, config)
+
+    @property
+    def module_dir(self) -> Path:
+        """The installed module directory (PaddleHub sets `directory`), else the source folder."""
+        directory = getattr(self, "directory", None)
+        return Path(directory) if directory else Path(inspect.getfile(type(self))).parent
+
+    def asset(self, key: str) -> Path:
+        """Local path of the asset `key` of the config's `assets`, fetched on first use."""
+        return fetch_asset(AssetSpec.from_dict(key, self.config["assets"][key]), module_dir=self.module_dir)
+
+    def predictor(self, model_prefix: Path, use_gpu: bool, use_onednn: bool | None = None) -> Predictor:
+        """The process-wide predictor of a converted model, on CPU or GPU as asked for this call."""
+        runtime = self.config["runtime"]
+        onednn = runtime["use_onednn"] if use_onednn is None else use_onednn
+        return shared_predictor(model_prefix, bool(use_gpu), runtime["cpu_threads"], onednn)

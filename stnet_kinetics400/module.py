@@ -1,0 +1,123 @@
+"""stnet_kinetics400: StNet (ResNet-50 with temporal blocks) over the 400 Kinetics action classes.
+
+The published PaddleHub v1 module, on PaddlePaddle 3: same weights, same network, same API.
+"""
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paddlehub as hub
+from paddlehub.module.module import moduleinfo, runnable
+
+from paddlehub_video.cli import build_parser, input_paths
+from paddlehub_video.config import ConfigOverrides
+from paddlehub_video.inference_model import cached_inference_model
+from paddlehub_video.module_base import VideoModule
+from paddlehub_video.networks.stnet import build_stnet_program
+from paddlehub_video.pipeline import VideoOutcome, VideoPipeline, validate_paths
+from paddlehub_video.postprocess import (
+    read_labels,
+    result_entry,
+    top_k_predictions,
+    validate_threshold,
+    validate_top_k,
+)
+from paddlehub_video.preprocess import frames_to_tensor, scale_and_crop, to_super_images
+from paddlehub_video.video import read_sampled_frames, sample_stnet_indices
+
+NAME = "stnet_kinetics400"
+logger = logging.getLogger("paddlehub_video")
+
+
+@moduleinfo(
+    name=NAME,
+    version="1.0.0",
+    summary="StNet video classification on Kinetics-400 (400 action classes)",
+    author="paddlepaddle",
+    author_email="paddle-dev@baidu.com",
+    type="video/classification",
+)
+class StNet(VideoModule, hub.Module):
+    NAME = NAME
+
+    def __init__(self, config: ConfigOverrides = None, **kwargs: Any):
+        VideoModule.__init__(self, config)  # not super(): @moduleinfo rebuilds the class
+        self._models: tuple[Path, list[str]] | None = None
+        # Reasons of the videos that failed in the last video_classification call: {index: reason}.
+        self.last_errors: dict[int, str] = {}
+
+    def _load_models(self) -> tuple[Path, list[str]]:
+        """Fetch weights and labels, convert the weights once; (stnet model, labels)."""
+        if self._models is None:
+            sampling = self.config["sampling"]
+            build = partial(
+                build_stnet_program,
+                seg_num=sampling["seg_num"],
+                image_size=self.config["preprocess"]["crop_size"],
+                num_classes=self.config["model"]["num_classes"],
+            )
+            weights = self.config["assets"]["weights"]
+            model = cached_inference_model(
+                f"stnet_seg{sampling['seg_num']}", self.config["program_version"], build,
+                {weights["network"]: self.asset("weights")},
+            )
+            labels = read_labels(self.asset("labels"), expected_count=self.config["model"]["num_classes"])
+            self._models = (model, labels)
+        return self._models
+
+    def _read_video(self, path: str) -> np.ndarray:
+        """path -> super-images `[1, seg_num, 3*seglen, crop, crop]` float32."""
+        pre, sampling = self.config["preprocess"], self.config["sampling"]
+        frames = read_sampled_frames(
+            path,
+            partial(sample_stnet_indices, seg_num=sampling["seg_num"], seglen=sampling["seglen"]),
+            partial(scale_and_crop, short_size=pre["short_size"], crop_size=pre["crop_size"]),
+        )
+        return to_super_images(frames_to_tensor(frames, pre["mean"], pre["std"]), sampling["seglen"])[np.newaxis]
+
+    def _outcomes(self, paths: list[str], use_gpu: bool) -> list[VideoOutcome]:
+        predictor = self.predictor(self._load_models()[0], use_gpu)
+        return list(VideoPipeline(self._read_video, lambda video: predictor.run({"image": video})[0][0]).run(paths))
+
+    def video_classification(
+        self, data: dict, use_gpu: bool = False, top_k: int = 5, threshold: float = 0.0, **kwargs: Any
+    ) -> list[dict]:
+        """Classify `data["image"]` (a list of video paths): one `{label: prob}` per video, in input order,
+        sorted by descending probability. A video that fails gives `{}`; its reason is logged and kept
+        in `self.last_errors` ({input index: reason}).
+        """
+        if not isinstance(data, dict) or "image" not in data:
+            raise ValueError('data must be a dict with the key "image" holding a list of video paths')
+        paths = validate_paths(data["image"])
+        if not paths:
+            raise ValueError('data["image"] is empty: give at least one video path')
+        top_k, threshold = validate_top_k(top_k), validate_threshold(threshold)
+        labels = self._load_models()[1]
+        outcomes = self._outcomes(paths, use_gpu)
+        self.last_errors = {i: o.error for i, o in enumerate(outcomes) if o.error is not None}
+        return [
+            {} if o.error is not None else top_k_predictions(o.output, labels, top_k, threshold) for o in outcomes
+        ]
+
+    def classify(self, paths: list[str], use_gpu: bool = False, threshold: float = 0.0, top_k: int = 5) -> list[dict]:
+        """videotag-style results: `[{'path': p, 'prediction': {label: prob}}]`, failures with an 'error'."""
+        paths = validate_paths(paths)
+        top_k, threshold = validate_top_k(top_k), validate_threshold(threshold)
+        if not paths:
+            return []
+        labels = self._load_models()[1]
+        outcomes = self._outcomes(paths, use_gpu)
+        return [result_entry(o.path, o.output, o.error, labels, top_k, threshold) for o in outcomes]
+
+    @runnable
+    def run_cmd(self, argvs: list[str]) -> list[dict]:
+        """`hub run stnet_kinetics400 --input_path V | --input_file list.txt [--use_gpu False] [--top_k 5]`."""
+        parser = build_parser(NAME, "Classify actions in videos (400 Kinetics classes).", top_k=5, threshold=0.0)
+        args = parser.parse_args(argvs)
+        return self.video_classification(
+            {"image": input_paths(parser, args)}, use_gpu=args.use_gpu, top_k=args.top_k, threshold=args.threshold
+        )
