@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+from .errors import PaddleHubVideoError
+
+T = TypeVar("T")
 
 
 def parse_bool(text: str) -> bool:
@@ -54,3 +61,13 @@ def input_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> li
     if not paths:
         parser.error("give a video with --input_path, or a list of videos with --input_file")
     return paths
+
+
+def run_reporting_errors(module_name: str, call: Callable[[], T]) -> T:
+    """Run a `hub run` job; a fatal error (no weights, no GPU, bad arguments) becomes one clear line
+    on stderr and exit status 1 instead of a traceback (PaddleHub's CLI lets exceptions through)."""
+    try:
+        return call()
+    except (PaddleHubVideoError, ValueError) as exc:
+        print(f"hub run {module_name}: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

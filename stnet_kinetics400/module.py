@@ -13,7 +13,7 @@ import numpy as np
 import paddlehub as hub
 from paddlehub.module.module import moduleinfo, runnable
 
-from paddlehub_video.cli import build_parser, input_paths
+from paddlehub_video.cli import build_parser, input_paths, run_reporting_errors
 from paddlehub_video.config import ConfigOverrides
 from paddlehub_video.inference_model import cached_inference_model
 from paddlehub_video.module_base import VideoModule
@@ -118,6 +118,6 @@ class StNet(VideoModule, hub.Module):
         """`hub run stnet_kinetics400 --input_path V | --input_file list.txt [--use_gpu False] [--top_k 5]`."""
         parser = build_parser(NAME, "Classify actions in videos (400 Kinetics classes).", top_k=5, threshold=0.0)
         args = parser.parse_args(argvs)
-        return self.video_classification(
-            {"image": input_paths(parser, args)}, use_gpu=args.use_gpu, top_k=args.top_k, threshold=args.threshold
-        )
+        data = {"image": input_paths(parser, args)}
+        options = {"use_gpu": args.use_gpu, "top_k": args.top_k, "threshold": args.threshold}
+        return run_reporting_errors(NAME, lambda: self.video_classification(data, **options))

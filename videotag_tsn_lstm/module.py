@@ -12,7 +12,7 @@ import numpy as np
 import paddlehub as hub
 from paddlehub.module.module import moduleinfo, runnable
 
-from paddlehub_video.cli import build_parser, input_paths
+from paddlehub_video.cli import build_parser, input_paths, run_reporting_errors
 from paddlehub_video.config import ConfigOverrides
 from paddlehub_video.inference_model import cached_inference_model
 from paddlehub_video.module_base import VideoModule
@@ -107,6 +107,7 @@ class VideoTag(VideoModule, hub.Module):
         """`hub run videotag_tsn_lstm --input_path 1.mp4 [--use_gpu False] [--top_k 10] [--threshold 0.5]`."""
         parser = build_parser(NAME, "Tag short videos with 3396 Chinese labels.", top_k=10, threshold=0.5)
         args = parser.parse_args(argvs)
-        return self.classify(input_paths(parser, args), args.use_gpu, args.threshold, args.top_k)
+        paths = input_paths(parser, args)
+        return run_reporting_errors(NAME, lambda: self.classify(paths, args.use_gpu, args.threshold, args.top_k))
 
 
