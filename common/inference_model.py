@@ -60,6 +60,7 @@ def weights_digest(path: Path) -> str:
     if key not in memo:
         memo[key] = sha256_file(path)
         with contextlib.suppress(OSError):  # the memo is an optimisation only
+            memo_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = memo_file.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text(json.dumps(memo))
             os.replace(tmp, memo_file)

@@ -1,0 +1,111 @@
+"""Conversion of weights into a cached inference model, and the predictor wrapper."""
+import os
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+
+from paddlehub_video import inference_model
+from paddlehub_video.errors import DeviceError, WeightsError
+from paddlehub_video.inference_model import cached_inference_model
+from paddlehub_video.networks.layers import conv2d, new_program
+from paddlehub_video.predictor import Predictor, shared_predictor
+from tests.fixtures.weights import write_pdparams
+
+TINY = {"tiny_w": (4, 3, 3, 3), "tiny_b": (4,)}
+
+
+def build_tiny():
+    """A one-conv program whose parameters are TINY."""
+    with new_program() as (main, startup):
+        image = paddle.static.data("image", [-1, 3, 8, 8], "float32")
+        out = paddle.nn.functional.relu(conv2d(image, "tiny_w", 3, 4, 3, bias_name="tiny_b"))
+    return main, startup, ["image"], [out]
+
+
+@pytest.fixture
+def tiny_network(monkeypatch, tmp_path):
+    """Register TINY as network 'tiny' and point the cache at a fresh HUB_HOME."""
+    monkeypatch.setattr("paddlehub_video.weights.expected_parameters", lambda network: dict(TINY))
+    monkeypatch.setenv("HUB_HOME", str(tmp_path / "hub"))
+    rng = np.random.default_rng(0)
+    return {name: rng.normal(size=shape).astype(np.float32) for name, shape in TINY.items()}
+
+
+def counting(build):
+    calls = []
+
+    def wrapped():
+        calls.append(1)
+        return build()
+
+    return wrapped, calls
+
+
+def reference_conv(state, image):
+    out = paddle.nn.functional.conv2d(paddle.to_tensor(image), paddle.to_tensor(state["tiny_w"]),
+                                      paddle.to_tensor(state["tiny_b"]), padding=1)
+    return np.maximum(out.numpy(), 0)
+
+
+def test_converts_once_and_predicts_with_the_weights(tiny_network, tmp_path):
+    weights = write_pdparams(tiny_network, tmp_path / "tiny.pdparams")
+    build, calls = counting(build_tiny)
+    prefix = cached_inference_model("tiny", 1, build, {"tiny": weights})
+    assert cached_inference_model("tiny", 1, build, {"tiny": weights}) == prefix
+    assert len(calls) == 1
+    assert Path(f"{prefix}.json").exists() and Path(f"{prefix}.pdiparams").exists()
+    image = np.random.default_rng(1).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    out = Predictor(prefix).run({"image": image})[0]
+    np.testing.assert_allclose(out, reference_conv(tiny_network, image), atol=1e-5)
+    assert paddle.in_dynamic_mode()
+
+
+def test_new_weights_or_version_give_a_new_entry(tiny_network, tmp_path):
+    first = write_pdparams(tiny_network, tmp_path / "a.pdparams")
+    changed = dict(tiny_network, tiny_b=tiny_network["tiny_b"] + 1)
+    second = write_pdparams(changed, tmp_path / "b.pdparams")
+    a = cached_inference_model("tiny", 1, build_tiny, {"tiny": first})
+    assert cached_inference_model("tiny", 1, build_tiny, {"tiny": second}) != a
+    assert cached_inference_model("tiny", 2, build_tiny, {"tiny": first}) != a
+
+
+def test_weights_missing_a_parameter_leave_nothing_in_the_cache(tiny_network, tmp_path, monkeypatch):
+    weights = write_pdparams({"tiny_w": tiny_network["tiny_w"]}, tmp_path / "short.pdparams")
+    with pytest.raises(WeightsError, match="missing tiny_b"):
+        cached_inference_model("tiny", 1, build_tiny, {"tiny": weights})
+    entries = list((tmp_path / "hub" / "paddlehub_video" / "inference").iterdir())
+    assert [e.name for e in entries if not e.name.endswith(".lock")] == []
+
+
+def test_program_parameters_not_covered_by_weights_are_an_error(tiny_network, tmp_path, monkeypatch):
+    # The manifest is satisfied, but the program has a parameter the manifest does not list.
+    monkeypatch.setattr("paddlehub_video.weights.expected_parameters", lambda network: {"tiny_w": TINY["tiny_w"]})
+    weights = write_pdparams(tiny_network, tmp_path / "tiny.pdparams")
+    with pytest.raises(WeightsError, match="do not cover 1 program parameters"):
+        cached_inference_model("tiny", 1, build_tiny, {"tiny": weights})
+
+
+def test_digest_is_remembered(tiny_network, tmp_path, monkeypatch):
+    weights = write_pdparams(tiny_network, tmp_path / "tiny.pdparams")
+    first = inference_model.weights_digest(weights)
+    monkeypatch.setattr(inference_model, "sha256_file", lambda path: pytest.fail("rehashed"))
+    assert inference_model.weights_digest(weights) == first
+    os.utime(weights, ns=(1, 1))  # a touched file is hashed again
+    monkeypatch.undo()
+    monkeypatch.setenv("HUB_HOME", str(tmp_path / "hub"))
+    assert inference_model.weights_digest(weights) == first
+
+
+def test_predictor_rejects_unknown_inputs_and_gpu_on_cpu_build(tiny_network, tmp_path):
+    prefix = cached_inference_model("tiny", 1, build_tiny, {"tiny": write_pdparams(tiny_network, tmp_path / "t")})
+    predictor = shared_predictor(prefix)
+    assert shared_predictor(prefix) is predictor
+    assert predictor.input_names == ["image"]
+    with pytest.raises(KeyError, match="unknown inputs"):
+        predictor.run({"rgb": np.zeros((1, 3, 8, 8), np.float32)})
+    if paddle.is_compiled_with_cuda():
+        pytest.skip("this Paddle build has CUDA")
+    with pytest.raises(DeviceError, match="CUDA"):
+        Predictor(prefix, use_gpu=True)
