@@ -34,7 +34,7 @@ logger = logging.getLogger("paddlehub_video")
 
 
 @moduleinfo(
-    name=NAME,
+    name="stnet_kinetics400",  # a literal: `hub install` reads it from the source (AST)
     version="1.0.0",
     summary="StNet video classification on Kinetics-400 (400 action classes)",
     author="paddlepaddle",

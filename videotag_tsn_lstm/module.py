@@ -27,7 +27,7 @@ NAME = "videotag_tsn_lstm"
 
 
 @moduleinfo(
-    name=NAME,
+    name="videotag_tsn_lstm",  # a literal: `hub install` reads it from the source (AST)
     version="1.0.0",
     summary="videotag_tsn_lstm is a video classification model, using TSN for feature extraction "
     "and AttentionLSTM for classification",
