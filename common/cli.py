@@ -36,6 +36,9 @@ def build_parser(module_name: str, description: str, top_k: int, threshold: floa
     inputs.add_argument("--input_path", type=str, help="a video file")
     inputs.add_argument("--input_file", type=str, help="a text file listing videos, one path per line")
     parser.add_argument("--use_gpu", type=parse_bool, default=False, help="True to run on GPU 0 (default False)")
+    # PaddleHub's own `hub run` offered --batch_size for video modules; accepted so old scripts keep
+    # working. Videos always go through one at a time (the next one decodes meanwhile).
+    parser.add_argument("--batch_size", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--top_k", type=int, default=top_k, help=f"labels kept per video (default {top_k})")
     parser.add_argument(
         "--threshold", type=float, default=threshold, help=f"minimum probability kept (default {threshold})"

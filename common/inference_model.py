@@ -6,6 +6,7 @@ every weights file, so new weights or a changed network give a new entry and not
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -78,7 +79,9 @@ def cached_inference_model(
     Converts on first use only; a file lock keeps two processes from converting the same entry,
     and the entry appears by an atomic rename, so a reader never sees a half-written model.
     """
-    key = hashlib.sha256(f"{name}|{program_version}".encode())
+    # Build arguments (image size, seg_num, ...) are baked into the program, so they are part of the key.
+    arguments = sorted(build.keywords.items()) if isinstance(build, functools.partial) else []
+    key = hashlib.sha256(f"{name}|{program_version}|{arguments}".encode())
     for network in sorted(weights):
         key.update(f"|{network}={weights_digest(weights[network])}".encode())
     entry = cache_root() / "inference" / f"{name}-v{program_version}-{key.hexdigest()[:16]}"

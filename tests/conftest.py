@@ -5,6 +5,7 @@ import time), so no test touches ~/.paddlehub. PaddleHub's server is pointed at 
 127.0.0.1: its background "update cache" requests then fail at once and never leave the machine.
 """
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -20,3 +21,8 @@ pytest_plugins = [
     "tests.fixtures.http_server",
     "tests.fixtures.publisher",
 ]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove this run's HUB_HOME (converted models and downloads: hundreds of MB)."""
+    shutil.rmtree(_HUB_HOME, ignore_errors=True)
