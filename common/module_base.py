@@ -29,6 +29,10 @@ class VideoModule:
 
     NAME = ""
     _run_func = HubRunEntry()
+    # PaddleHub 2.4 wraps every method of a module in a switch to static-graph mode (for fluid-era
+    # modules) that is not restored when the method raises, and that flips the mode for the whole
+    # process while it runs. Our code builds its programs in its own guarded scope, so it opts out.
+    __getattribute__ = object.__getattribute__
 
     def __init__(self, config: ConfigOverrides = None, **kwargs: Any):
         self.config = load_module_config(self.NAME, config)
