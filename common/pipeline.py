@@ -39,11 +39,11 @@ def validate_paths(paths: object) -> list[str]:
     return [os.fspath(p) if isinstance(p, os.PathLike) else p for p in paths]
 
 
-def describe_error(exc: BaseException) -> str:
-    """A one-line reason for an error entry; our own errors already name the file."""
-    if isinstance(exc, PaddleHubVideoError):
+def describe_error(path: str, exc: BaseException) -> str:
+    """A one-line reason for an error entry, naming the file (our own errors already do)."""
+    if isinstance(exc, PaddleHubVideoError) and str(path) in str(exc):
         return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    return f"{path}: {type(exc).__name__}: {exc}"
 
 
 class VideoPipeline(Generic[Inputs]):
@@ -69,5 +69,6 @@ class VideoPipeline(Generic[Inputs]):
         try:
             return VideoOutcome(str(path), output=self.infer(loading.result()))
         except Exception as exc:  # one bad video must not cost the others their results
-            logger.warning("%s", describe_error(exc), exc_info=not isinstance(exc, PaddleHubVideoError))
-            return VideoOutcome(str(path), error=describe_error(exc))
+            reason = describe_error(path, exc)
+            logger.warning("%s", reason, exc_info=not isinstance(exc, PaddleHubVideoError))
+            return VideoOutcome(str(path), error=reason)

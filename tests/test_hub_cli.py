@@ -1,0 +1,253 @@
+"""`hub run` / `hub install` of both modules, as a user types them, in subprocesses.
+
+Every command runs PaddleHub's own console entry point (`paddlehub.commands.utils:execute`, what
+the `hub` script calls) with this interpreter, the run's HUB_HOME, downloads sent to the simulated
+publisher host and small configs through $PADDLEHUB_VIDEO_CONFIG (8 TSN frames, 4 StNet segments).
+"""
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.fixtures.publisher import KINETICS_LABELS, VIDEOTAG_LABELS, PublisherHost
+from tests.fixtures.videos import MakeVideo
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE_NAMES = ("videotag_tsn_lstm", "stnet_kinetics400")
+# The `hub` console script is `sys.exit(paddlehub.commands.utils.execute())`; calling it through this
+# interpreter avoids depending on PATH or a pyenv shim.
+HUB = [sys.executable, "-c", "import sys; from paddlehub.commands.utils import execute; sys.exit(execute())"]
+HUB_TIMEOUT_S = 300  # a generous bound on a busy 2-core machine; a hang fails instead of blocking
+TRACEBACK = "Traceback (most recent call last)"
+CLOSED_URL = "http://127.0.0.1:9"  # discard port: nothing listens, connections are refused at once
+PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+
+
+def run_hub(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = HUB_TIMEOUT_S,
+            command: list[str] = HUB) -> subprocess.CompletedProcess[str]:
+    """Run `hub ARGS` (or another `command`) with captured text output; TimeoutExpired if it hangs."""
+    return subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          encoding="utf-8", errors="replace", timeout=timeout)
+
+
+def describe(proc: subprocess.CompletedProcess[str]) -> str:
+    """Exit status and output of a finished command, for assertion messages."""
+    return f"exit status {proc.returncode}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+
+
+def printed_result(proc: subprocess.CompletedProcess[str]) -> list:
+    """The list `hub run` printed: the last stdout line starting with `[` that is a Python literal list."""
+    assert proc.returncode == 0, describe(proc)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("["):
+            try:
+                value = ast.literal_eval(line)
+            except (ValueError, SyntaxError):
+                continue  # a log line such as "[2024-01-01 ...] [INFO] ..."
+            if isinstance(value, list):
+                return value
+    pytest.fail(f"no printed result list\n{describe(proc)}")
+
+
+def check_prediction(prediction: dict, labels: list[str], max_size: int) -> None:
+    """A non-empty {label: probability} dict of known labels, descending, at most `max_size` long."""
+    assert isinstance(prediction, dict) and 0 < len(prediction) <= max_size, prediction
+    assert set(prediction) <= set(labels), prediction
+    probs = list(prediction.values())
+    assert all(isinstance(p, float) and 0.0 <= p <= 1.0 for p in probs), prediction
+    assert probs == sorted(probs, reverse=True), prediction
+
+
+def same_prediction(a: dict, b: dict) -> bool:
+    """Same labels in the same order with probabilities equal to float32 precision."""
+    return list(a) == list(b) and all(math.isclose(a[k], b[k], rel_tol=1e-4, abs_tol=1e-6) for k in a)
+
+
+def hub_home_config(hub_home: Path) -> None:
+    """The PaddleHub config conftest writes: its server on a closed local port, quiet logging."""
+    (hub_home / "conf").mkdir(parents=True, exist_ok=True)
+    (hub_home / "conf" / "config.yaml").write_text(
+        "server: http://127.0.0.1:9/paddlehub\nlog:\n  enable: true\n  level: WARNING\n"
+    )
+
+
+def module_source_files() -> set[str]:
+    """Files of the two module folders in the repository, build caches aside."""
+    return {
+        str(path.relative_to(REPO))
+        for name in MODULE_NAMES
+        for path in (REPO / name).rglob("*")
+        if "__pycache__" not in path.parts
+    }
+
+
+@pytest.fixture(scope="module")
+def hub_env(publisher_host: PublisherHost, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment of every hub command: this run's HUB_HOME, the local publisher, small configs."""
+    overrides = {
+        "videotag_tsn_lstm": publisher_host.config("videotag_tsn_lstm", sampling={"seg_num": 8}),
+        "stnet_kinetics400": publisher_host.config("stnet_kinetics400", sampling={"seg_num": 4}),
+    }
+    config_file = tmp_path_factory.mktemp("hub-cli-config") / "overrides.yaml"
+    config_file.write_text(yaml.safe_dump(overrides), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS and not k.startswith("PADDLEHUB_VIDEO_")}
+    env.update(publisher_host.env())
+    env.update(PADDLEHUB_VIDEO_CONFIG=str(config_file), PYTHONIOENCODING="utf-8", no_proxy="127.0.0.1,localhost")
+    return env
+
+
+@pytest.fixture(scope="module")
+def videos(make_video: MakeVideo, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two different short videos; `spaced` has spaces in its folder and file names."""
+    folder = tmp_path_factory.mktemp("hub-cli-videos") / "my videos"
+    folder.mkdir()
+    spaced = folder / "my clip 1.mp4"
+    shutil.copyfile(make_video("hub_cli_a", 60, 64, 48), spaced)
+    other = folder / "other.mp4"
+    shutil.copyfile(make_video("hub_cli_b", 40, 48, 80), other)
+    return {"spaced": spaced, "other": other}
+
+
+@pytest.fixture(scope="module")
+def elsewhere(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A working directory that holds no module folder."""
+    return tmp_path_factory.mktemp("hub-cli-cwd")
+
+
+def test_run_from_repository_root_where_a_module_folder_shadows_the_name(hub_env, videos):
+    # PaddleHub 2.4 loads ./videotag_tsn_lstm with Module.load, which returns the class: the run
+    # entry must create the instance itself instead of failing with "'property' object is not callable".
+    assert (REPO / "videotag_tsn_lstm" / "module.py").is_file()
+    video = str(videos["spaced"])
+    proc = run_hub(["run", "videotag_tsn_lstm", "--input_path", video, "--use_gpu", "False",
+                    "--threshold", "0", "--top_k", "5"], cwd=REPO, env=hub_env)
+    assert "not callable" not in proc.stderr, describe(proc)
+    result = printed_result(proc)
+    assert len(result) == 1, result
+    assert result[0]["path"] == video and "error" not in result[0], result
+    check_prediction(result[0]["prediction"], VIDEOTAG_LABELS, max_size=5)
+
+
+def test_usage_error_without_input_exits_quickly(hub_env):
+    started = time.monotonic()
+    proc = run_hub(["run", "videotag_tsn_lstm", "--use_gpu", "False"], cwd=REPO, env=hub_env, timeout=60)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 2, describe(proc)
+    assert "usage: hub run videotag_tsn_lstm" in proc.stderr, describe(proc)
+    assert "--input_path" in proc.stderr.split("error:", 1)[-1], describe(proc)
+    assert TRACEBACK not in proc.stderr, describe(proc)
+    assert elapsed < 60
+
+
+def test_out_of_range_top_k_is_one_error_line_not_a_traceback(hub_env, videos):
+    proc = run_hub(["run", "videotag_tsn_lstm", "--input_path", str(videos["spaced"]), "--top_k", "0"],
+                   cwd=REPO, env=hub_env, timeout=60)
+    assert proc.returncode == 1, describe(proc)
+    assert "hub run videotag_tsn_lstm: error:" in proc.stderr and "top_k" in proc.stderr, describe(proc)
+    assert TRACEBACK not in proc.stderr, describe(proc)
+    assert "[{" not in proc.stdout, describe(proc)
+
+
+def test_stnet_input_file_and_input_path_in_order(hub_env, videos, tmp_path):
+    missing = tmp_path / "no such video.mp4"
+    list_file = tmp_path / "list.txt"
+    list_file.write_text(
+        f"# videos to classify\n\n{videos['spaced']}\n   \n{missing}\n  # indented comment\n{videos['other']}\n\n",
+        encoding="utf-8",
+    )
+    # --input_path comes first, then the listed videos in file order.
+    proc = run_hub(["run", "stnet_kinetics400", "--input_path", str(videos["other"]), "--input_file", str(list_file),
+                    "--use_gpu", "False", "--top_k", "3", "--batch_size", "1"], cwd=REPO, env=hub_env)
+    result = printed_result(proc)
+    assert len(result) == 4, result
+    for index in (0, 1, 3):
+        check_prediction(result[index], KINETICS_LABELS, max_size=3)
+    assert result[2] == {}, result  # the missing video keeps its place, with an empty result
+    assert same_prediction(result[0], result[3]), result  # the same video twice
+    assert not same_prediction(result[1], result[3]), result  # two different videos
+    assert missing.name in proc.stdout + proc.stderr, describe(proc)  # its reason is logged
+    assert TRACEBACK not in proc.stderr, describe(proc)
+
+
+def test_install_then_run_and_load_by_name_from_another_directory(hub_env, videos, elsewhere):
+    hub_home = Path(hub_env["HUB_HOME"])
+    before = module_source_files()
+    proc = run_hub(["install", str(REPO / "videotag_tsn_lstm"), str(REPO / "stnet_kinetics400")],
+                   cwd=elsewhere, env=hub_env)
+    assert proc.returncode == 0, describe(proc)
+    for name in MODULE_NAMES:
+        assert (hub_home / "modules" / name / "module.py").is_file(), describe(proc)
+    assert module_source_files() == before  # installing copies; it writes nothing into the repository
+
+    local = elsewhere / "clip two.mp4"  # a relative path with a space, resolved against the cwd
+    shutil.copyfile(videos["spaced"], local)
+    proc = run_hub(["run", "videotag_tsn_lstm", "--input_path", local.name, "--threshold", "0", "--top_k", "3"],
+                   cwd=elsewhere, env=hub_env)
+    result = printed_result(proc)
+    assert len(result) == 1 and result[0]["path"] == local.name, result
+    assert "error" not in result[0], result
+    check_prediction(result[0]["prediction"], VIDEOTAG_LABELS, max_size=3)
+
+    script = textwrap.dedent("""
+        import json, sys
+        import paddlehub as hub
+        tag = hub.Module(name="videotag_tsn_lstm")
+        stnet = hub.Module(name="stnet_kinetics400")
+        print("RESULT " + json.dumps({
+            "dirs": [str(tag.directory), str(stnet.directory)],
+            "videotag": tag.classify([sys.argv[1]], threshold=0.0, top_k=3),
+            "stnet": stnet.video_classification({"image": [sys.argv[1]]}, top_k=3),
+        }, ensure_ascii=False))
+    """)
+    proc = run_hub([str(local)], cwd=elsewhere, env=hub_env, command=[sys.executable, "-c", script])
+    assert proc.returncode == 0, describe(proc)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, describe(proc)
+    api = json.loads(lines[-1][len("RESULT "):])
+    for name, directory in zip(MODULE_NAMES, api["dirs"]):
+        assert Path(directory).resolve() == (hub_home / "modules" / name).resolve(), api["dirs"]
+    assert api["videotag"][0]["path"] == str(local)
+    assert same_prediction(api["videotag"][0]["prediction"], result[0]["prediction"]), (api, result)
+    assert len(api["stnet"]) == 1, api
+    check_prediction(api["stnet"][0], KINETICS_LABELS, max_size=3)
+
+
+def test_use_gpu_true_on_cpu_build_is_one_error_line_naming_cuda(hub_env, videos):
+    import paddle
+
+    if paddle.is_compiled_with_cuda():
+        pytest.skip("this Paddle build has CUDA: --use_gpu True is expected to work here")
+    proc = run_hub(["run", "videotag_tsn_lstm", "--input_path", str(videos["spaced"]), "--use_gpu", "True"],
+                   cwd=REPO, env=hub_env)
+    assert proc.returncode == 1, describe(proc)
+    assert "hub run videotag_tsn_lstm: error:" in proc.stderr, describe(proc)
+    assert "use_gpu=True" in proc.stderr and "CUDA" in proc.stderr, describe(proc)
+    assert "use_gpu=False" in proc.stderr, describe(proc)  # and says how to get on
+    assert TRACEBACK not in proc.stderr, describe(proc)
+    assert "[{" not in proc.stdout, describe(proc)  # no result printed
+
+
+def test_unreachable_mirror_is_one_error_line_naming_the_url_and_the_ways_out(hub_env, videos, tmp_path):
+    # An empty HUB_HOME (nothing cached) and the mirror on a closed port: every download fails.
+    hub_home = tmp_path / "hub home"
+    hub_home_config(hub_home)
+    env = {**hub_env, "HUB_HOME": str(hub_home), "PADDLEHUB_VIDEO_MIRROR": CLOSED_URL,
+           "PADDLEHUB_VIDEO_TIMEOUT": "5"}
+    proc = run_hub(["run", "videotag_tsn_lstm", "--input_path", str(videos["spaced"])], cwd=REPO, env=env)
+    assert proc.returncode == 1, describe(proc)
+    assert "hub run videotag_tsn_lstm: error:" in proc.stderr, describe(proc)
+    assert f"could not download {CLOSED_URL}/video_tag_tsn.tar" in proc.stderr, describe(proc)
+    assert "PADDLEHUB_VIDEO_ASSETS" in proc.stderr and "PADDLEHUB_VIDEO_MIRROR" in proc.stderr, describe(proc)
+    assert TRACEBACK not in proc.stderr, describe(proc)
+    assert "[{" not in proc.stdout, describe(proc)
