@@ -1,0 +1,110 @@
+"""The video pipeline (order, overlap, per-video errors) and the shared command-line helpers."""
+import argparse
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from paddlehub_video.cli import build_parser, input_paths, parse_bool, read_path_list
+from paddlehub_video.errors import VideoDecodeError
+from paddlehub_video.pipeline import VideoPipeline, validate_paths
+
+
+def test_outcomes_in_input_order_with_errors_in_place():
+    def load(path):
+        if path == "bad":
+            raise VideoDecodeError(path, "no decodable video frame")
+        if path == "boom":
+            raise RuntimeError("predictor exploded")
+        return float(len(path))
+
+    outcomes = list(VideoPipeline(load, lambda x: np.array([x])).run(["a", "bad", "ccc", "boom", "a"]))
+    assert [o.path for o in outcomes] == ["a", "bad", "ccc", "boom", "a"]
+    assert [None if o.output is None else o.output[0] for o in outcomes] == [1.0, None, 3.0, None, 1.0]
+    assert outcomes[1].error == "bad: no decodable video frame"
+    assert outcomes[3].error == "boom: RuntimeError: predictor exploded"
+
+
+def test_next_video_decodes_while_the_current_one_is_inferred():
+    loading_second = threading.Event()
+
+    def load(path):
+        if path == "second":
+            loading_second.set()
+        return path
+
+    def infer(path):
+        if path == "first":  # the second load must start before the first inference ends
+            assert loading_second.wait(timeout=5)
+        return np.zeros(1)
+
+    outcomes = list(VideoPipeline(load, infer).run(["first", "second"]))
+    assert [o.error for o in outcomes] == [None, None]
+
+
+def test_at_most_one_video_is_decoded_ahead():
+    loaded, inferred = [], []
+
+    def load(path):
+        loaded.append(path)
+        return path
+
+    def infer(path):
+        time.sleep(0.01)
+        assert len(loaded) - len(inferred) <= 2  # the current video and the next one
+        inferred.append(path)
+        return np.zeros(1)
+
+    outcomes = list(VideoPipeline(load, infer).run([str(i) for i in range(6)]))
+    assert all(o.error is None for o in outcomes)
+
+
+@pytest.mark.parametrize("bad", ["a.mp4", b"a.mp4", None, 3, {"a.mp4"}])
+def test_paths_must_be_a_list(bad):
+    with pytest.raises(ValueError, match="paths must be a list"):
+        validate_paths(bad)
+
+
+def test_paths_may_be_a_tuple_of_path_likes(tmp_path):
+    assert validate_paths((tmp_path / "a b.mp4", "c.mp4")) == [str(tmp_path / "a b.mp4"), "c.mp4"]
+
+
+@pytest.mark.parametrize("text,value", [("True", True), ("False", False), ("1", True), ("no", False)])
+def test_parse_bool(text, value):
+    assert parse_bool(text) is value
+
+
+def test_parse_bool_rejects_other_text():
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_bool("maybe")
+
+
+def test_list_file_skips_blanks_and_comments_and_keeps_spaces(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("# header\n\n/a b/c.mp4\r\n   \n  # indented\nd.mp4\n", encoding="utf-8")
+    assert read_path_list(listing) == ["/a b/c.mp4", "d.mp4"]
+
+
+def test_input_path_then_listed_paths(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("x.mp4\n", encoding="utf-8")
+    parser = build_parser("m", "d", top_k=5, threshold=0.0)
+    args = parser.parse_args(["--input_path", "first.mp4", "--input_file", str(listing), "--batch_size", "4"])
+    assert input_paths(parser, args) == ["first.mp4", "x.mp4"]
+    assert (args.top_k, args.threshold, args.use_gpu) == (5, 0.0, False)
+
+
+def test_no_input_is_a_usage_error(capsys):
+    parser = build_parser("m", "d", top_k=5, threshold=0.0)
+    with pytest.raises(SystemExit) as info:
+        input_paths(parser, parser.parse_args([]))
+    assert info.value.code == 2
+    assert "--input_path" in capsys.readouterr().err
+
+
+def test_unreadable_list_file_is_a_usage_error(tmp_path, capsys):
+    parser = build_parser("m", "d", top_k=5, threshold=0.0)
+    with pytest.raises(SystemExit):
+        input_paths(parser, parser.parse_args(["--input_file", str(tmp_path / "missing.txt")]))
+    assert "missing.txt" in capsys.readouterr().err
