@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import paddle
 import paddle.nn.functional as F
@@ -29,6 +28,7 @@ from paddlehub_video import inference_model
 from paddlehub_video.errors import DeviceError
 from paddlehub_video.weights import load_pdparams
 from tests.fixtures.publisher import KINETICS_LABELS
+from tests.fixtures.videos import read_every_frame
 
 MODULE_DIR = Path(__file__).resolve().parents[1] / "stnet_kinetics400"
 SEG_NUM = 3  # the windows of every test video below exercise a different branch of the mp4 rule
@@ -240,19 +240,6 @@ def test_use_gpu_on_cpu_build_raises_device_error_then_cpu_works(stnet, full_res
 # ---------------------------------------------------------------- 4. faithfulness: independent reference
 
 
-def decode_every_frame(path: Path) -> list[np.ndarray]:
-    """The publisher's loader: read() every frame, BGR -> RGB."""
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    capture.release()
-    return frames
-
-
 def mp4_window_frames(num_frames: int, seg_num: int, seglen: int, centred: bool = False) -> list[int]:
     """UPSTREAM 2.5, mp4 rule (`centred` gives the pkl rule instead, for the sensitivity check)."""
     d = num_frames // seg_num
@@ -280,7 +267,7 @@ def reference_frame(rgb: np.ndarray, crop: int, round_offset: Any = round) -> np
 
 def reference_input(path: Path, centred: bool = False, round_offset: Any = round) -> np.ndarray:
     """Super-images `[T, 15, H, W]` of a video, built without paddlehub_video."""
-    frames = decode_every_frame(path)
+    frames = read_every_frame(path)
     indices = mp4_window_frames(len(frames), SEG_NUM, SEGLEN, centred)
     stacked = np.stack([reference_frame(frames[i], CROP, round_offset) for i in indices])
     return stacked.reshape(SEG_NUM, 3 * SEGLEN, CROP, CROP)

@@ -20,9 +20,9 @@ from paddlehub_video.video import (
     sample_stnet_indices,
     sample_tsn_indices,
 )
-from tests.fixtures.videos import frame_index_of, synthetic_frame
+from tests.fixtures.videos import frame_index_of, read_every_frame, synthetic_frame
 
-RealCapture = cv2.VideoCapture  # the naive loader must not go through the spy below
+RealCapture = cv2.VideoCapture  # the spy below wraps the real class
 
 tsn_300 = partial(sample_tsn_indices, seg_num=300)
 stnet_25x5 = partial(sample_stnet_indices, seg_num=25, seglen=5)
@@ -30,21 +30,6 @@ stnet_25x5 = partial(sample_stnet_indices, seg_num=25, seglen=5)
 
 def identity(frame: np.ndarray) -> np.ndarray:
     return frame
-
-
-def read_every_frame(path: Path) -> list[np.ndarray]:
-    """The naive loader: read() until the stream ends, keep every RGB frame."""
-    capture = RealCapture(str(path))
-    frames = []
-    try:
-        while True:
-            ok, bgr = capture.read()
-            if not ok:
-                break
-            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    finally:
-        capture.release()
-    return frames
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 import paddle
 import paddle.nn.functional as F
@@ -29,7 +28,7 @@ from paddlehub_video.assets import cache_root
 from paddlehub_video.errors import DeviceError
 from paddlehub_video.weights import load_pdparams
 from tests.fixtures.publisher import VIDEOTAG_LABELS, PublisherHost
-from tests.fixtures.videos import MakeVideo
+from tests.fixtures.videos import MakeVideo, read_every_frame
 from tests.test_networks import np_attention_lstm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,19 +154,6 @@ def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
 # ---------------------------------------------------------------- independent reference
 
 
-def decode_all_rgb(path: Path) -> list[np.ndarray]:
-    """Every frame of the video, naively: read until the decoder stops, BGR -> RGB."""
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        frames.append(np.ascontiguousarray(bgr[:, :, ::-1]))
-    capture.release()
-    return frames
-
-
 def publisher_indices(num_frames: int, seg_num: int) -> list[int]:
     step = num_frames // seg_num
     if step >= 1:
@@ -188,7 +174,7 @@ def reference_preprocess(rgb: np.ndarray) -> np.ndarray:
 
 
 def reference_frames(path: Path, seg_num: int) -> np.ndarray:
-    frames = decode_all_rgb(path)
+    frames = read_every_frame(path)
     return np.stack([reference_preprocess(frames[i]) for i in publisher_indices(len(frames), seg_num)])
 
 
@@ -446,7 +432,7 @@ def test_default_300_frames_on_a_short_clip_cycles_frames(mirror: PublisherHost,
     # Sampling 300 of 40 frames repeats the clip cyclically: features of the 40 distinct frames
     # (the module's own extractor, reference pre-processing), tiled 0..39, 0..39, ..., then the
     # NumPy AttentionLSTM over all 300 steps must give the module's answer.
-    distinct = np.stack([reference_preprocess(f) for f in decode_all_rgb(clip)])
+    distinct = np.stack([reference_preprocess(f) for f in read_every_frame(clip)])
     assert distinct.shape[0] == 40
     tsn_model = module._load_models()[0]
     features = module.predictor(tsn_model, False).run({"image": distinct[np.newaxis]})[0][0]
