@@ -1,0 +1,218 @@
+"""Benchmark: peak RSS vs video length, RSS over many calls, cold start and the one-time conversion.
+
+Usage (from the repository root; `python bench/run_all.py` runs this section with the others):
+
+    python bench/bench_memory.py              # 10 s, 60 s and 10 min 1920x1080 30 fps clips
+    python bench/bench_memory.py --quick      # without the 10-minute clip
+
+Every measurement runs in its own subprocess (`python bench/bench_memory.py --worker KIND ...`), so
+each peak RSS (VmHWM) belongs to one classify run and each start is a real process start.
+
+- rss:   classify one generated 1080p clip; peak RSS of the process, RSS after `import paddlehub`;
+         the 10-minute clip also with 10 TSN frames per run (videotag).
+- calls: classify a short clip N times in a row (small seg_num, so 200 calls take a minute or two);
+         RSS after every call: first, last, max, and the median of the first and last 20 calls.
+- cold:  process start (taken by the parent just before it starts the child) -> `import paddlehub`
+         -> `hub.Module(...)` -> weights found and converted model loaded -> first result.
+         Run first with an empty conversion cache (the one-time conversion of the `.pdparams`),
+         then again with the cache filled; the second run also times a warm second call, so the
+         start-up overhead is first result minus warm call.
+
+The clips are flat colour gradients with a moving square (cheap to write: the 10-minute 1080p clip,
+18000 frames, still takes ~2-3 minutes once; it is kept in bench/results/videos/).
+Results are printed and written to bench/results/memory.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common_setup import (  # noqa: E402
+    MODULES,
+    RESULTS_DIR,
+    cached_video,
+    current_rss_mib,
+    emit,
+    load_average,
+    machine_info,
+    peak_rss_mib,
+    prepare_environment,
+    run_json,
+    runtime_config,
+    timed,
+)
+
+RESULTS = RESULTS_DIR / "memory.json"
+LENGTHS = (("10 s", 10), ("60 s", 60), ("10 min", 600))
+# Small seg_num for the many-calls run; StNet's is baked into its program (a separate conversion).
+SMALL_SEG_NUM = {"videotag_tsn_lstm": 2, "stnet_kinetics400": 1}
+
+
+def _config(module: str, threads: int | None, seg_num: int | None, frames_per_batch: int | None = None) -> dict:
+    config = runtime_config(threads, frames_per_batch)
+    if seg_num:
+        config["sampling"] = {"seg_num": seg_num}
+    return config
+
+
+def _check(results: list[dict]) -> None:
+    errors = [r["error"] for r in results if "error" in r]
+    if errors:
+        raise RuntimeError(f"classify failed: {errors}")
+
+
+# --- workers (run in their own process) ---------------------------------------------------------
+
+
+def rss_worker(module: str, video: str, threads: int | None, frames_per_batch: int | None) -> None:
+    import paddlehub  # noqa: F401  (what every user process imports first)
+    from common_setup import load_module
+
+    imports_mib = current_rss_mib()
+    instance = load_module(module, _config(module, threads, None, frames_per_batch))
+    results, seconds = timed(lambda: instance.classify([video]))
+    _check(results)
+    emit({"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "rss_after_import_paddlehub_mib": imports_mib,
+          "rss_after_mib": current_rss_mib(), "frames_per_batch": instance.config["runtime"].get("frames_per_batch"),
+          "load_average": load_average()})
+
+
+def calls_worker(module: str, video: str, threads: int | None, calls: int) -> None:
+    from common_setup import load_module
+
+    instance = load_module(module, _config(module, threads, SMALL_SEG_NUM[module]))
+    rss, start = [], time.perf_counter()
+    for _ in range(calls):
+        _check(instance.classify([video]))
+        rss.append(current_rss_mib())
+    seconds = time.perf_counter() - start
+    window = min(20, len(rss))
+    emit({"calls": calls, "seg_num": SMALL_SEG_NUM[module], "seconds_per_call": seconds / calls,
+          "first_mib": rss[0], "last_mib": rss[-1], "max_mib": max(rss), "min_mib": min(rss),
+          "median_first20_mib": sorted(rss[:window])[window // 2],
+          "median_last20_mib": sorted(rss[-window:])[window // 2],
+          "peak_rss_mib": peak_rss_mib(), "rss_mib": [round(v, 1) for v in rss]})
+
+
+def cold_worker(module: str, video: str, threads: int | None, started: float, warm_call: bool) -> None:
+    marks = {"interpreter_s": time.time() - started}
+    import paddlehub as hub
+
+    marks["import_paddlehub_s"] = time.time() - started
+    from common_setup import REPO
+
+    instance = hub.Module(directory=str(REPO / module), config=_config(module, threads, None))
+    marks["module_s"] = time.time() - started
+    load = getattr(instance, "_load_models", None)  # weights + conversion cache; classify does it too
+    if load is not None:
+        _, marks["load_models_only_s"] = timed(load)
+        marks["models_loaded_s"] = time.time() - started
+    results = instance.classify([video])
+    marks["first_result_s"] = time.time() - started
+    _check(results)
+    if warm_call:
+        _, marks["warm_call_s"] = timed(lambda: _check(instance.classify([video])))
+        marks["startup_overhead_s"] = marks["first_result_s"] - marks["warm_call_s"]
+    marks["peak_rss_mib"] = peak_rss_mib()
+    emit(marks)
+
+
+def _worker_command(*args: object) -> list[str]:
+    return [sys.executable, __file__, "--worker", *map(str, args)]
+
+
+# --- sections ---------------------------------------------------------------------------------
+
+
+def bench_cold_start(video: Path, threads: int | None, modules=MODULES) -> dict:
+    """Per module: a run with an empty conversion cache, then one with it filled. Call this first."""
+    out = {}
+    for module in modules:
+        fresh = run_json(_worker_command("cold", module, video, threads or 0, time.time(), 0))
+        cached = run_json(_worker_command("cold", module, video, threads or 0, time.time(), 1))
+        out[module] = {"fresh_cache": fresh, "cached": cached}
+        if "load_models_only_s" in fresh:
+            out[module]["conversion_s"] = fresh["load_models_only_s"] - cached["load_models_only_s"]
+        print(f"  cold start {module}: first result {cached['first_result_s']:.1f} s "
+              f"(start-up overhead {cached['startup_overhead_s']:.1f} s); with conversion "
+              f"{fresh['first_result_s']:.1f} s", flush=True)
+    return out
+
+
+def bench_rss(lengths, threads: int | None, modules=MODULES, small_batch: int | None = 10) -> dict:
+    """Peak RSS of classifying each 1080p clip, one process per (module, clip).
+
+    The longest clip is also classified by videotag with `small_batch` TSN frames per run, as the
+    activation memory of a TSN run grows with its frames.
+    """
+    out = {"videos": {}, "runs": {m: {} for m in modules}}
+    for index, (label, seconds) in enumerate(lengths):
+        path, frames, wrote_s = cached_video("flat", seconds, 1920, 1080, 30)
+        out["videos"][label] = {"path": path.name, "frames": frames, "write_s": wrote_s}
+        if wrote_s:
+            print(f"  wrote {path.name}: {frames} frames in {wrote_s:.0f} s", flush=True)
+        runs = [(module, label, 0) for module in modules]
+        if small_batch and index == len(lengths) - 1 and "videotag_tsn_lstm" in modules:
+            runs.append(("videotag_tsn_lstm", f"{label}, batch {small_batch}", small_batch))
+        for module, run_label, batch in runs:
+            row = run_json(_worker_command("rss", module, path, threads or 0, batch))
+            out["runs"][module][run_label] = row
+            print(f"  rss {module} {run_label}: peak {row['peak_rss_mib']:.0f} MiB, {row['seconds']:.1f} s",
+                  flush=True)
+    return out
+
+
+def bench_calls(video: Path, calls: int, threads: int | None, modules=MODULES) -> dict:
+    """RSS after each of `calls` consecutive classify calls, one process per module."""
+    out = {}
+    for module in modules:
+        row = run_json(_worker_command("calls", module, video, threads or 0, calls))
+        out[module] = row
+        print(f"  {calls} calls {module}: RSS first {row['first_mib']:.0f}, last {row['last_mib']:.0f}, "
+              f"max {row['max_mib']:.0f} MiB ({row['seconds_per_call']:.2f} s/call)", flush=True)
+    return out
+
+
+def short_clip() -> Path:
+    """5 s 640x360 30 fps: the clip of the cold-start and many-calls runs."""
+    return cached_video("flat", 5, 640, 360, 30)[0]
+
+
+def main() -> None:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    parser.add_argument("--threads", type=int, help="runtime.cpu_threads (default: the module's config)")
+    parser.add_argument("--quick", action="store_true", help="skip the 10-minute clip")
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        kind, module, video, threads, *rest = args.worker
+        threads = int(threads) or None
+        if kind == "rss":
+            rss_worker(module, video, threads, int(rest[0]) or None)
+        elif kind == "calls":
+            calls_worker(module, video, threads, int(rest[0]))
+        else:
+            cold_worker(module, video, threads, float(rest[0]), bool(int(rest[1])))
+        return
+
+    prepare_environment(Path(tempfile.mkdtemp(prefix="paddlehub-video-bench-")))
+    clip = short_clip()
+    results = {"meta": machine_info()}
+    results["cold_start"] = bench_cold_start(clip, args.threads)
+    results["rss_vs_length"] = bench_rss(LENGTHS[:2] if args.quick else LENGTHS, args.threads)
+    results["rss_over_calls"] = bench_calls(clip, args.calls, args.threads)
+    print(json.dumps(results, indent=2))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
