@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -18,9 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.fixtures.publisher import KINETICS_LABELS, VIDEOTAG_LABELS, PublisherHost
+from tests.fixtures.publisher import KINETICS_LABELS, VIDEOTAG_LABELS
 from tests.fixtures.videos import MakeVideo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +29,6 @@ HUB = [sys.executable, "-c", "import sys; from paddlehub.commands.utils import e
 HUB_TIMEOUT_S = 300  # a generous bound on a busy 2-core machine; a hang fails instead of blocking
 TRACEBACK = "Traceback (most recent call last)"
 CLOSED_URL = "http://127.0.0.1:9"  # discard port: nothing listens, connections are refused at once
-PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
 
 def run_hub(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = HUB_TIMEOUT_S,
@@ -90,21 +87,6 @@ def module_source_files() -> set[str]:
         for path in (REPO / name).rglob("*")
         if "__pycache__" not in path.parts
     }
-
-
-@pytest.fixture(scope="module")
-def hub_env(publisher_host: PublisherHost, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Environment of every hub command: this run's HUB_HOME, the local publisher, small configs."""
-    overrides = {
-        "videotag_tsn_lstm": publisher_host.config("videotag_tsn_lstm", sampling={"seg_num": 8}),
-        "stnet_kinetics400": publisher_host.config("stnet_kinetics400", sampling={"seg_num": 4}),
-    }
-    config_file = tmp_path_factory.mktemp("hub-cli-config") / "overrides.yaml"
-    config_file.write_text(yaml.safe_dump(overrides), encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS and not k.startswith("PADDLEHUB_VIDEO_")}
-    env.update(publisher_host.env())
-    env.update(PADDLEHUB_VIDEO_CONFIG=str(config_file), PYTHONIOENCODING="utf-8", no_proxy="127.0.0.1,localhost")
-    return env
 
 
 @pytest.fixture(scope="module")

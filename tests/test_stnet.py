@@ -58,15 +58,6 @@ def new_module(publisher_host: Any, seg_num: int = SEG_NUM, crop_size: int = CRO
 
 
 @pytest.fixture(scope="module")
-def mirror(publisher_host: Any) -> Iterator[Any]:
-    """Send every download of this file's modules to the local publisher host."""
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in publisher_host.env().items():
-            patch.setenv(key, value)
-        yield publisher_host
-
-
-@pytest.fixture(scope="module")
 def stnet(mirror: Any) -> Any:
     """One module object (seg_num 3, crop 256) shared by the tests of this file."""
     return new_module(mirror)

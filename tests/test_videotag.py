@@ -12,7 +12,6 @@ import inspect
 import os
 import shutil
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,16 +44,6 @@ CLOSED_PORT_URL = "http://127.0.0.1:9"
 
 
 # ---------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def mirror(publisher_host: PublisherHost) -> Iterator[PublisherHost]:
-    """Send every download of this file's modules to the local publisher, for the module's duration."""
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in publisher_host.env().items():
-            mp.setenv(key, value)
-        mp.setenv("no_proxy", "127.0.0.1,localhost")
-        yield publisher_host
 
 
 def load_videotag(directory: Path, host: PublisherHost, **overrides: object):
