@@ -107,7 +107,7 @@ def table_rows(r: dict) -> list[tuple[str, str, str, str]]:
             target = verdict = ""
             if label.startswith("10 min"):
                 target, verdict = "<= 1431 MiB (1.5 GB)", _ok(run["peak_rss_mib"] <= TARGETS["peak_rss_10min_mib"])
-            rows.append((f"peak RSS {module}, {label} 1080p", f"{run['peak_rss_mib']:.0f} MiB "
+            rows.append((f"peak RSS {module}, 1080p {label}", f"{run['peak_rss_mib']:.0f} MiB "
                          f"({run['seconds']:.1f} s)", target, verdict))
     for module, c in r["rss_over_calls"].items():
         growth = c["median_last20_mib"] - c["median_first20_mib"]
