@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import ast
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -66,11 +66,25 @@ def input_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> li
     return paths
 
 
-def run_reporting_errors(module_name: str, call: Callable[[], T]) -> T:
-    """Run a `hub run` job; a fatal error (no weights, no GPU, bad arguments) becomes one clear line
-    on stderr and exit status 1 instead of a traceback (PaddleHub's CLI lets exceptions through)."""
+def run_reporting_errors(module_name: str, call: Callable[[], T], failures: Callable[[T], Sequence[str]]) -> T:
+    """Run a `hub run` job and end it as a command-line tool should.
+
+    All videos answered: return the results (PaddleHub prints them, exit status 0). Some videos
+    failed: print the results all the same (the same list, each failed video in its place with its
+    empty result), one line per failure on stderr, and exit with status 1. A fatal error (no
+    weights, no GPU, bad arguments) becomes one clear line on stderr and exit status 1 instead of a
+    traceback (PaddleHub's CLI lets exceptions through). `failures(results)` gives the reasons.
+    """
     try:
-        return call()
+        results = call()
     except (PaddleHubVideoError, ValueError) as exc:
         print(f"hub run {module_name}: error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    reasons = list(failures(results))
+    if reasons:
+        print(results, flush=True)  # what PaddleHub's `hub run` prints on success
+        for reason in reasons:
+            print(f"hub run {module_name}: error: {reason}", file=sys.stderr)
+        print(f"hub run {module_name}: {len(reasons)} of {len(results)} videos failed", file=sys.stderr, flush=True)
+        raise SystemExit(1)
+    return results

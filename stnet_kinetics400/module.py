@@ -120,4 +120,8 @@ class StNet(VideoModule, hub.Module):
         args = parser.parse_args(argvs)
         data = {"image": input_paths(parser, args)}
         options = {"use_gpu": args.use_gpu, "top_k": args.top_k, "threshold": args.threshold}
-        return run_reporting_errors(NAME, lambda: self.video_classification(data, **options))
+        return run_reporting_errors(
+            NAME,
+            lambda: self.video_classification(data, **options),
+            lambda results: [reason for _, reason in sorted(self.last_errors.items())],
+        )

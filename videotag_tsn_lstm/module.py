@@ -108,6 +108,10 @@ class VideoTag(VideoModule, hub.Module):
         parser = build_parser(NAME, "Tag short videos with 3396 Chinese labels.", top_k=10, threshold=0.5)
         args = parser.parse_args(argvs)
         paths = input_paths(parser, args)
-        return run_reporting_errors(NAME, lambda: self.classify(paths, args.use_gpu, args.threshold, args.top_k))
+        return run_reporting_errors(
+            NAME,
+            lambda: self.classify(paths, args.use_gpu, args.threshold, args.top_k),
+            lambda results: [entry["error"] for entry in results if "error" in entry],
+        )
 
 
