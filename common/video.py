@@ -5,6 +5,11 @@ The publisher read every frame of a video into a list (all of them, full size) a
 grabbed (demuxed and decoded, cheap), only the sampled ones are retrieved (converted to BGR) and
 passed straight to a caller-supplied transform, so peak memory depends on the number of sampled
 frames and their transformed size, never on the length of the video.
+
+Frames are used as stored, whatever rotation the container asks for (a phone's portrait tag):
+the publisher's OpenCV 4.2 ignored that metadata (opencv#15499), OpenCV 4.5-4.10 and 5.x apply it
+by default, 4.11 does not (opencv#26795), and 4.6 turned the wrong way (opencv#22088). Turning it
+off explicitly gives the publisher's frames, hence its numbers, on every OpenCV version.
 """
 
 from __future__ import annotations
@@ -73,6 +78,8 @@ def read_sampled_frames(
         capture.release()
     if total == 0:
         raise VideoDecodeError(source, "no decodable video frame")
+    if total == 1:
+        _refuse_still_image(source)
     if total == guess:
         return [kept[i] for i in first]
 
@@ -138,12 +145,42 @@ def _validated_path(path: object) -> str:
 def _open(source: str) -> cv2.VideoCapture:
     """Open `source` with OpenCV's FFmpeg backend, or raise VideoDecodeError."""
     # FFmpeg explicitly: the publisher's decoder, and the image-sequence backend of CAP_ANY would
-    # read a '%d' in a file name as a pattern.
-    capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG)
+    # read a '%d' in a file name as a pattern. An absolute path, because FFmpeg reads a relative
+    # name such as `clip:1.mp4` as a URL of protocol `clip` and fails to open it.
+    capture = cv2.VideoCapture(os.path.abspath(source), cv2.CAP_FFMPEG)
     if not capture.isOpened():
         capture.release()
         raise VideoDecodeError(source, "cannot open the container (not a video, corrupt, or unsupported)")
+    orientation_auto = getattr(cv2, "CAP_PROP_ORIENTATION_AUTO", None)  # absent: never rotates
+    if orientation_auto is not None:
+        capture.set(orientation_auto, 0)  # frames as stored: see the module docstring
     return capture
+
+
+# File signatures of still images. FFmpeg opens such a file as a one-frame video, so a photo renamed
+# .mp4 would be classified; an animated GIF or a Motion-JPEG stream has more frames and is kept.
+_IMAGE_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def _refuse_still_image(source: str) -> None:
+    """Raise VideoDecodeError if the one-frame file `source` is a still image, not a video."""
+    try:
+        with open(source, "rb") as f:
+            head = f.read(12)
+    except OSError as exc:
+        raise VideoDecodeError(source, f"cannot read the file ({exc.strerror})") from None
+    kind = "WebP" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else None
+    kind = kind or next((name for magic, name in _IMAGE_SIGNATURES if head.startswith(magic)), None)
+    if kind:
+        raise VideoDecodeError(source, f"is a {kind} image, not a video")
 
 
 def _reported_frame_count(capture: cv2.VideoCapture) -> int:
