@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
@@ -62,7 +63,7 @@ def weights_digest(path: Path) -> str:
         memo[key] = sha256_file(path)
         with contextlib.suppress(OSError):  # the memo is an optimisation only
             memo_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = memo_file.with_suffix(f".tmp{os.getpid()}")
+            tmp = memo_file.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")  # one per writer
             tmp.write_text(json.dumps(memo))
             os.replace(tmp, memo_file)
     return memo[key]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import inspect
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,18 @@ class VideoModule:
 
     def __init__(self, config: ConfigOverrides = None, **kwargs: Any):
         self.config = load_module_config(self.NAME, config)
+        self._models: Any = None  # what `_load_models` made, once
+        self._models_lock = threading.Lock()
+
+    def _load_once(self, load: Callable[[], Any]) -> Any:
+        """`load()` on first use, then its result: once per object, even when threads start together."""
+        models = self._models
+        if models is None:
+            with self._models_lock:
+                if self._models is None:
+                    self._models = load()
+                models = self._models
+        return models
 
     @property
     def module_dir(self) -> Path:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,11 @@ def check_gpu_available() -> None:
 class Predictor:
     """One Paddle Inference predictor for a saved model (`<prefix>.json` + `<prefix>.pdiparams`).
 
-    `run` is serialised by a lock: a Paddle predictor must not run in two threads at once.
+    The predictor is created and run in one thread of its own, whichever threads call `run`: a
+    predictor must not run in two threads at once, and Paddle's oneDNN kernels keep their cache in
+    thread-local storage (Paddle #32309; "one predictor per thread", #29037), so a predictor run
+    from one thread after another fails at random with `RuntimeError: std::exception`, even with
+    the runs serialised. The owner thread serialises the runs as well.
     """
 
     def __init__(
@@ -54,10 +59,10 @@ class Predictor:
             else:
                 config.disable_onednn()
         self.use_gpu = use_gpu
-        self._predictor = paddle_infer.create_predictor(config)
+        self._owner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paddlehub_video-predictor")
+        self._predictor = self._owner.submit(paddle_infer.create_predictor, config).result()
         self.input_names: list[str] = list(self._predictor.get_input_names())
         self.output_names: list[str] = list(self._predictor.get_output_names())
-        self._lock = threading.Lock()
 
     def run(
         self,
@@ -68,15 +73,22 @@ class Predictor:
         unknown = set(inputs) - set(self.input_names)
         if unknown:
             raise KeyError(f"unknown inputs {sorted(unknown)}; the model takes {self.input_names}")
-        with self._lock:
-            for name, array in inputs.items():
-                handle = self._predictor.get_input_handle(name)
-                handle.reshape(array.shape)
-                handle.copy_from_cpu(np.ascontiguousarray(array))
-                if lod and name in lod:
-                    handle.set_lod([list(level) for level in lod[name]])
-            self._predictor.run()
-            return [self._predictor.get_output_handle(name).copy_to_cpu() for name in self.output_names]
+        return self._owner.submit(self._run, inputs, lod).result()
+
+    def _run(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        lod: Mapping[str, Sequence[Sequence[int]]] | None,
+    ) -> list[np.ndarray]:
+        """The body of `run`, in the owner thread."""
+        for name, array in inputs.items():
+            handle = self._predictor.get_input_handle(name)
+            handle.reshape(array.shape)
+            handle.copy_from_cpu(np.ascontiguousarray(array))
+            if lod and name in lod:
+                handle.set_lod([list(level) for level in lod[name]])
+        self._predictor.run()
+        return [self._predictor.get_output_handle(name).copy_to_cpu() for name in self.output_names]
 
 
 _shared: dict[tuple, Predictor] = {}

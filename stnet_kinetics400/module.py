@@ -5,6 +5,7 @@ The published PaddleHub v1 module, on PaddlePaddle 3: same weights, same network
 from __future__ import annotations
 
 import logging
+import threading
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,28 +47,36 @@ class StNet(VideoModule, hub.Module):
 
     def __init__(self, config: ConfigOverrides = None, **kwargs: Any):
         VideoModule.__init__(self, config)  # not super(): @moduleinfo rebuilds the class
-        self._models: tuple[Path, list[str]] | None = None
-        # Reasons of the videos that failed in the last video_classification call: {index: reason}.
-        self.last_errors: dict[int, str] = {}
+        self._calls = threading.local()  # per thread, so concurrent calls keep their own errors
+
+    @property
+    def last_errors(self) -> dict[int, str]:
+        """Reasons of the videos that failed in this thread's last video_classification call: {index: reason}."""
+        return getattr(self._calls, "errors", {})
+
+    @last_errors.setter
+    def last_errors(self, errors: dict[int, str]) -> None:
+        self._calls.errors = errors
 
     def _load_models(self) -> tuple[Path, list[str]]:
         """Fetch weights and labels, convert the weights once; (stnet model, labels)."""
-        if self._models is None:
-            sampling = self.config["sampling"]
-            build = partial(
-                build_stnet_program,
-                seg_num=sampling["seg_num"],
-                image_size=self.config["preprocess"]["crop_size"],
-                num_classes=self.config["model"]["num_classes"],
-            )
-            weights = self.config["assets"]["weights"]
-            model = cached_inference_model(
-                f"stnet_seg{sampling['seg_num']}", self.config["program_version"], build,
-                {weights["network"]: self.asset("weights")},
-            )
-            labels = read_labels(self.asset("labels"), expected_count=self.config["model"]["num_classes"])
-            self._models = (model, labels)
-        return self._models
+        return self._load_once(self._fetch_and_convert)
+
+    def _fetch_and_convert(self) -> tuple[Path, list[str]]:
+        sampling = self.config["sampling"]
+        build = partial(
+            build_stnet_program,
+            seg_num=sampling["seg_num"],
+            image_size=self.config["preprocess"]["crop_size"],
+            num_classes=self.config["model"]["num_classes"],
+        )
+        weights = self.config["assets"]["weights"]
+        model = cached_inference_model(
+            f"stnet_seg{sampling['seg_num']}", self.config["program_version"], build,
+            {weights["network"]: self.asset("weights")},
+        )
+        labels = read_labels(self.asset("labels"), expected_count=self.config["model"]["num_classes"])
+        return model, labels
 
     def _read_video(self, path: str) -> np.ndarray:
         """path -> super-images `[1, seg_num, 3*seglen, crop, crop]` float32."""

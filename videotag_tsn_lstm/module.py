@@ -6,14 +6,12 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import paddlehub as hub
 from paddlehub.module.module import moduleinfo, runnable
 
 from paddlehub_video.cli import build_parser, input_paths, run_reporting_errors
-from paddlehub_video.config import ConfigOverrides
 from paddlehub_video.inference_model import cached_inference_model
 from paddlehub_video.module_base import VideoModule
 from paddlehub_video.networks.attention_lstm import build_attention_lstm_program
@@ -38,30 +36,27 @@ NAME = "videotag_tsn_lstm"
 class VideoTag(VideoModule, hub.Module):
     NAME = NAME
 
-    def __init__(self, config: ConfigOverrides = None, **kwargs: Any):
-        VideoModule.__init__(self, config)  # not super(): @moduleinfo rebuilds the class
-        self._models: tuple[Path, Path, list[str]] | None = None
-
     def _load_models(self) -> tuple[Path, Path, list[str]]:
         """Fetch weights and labels, convert the weights once; (tsn model, lstm model, labels)."""
-        if self._models is None:
-            version = self.config["program_version"]
-            assets = self.config["assets"]
-            tsn = cached_inference_model(
-                "videotag_tsn",
-                version,
-                partial(build_tsn_program, image_size=self.config["preprocess"]["crop_size"]),
-                {assets["tsn_weights"]["network"]: self.asset("tsn_weights")},
-            )
-            lstm = cached_inference_model(
-                "videotag_attention_lstm",
-                version,
-                partial(build_attention_lstm_program, num_classes=self.config["model"]["num_classes"]),
-                {assets["lstm_weights"]["network"]: self.asset("lstm_weights")},
-            )
-            labels = read_labels(self.asset("labels"), expected_count=self.config["model"]["num_classes"])
-            self._models = (tsn, lstm, labels)
-        return self._models
+        return self._load_once(self._fetch_and_convert)
+
+    def _fetch_and_convert(self) -> tuple[Path, Path, list[str]]:
+        version = self.config["program_version"]
+        assets = self.config["assets"]
+        tsn = cached_inference_model(
+            "videotag_tsn",
+            version,
+            partial(build_tsn_program, image_size=self.config["preprocess"]["crop_size"]),
+            {assets["tsn_weights"]["network"]: self.asset("tsn_weights")},
+        )
+        lstm = cached_inference_model(
+            "videotag_attention_lstm",
+            version,
+            partial(build_attention_lstm_program, num_classes=self.config["model"]["num_classes"]),
+            {assets["lstm_weights"]["network"]: self.asset("lstm_weights")},
+        )
+        labels = read_labels(self.asset("labels"), expected_count=self.config["model"]["num_classes"])
+        return tsn, lstm, labels
 
     def _read_video(self, path: str) -> np.ndarray:
         """path -> normalised frames `[1, seg_num, 3, crop, crop]` float32."""

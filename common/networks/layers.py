@@ -41,15 +41,15 @@ def auto_bn_names(prefix: str) -> BatchNormNames:
 
 @contextmanager
 def static_mode() -> Iterator[None]:
-    """Switch Paddle to static mode and restore the caller's mode on exit."""
-    was_dynamic = paddle.in_dynamic_mode()
-    if was_dynamic:
-        paddle.enable_static()
-    try:
+    """Static mode in the calling thread; the caller's mode comes back on exit.
+
+    Paddle keeps the mode per thread, and `paddle.enable_static()` only switches a thread whose
+    dynamic mode it entered itself (the main thread, at import): in any other thread it does
+    nothing, so a module first used from a worker thread could not build its programs. Clearing
+    the thread's dygraph tracer, which is what static mode is, works in every thread.
+    """
+    with paddle.base.framework._dygraph_guard(None):
         yield
-    finally:
-        if was_dynamic:
-            paddle.disable_static()
 
 
 @contextmanager
