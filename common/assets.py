@@ -9,6 +9,7 @@ once it is complete and verified; everything in flight lives in a `.part` or `.t
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import http.client
 import os
@@ -249,7 +250,7 @@ def _from_cache_or_network(spec: AssetSpec, progress: bool, timeout: float) -> P
             _clear_stamp(dest)
             _download(_source_url(spec), dest, spec.sha256, progress, timeout)
             _write_stamp(dest, spec.sha256)
-        return _extract(spec, dest) if spec.member else dest
+        return _extract(spec, dest, downloaded=True) if spec.member else dest
 
 
 def _adopt_unstamped(dest: Path, sha256: str | None) -> bool:
@@ -443,22 +444,45 @@ def _check_member_path(name: str, member: str) -> None:
                          f"(absolute, '..' or a drive/backslash)")
 
 
-def _extract(spec: AssetSpec, archive: Path) -> Path:
-    """Extract the spec's member from a (gzip) tar into the cache via a temp file and rename."""
+def _extract(spec: AssetSpec, archive: Path, downloaded: bool = False) -> Path:
+    """Extract the spec's member from a (gzip) tar into the cache via a temp file and rename.
+
+    A `downloaded` archive that cannot be read is deleted, so the next run fetches it again instead
+    of finding the broken file in the cache; a user's own file (from $PADDLEHUB_VIDEO_ASSETS) is kept.
+    """
     assert spec.member is not None
     out = _extracted_path(spec)
     _ensure_dir(out.parent)
     _clear_stamp(out)
     try:
+        _check_gzip_stream(archive)
         with tarfile.open(archive, "r:*") as tar:
             info = _find_member(tar, spec.member, archive)
             src = tar.extractfile(info)
             assert src is not None  # _find_member only returns regular files
             _write_atomically(src, out, info.size, archive)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise AssetError(f"{archive}: cannot read the archive ({exc}); delete it to download again") from exc
+        advice = "replace it with a good copy"
+        if downloaded:
+            _clear_stamp(archive)
+            with _disk_errors(archive.parent):
+                archive.unlink(missing_ok=True)
+            advice = "the download was deleted, the next run fetches it again"
+        raise AssetError(f"{archive}: cannot read the archive ({exc}); {advice}") from exc
     _write_stamp(out, spec.sha256)
     return out
+
+
+def _check_gzip_stream(archive: Path) -> None:
+    """Read a gzip file to its end, so that a truncated or corrupted one fails the size and CRC check
+    of its trailer (tarfile stops reading at the member it wants, before that trailer). The archives
+    are not all pinned by a sha256, so this is what catches a damaged one. Plain tars pass as they are."""
+    with open(archive, "rb") as raw:
+        if raw.read(2) != b"\x1f\x8b":
+            return
+    with gzip.open(archive, "rb") as stream:
+        while stream.read(_CHUNK * 16):
+            pass
 
 
 def _find_member(tar: tarfile.TarFile, member: str, archive: Path) -> tarfile.TarInfo:

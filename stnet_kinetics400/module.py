@@ -71,11 +71,13 @@ class StNet(VideoModule, hub.Module):
             num_classes=self.config["model"]["num_classes"],
         )
         weights = self.config["assets"]["weights"]
+        # Every file first: a failed download or a wrong label file is reported before any conversion.
+        weights_file = self.asset("weights")
+        labels = read_labels(self.asset("labels"), expected_count=self.config["model"]["num_classes"])
         model = cached_inference_model(
             f"stnet_seg{sampling['seg_num']}", self.config["program_version"], build,
-            {weights["network"]: self.asset("weights")},
+            {weights["network"]: weights_file},
         )
-        labels = read_labels(self.asset("labels"), expected_count=self.config["model"]["num_classes"])
         return model, labels
 
     def _read_video(self, path: str) -> np.ndarray:

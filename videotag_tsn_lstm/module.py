@@ -43,19 +43,21 @@ class VideoTag(VideoModule, hub.Module):
     def _fetch_and_convert(self) -> tuple[Path, Path, list[str]]:
         version = self.config["program_version"]
         assets = self.config["assets"]
+        # Every file first: a failed download or a wrong label file is reported before any conversion.
+        tsn_weights, lstm_weights = self.asset("tsn_weights"), self.asset("lstm_weights")
+        labels = read_labels(self.asset("labels"), expected_count=self.config["model"]["num_classes"])
         tsn = cached_inference_model(
             "videotag_tsn",
             version,
             partial(build_tsn_program, image_size=self.config["preprocess"]["crop_size"]),
-            {assets["tsn_weights"]["network"]: self.asset("tsn_weights")},
+            {assets["tsn_weights"]["network"]: tsn_weights},
         )
         lstm = cached_inference_model(
             "videotag_attention_lstm",
             version,
             partial(build_attention_lstm_program, num_classes=self.config["model"]["num_classes"]),
-            {assets["lstm_weights"]["network"]: self.asset("lstm_weights")},
+            {assets["lstm_weights"]["network"]: lstm_weights},
         )
-        labels = read_labels(self.asset("labels"), expected_count=self.config["model"]["num_classes"])
         return tsn, lstm, labels
 
     def _read_video(self, path: str) -> np.ndarray:

@@ -1,0 +1,278 @@
+"""Model files under faults, through the modules: each fault is one clear error, and nothing that
+looks complete is left in `$HUB_HOME/paddlehub_video`, so the next run starts clean.
+
+Every test starts from an empty HUB_HOME and a local server (`http_server`) holding the simulated
+publisher's files, into which it puts its fault. The asset manager's own tests (resume after a cut,
+a server ignoring Range, 5xx retries, 416, one download for two processes, ...) are in
+test_assets.py; two modules starting cold in two processes at once are in test_concurrency.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import filelock
+import numpy as np
+import pytest
+import yaml
+
+from paddlehub_video import assets, inference_model
+from paddlehub_video.assets import AssetSpec, cache_root, fetch_asset
+from paddlehub_video.errors import AssetError, WeightsError
+from paddlehub_video.weights import expected_parameters
+from tests.fixtures.http_server import FileServer
+from tests.fixtures.publisher import PROXY_VARS, SMALL, PublisherHost
+from tests.fixtures.weights import pdparams_bytes, write_weights_tar
+
+REPO = Path(__file__).resolve().parents[1]
+VIDEOTAG, STNET = "videotag_tsn_lstm", "stnet_kinetics400"
+TSN_MEMBER = "video_tag_tsn/tsn.pdparams"
+
+
+@pytest.fixture
+def host(http_server: FileServer, publisher_host: PublisherHost, monkeypatch: pytest.MonkeyPatch,
+         tmp_path: Path) -> FileServer:
+    """A fresh HUB_HOME, and every download going to `http_server`, which serves the publisher's files."""
+    for source in publisher_host.server.root.iterdir():
+        os.link(source, http_server.root / source.name)
+    monkeypatch.setenv("HUB_HOME", str(tmp_path / "hub home"))
+    monkeypatch.setenv(assets.ENV_MIRROR, http_server.base_url)
+    for var in (assets.ENV_ASSETS, assets.ENV_TIMEOUT, *PROXY_VARS):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setattr(assets, "RETRY_DELAY_S", 0.0)
+    return http_server
+
+
+def replace_served(server: FileServer, name: str, data: bytes) -> None:
+    """Serve `data` as `name` (unlinked first: the file is a hard link to the publisher's copy)."""
+    (server.root / name).unlink()
+    server.put(name, data)
+
+
+def leftovers() -> list[str]:
+    """Files in the cache other than lock files (empty, and released: they mark no content)."""
+    root = cache_root()
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.suffix != ".lock")
+
+
+# ---------------------------------------------------------------- damaged downloads
+
+
+@pytest.mark.parametrize("damage", ["truncated", "one byte changed in transit"])
+def test_a_damaged_archive_is_a_clear_error_and_is_fetched_again_next_time(
+    host: FileServer, publisher_host: PublisherHost, short_video: Path, damage: str
+) -> None:
+    # A small stand-in archive (the file is not read as weights here): random bytes, which gzip
+    # stores as they are, so a changed byte decompresses fine and only the gzip CRC can tell.
+    member = np.random.default_rng(5).bytes(300_000)
+    (host.root / "video_tag_tsn.tar").unlink()
+    write_weights_tar(host.root / "video_tag_tsn.tar", {TSN_MEMBER: member, "video_tag_tsn/tsn.pdopt": b""})
+    good = (host.root / "video_tag_tsn.tar").read_bytes()
+    if damage == "truncated":  # a complete response, Content-Length and all, of a cut archive
+        replace_served(host, "video_tag_tsn.tar", good[: len(good) * 3 // 4])
+    else:
+        host.set_fault("video_tag_tsn.tar", corrupt_at=len(good) // 2, times=1)
+    videotag = publisher_host.small_module(VIDEOTAG)
+
+    with pytest.raises(AssetError) as error:
+        videotag.classify([str(short_video)])
+
+    message = str(error.value)
+    assert "video_tag_tsn.tar: cannot read the archive" in message, message
+    assert "the download was deleted, the next run fetches it again" in message
+    assert leftovers() == []  # no archive, no extracted member, no .part or .tmp
+    assert videotag._models is None
+    if damage == "truncated":
+        replace_served(host, "video_tag_tsn.tar", good)
+    assert videotag.asset("tsn_weights").read_bytes() == member  # the next attempt downloads again
+    assert len(host.requests_for("video_tag_tsn.tar")) == 2
+
+
+def test_weights_missing_or_misshaped_parameters_are_a_weights_error_naming_them(
+    host: FileServer, publisher_host: PublisherHost, short_video: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected = expected_parameters("videotag_tsn_resnet101")
+    state = {name: np.zeros(shape, np.float32) for name, shape in expected.items()}  # zeros: a small archive
+    missing, misshaped = "res5c_branch2c_weights", "conv1_weights"
+    del state[missing]
+    state[misshaped] = np.zeros((64, 3, 3, 3), np.float32)
+    (host.root / "video_tag_tsn.tar").unlink()
+    write_weights_tar(host.root / "video_tag_tsn.tar", {TSN_MEMBER: pdparams_bytes(state)})
+    videotag = publisher_host.small_module(VIDEOTAG)
+
+    with pytest.raises(WeightsError) as error:
+        videotag.classify([str(short_video)])
+
+    message = str(error.value)
+    assert f"{TSN_MEMBER.split('/')[-1]} (videotag_tsn_resnet101): 2 of {len(expected)} parameters are wrong" in message
+    assert f"missing {missing}" in message
+    assert f"{misshaped} has shape [64, 3, 3, 3], expected {list(expected[misshaped])}" in message
+    assert not [p for p in (cache_root() / "inference").iterdir() if p.suffix != ".lock"]  # no model, no temp
+    with pytest.raises(SystemExit) as exit_info:  # `hub run`: the same reason on one line, status 1
+        videotag.run_cmd(["--input_path", str(short_video)])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert f"hub run {VIDEOTAG}: error: " in err and f"missing {missing}" in err and "Traceback" not in err
+
+
+def test_a_label_file_with_the_wrong_checksum_is_refused_before_any_conversion(
+    host: FileServer, publisher_host: PublisherHost, short_video: Path
+) -> None:
+    labels = (host.root / "kinetics_labels.json").read_bytes()
+    replace_served(host, "kinetics_labels.json", labels.replace(b"action_007", b"action_seven"))
+    stnet = publisher_host.small_module(STNET)
+
+    with pytest.raises(AssetError) as error:
+        stnet.video_classification(data={"image": [str(short_video)]})
+
+    message = str(error.value)
+    assert f"{host.url_for('kinetics_labels.json')}: sha256 mismatch: expected " in message, message
+    assert publisher_host.label_sha256[STNET] in message and "the download was deleted" in message
+    assert leftovers() == ["downloads/STNET.pdparams"]  # the weights are complete; no label file
+    assert not (cache_root() / "inference").exists()  # refused before the (slow) conversion
+
+
+def test_a_missing_file_on_the_server_names_the_url_and_is_not_retried(
+    host: FileServer, publisher_host: PublisherHost, short_video: Path
+) -> None:
+    (host.root / "STNET.pdparams").unlink()
+    with pytest.raises(AssetError) as error:
+        publisher_host.small_module(STNET).classify([str(short_video)])
+    message = str(error.value)
+    assert f"could not download {host.url_for('STNET.pdparams')}: HTTP 404" in message, message
+    assert assets.ENV_ASSETS in message and assets.ENV_MIRROR in message  # ... and how to do without
+    assert len(host.requests_for("STNET.pdparams")) == 1
+    assert leftovers() == []
+
+
+def test_a_stalled_server_times_out_with_a_clear_message(
+    host: FileServer, publisher_host: PublisherHost, short_video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host.set_fault("STNET.pdparams", stall_after=256 * 1024, stall_s=60)
+    monkeypatch.setenv(assets.ENV_TIMEOUT, "0.5")
+    monkeypatch.setattr(assets, "RETRIES", 1)
+    started = time.monotonic()
+    with pytest.raises(AssetError) as error:
+        publisher_host.small_module(STNET).classify([str(short_video)])
+    elapsed = time.monotonic() - started
+    message = str(error.value)
+    assert "timed out: no data for 0.5 s" in message and f"raise {assets.ENV_TIMEOUT}" in message, message
+    assert "after 2 attempts" in message and host.url_for("STNET.pdparams") in message
+    assert elapsed < 15
+    assert not (cache_root() / "downloads" / "STNET.pdparams").exists()  # only a resumable .part
+
+
+def test_a_cut_transfer_resumes_where_it_stopped(host: FileServer, publisher_host: PublisherHost) -> None:
+    host.set_fault("STNET.pdparams", cut_after=1 << 20, cut_once=True)
+    path = publisher_host.small_module(STNET).asset("weights")
+    assert path.read_bytes() == (host.root / "STNET.pdparams").read_bytes()
+    assert [r.range for r in host.requests_for("STNET.pdparams")] == [None, f"bytes={1 << 20}-"]
+
+
+# ---------------------------------------------------------------- an unusable cache
+
+
+def test_a_full_disk_is_an_error_naming_the_directory(host: FileServer, publisher_host: PublisherHost) -> None:
+    downloads = cache_root() / "downloads"
+    downloads.mkdir(parents=True)
+    # Writes to /dev/full fail with ENOSPC, as on a full disk (root ignores permissions, not this).
+    (downloads / "STNET.pdparams.part").symlink_to("/dev/full")
+    with pytest.raises(AssetError) as error:
+        publisher_host.small_module(STNET).asset("weights")
+    assert f"cannot write in {downloads}: No space left on device" in str(error.value)
+    assert not (downloads / "STNET.pdparams").exists()
+
+
+READ_ONLY_SCRIPT = textwrap.dedent("""
+    import os, sys
+    import paddlehub as hub
+    from paddlehub_video.errors import AssetError
+    directory, config, video, empty_home, filled_home = sys.argv[1:]
+    os.environ["HUB_HOME"] = empty_home  # its paddlehub_video/ is an empty read-only file system
+    try:
+        hub.Module(directory=directory, config=config).classify([video])
+    except AssetError as exc:
+        print("EMPTY:", exc)
+    os.environ["HUB_HOME"] = filled_home  # its paddlehub_video/ holds everything, read-only
+    print("FILLED:", hub.Module(directory=directory, config=config).classify([video], top_k=2))
+""")
+
+
+def test_a_read_only_cache_is_an_error_naming_the_directory_unless_it_holds_everything(
+    mirror: PublisherHost, short_video: Path, tmp_path: Path
+) -> None:
+    """Root writes through file permissions, so the cache is put on a read-only mount, in a private
+    mount namespace of a child process (`unshare --mount`, where this machine allows it)."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "--mount", "true"]).returncode != 0:
+        pytest.skip("needs `unshare --mount` (mount namespaces) for a read-only file system")
+    config = tmp_path / "stnet.yaml"
+    config.write_text(yaml.safe_dump(mirror.config(STNET, **SMALL)))
+    mirror.small_module(STNET)._load_models()  # fill this run's cache, which the child sees read-only
+    filled = Path(os.environ["HUB_HOME"])
+    empty = tmp_path / "empty home"
+    (empty / "paddlehub_video").mkdir(parents=True)
+    shutil.copytree(filled / "conf", empty / "conf")
+    mounts = (f'mount -t tmpfs -o ro tmpfs "{empty}/paddlehub_video" && '
+              f'mount --bind "{filled}/paddlehub_video" "{filled}/paddlehub_video" && '
+              f'mount -o remount,bind,ro "{filled}/paddlehub_video" && exec "$0" "$@"')
+    proc = subprocess.run(["unshare", "--mount", "sh", "-c", mounts, sys.executable, "-c", READ_ONLY_SCRIPT,
+                           str(REPO / STNET), str(config), str(short_video), str(empty), str(filled)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "HUB_HOME": str(filled)})
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split(":", 1)[0]: line for line in proc.stdout.splitlines() if line.startswith(("EMPTY", "FILLED"))}
+    expected = (f"cache directory {empty}/paddlehub_video/downloads cannot be created (Read-only file system); "
+                f"point HUB_HOME at a writable directory")
+    assert lines.get("EMPTY") == f"EMPTY: {expected}", proc.stdout + proc.stderr
+    assert f"'path': '{short_video}', 'prediction': {{" in lines.get("FILLED", ""), proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+
+def test_ctrl_c_during_a_download_leaves_only_a_resumable_part(host: FileServer, tmp_path: Path) -> None:
+    """A real SIGINT to a process blocked on the network, then a clean resume in another."""
+    data = (host.root / "STNET.pdparams").read_bytes()
+    spec = AssetSpec("weights", host.url_for("STNET.pdparams"), sha256=None)
+    host.set_fault("STNET.pdparams", stall_after=len(data) // 3, stall_s=60, times=1)
+    code = "import sys; from paddlehub_video.assets import AssetSpec, fetch_asset; " \
+           "fetch_asset(AssetSpec('weights', sys.argv[1]), progress=False)"
+    child = subprocess.Popen([sys.executable, "-c", code, spec.url], stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, assets.ENV_TIMEOUT: "120"})
+    part = cache_root() / "downloads" / "STNET.pdparams.part"
+    deadline = time.monotonic() + 60
+    # Up to the stall, less the last partial read (a 64 KiB read waits for a full chunk).
+    while not (part.is_file() and part.stat().st_size >= len(data) // 3 - (1 << 16)):
+        assert time.monotonic() < deadline and child.poll() is None, "the download did not start"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=30)
+    assert child.returncode != 0 and "KeyboardInterrupt" in err, err
+    assert not (cache_root() / "downloads" / "STNET.pdparams").exists()  # nothing that looks complete
+    arrived = part.read_bytes()
+    assert len(data) // 3 - (1 << 16) <= len(arrived) <= len(data) // 3
+    assert arrived == data[: len(arrived)]  # what arrived, flushed on the way out
+    filelock.FileLock(str(part.with_suffix(".lock"))).acquire(timeout=0)  # the lock went with the process
+    assert fetch_asset(spec, progress=False).read_bytes() == data
+    assert host.requests_for("STNET.pdparams")[-1].range == f"bytes={len(arrived)}-"
+
+
+def test_ctrl_c_during_the_conversion_leaves_no_model_behind(
+    host: FileServer, publisher_host: PublisherHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(inference_model, "save_inference_model", interrupted)
+    stnet = publisher_host.small_module(STNET)
+    with pytest.raises(KeyboardInterrupt):
+        stnet._load_models()
+    assert not [p for p in (cache_root() / "inference").iterdir() if p.suffix != ".lock"]  # no entry, no temp
+    assert stnet._models is None  # the next call starts over
