@@ -43,32 +43,20 @@ def temporal_block(x: Any, seg_num: int, channels: int, conv_name: str, bn_name:
     return paddle.reshape(y, [-1, channels, height, width])
 
 
+def depthwise_temporal_conv(x: Any, prefix: str, channels: int) -> Any:
+    """Per-channel (3, 1) convolution over time with bias: `<prefix>.w_0` [C, 1, 3, 1], `<prefix>.b_0`."""
+    return conv2d(x, f"{prefix}.w_0", channels, channels, (3, 1), padding=(1, 0), groups=channels,
+                  bias_name=f"{prefix}.b_0")
+
+
 def xception_head(x: Any, in_channels: int = 2048, out_channels: int = 1024) -> Any:
     """Temporal Xception block on `[B, C_in, T, 1]` -> `[B, C_out, T, 1]` (`xception_*` parameters)."""
     normed = batch_norm(x, auto_bn_names("xception_bn"), in_channels)
     # Branch A: separable temporal convolution twice (depthwise (3,1) then pointwise 1x1).
-    a = conv2d(
-        normed,
-        "xception_att_conv.w_0",
-        in_channels,
-        in_channels,
-        (3, 1),
-        padding=(1, 0),
-        groups=in_channels,
-        bias_name="xception_att_conv.b_0",
-    )
+    a = depthwise_temporal_conv(normed, "xception_att_conv", in_channels)
     a = conv2d(a, "xception_att_2.w_0", in_channels, out_channels, 1, bias_name="xception_att_2.b_0")
     a = batch_norm(a, auto_bn_names("xception_bndw"), out_channels, act="relu")
-    a = conv2d(
-        a,
-        "xception_att1.w_0",
-        out_channels,
-        out_channels,
-        (3, 1),
-        padding=(1, 0),
-        groups=out_channels,
-        bias_name="xception_att1.b_0",
-    )
+    a = depthwise_temporal_conv(a, "xception_att1", out_channels)
     a = conv2d(a, "xception_att1_2.w_0", out_channels, out_channels, 1, bias_name="xception_att1_2.b_0")
     # Branch B: pointwise shortcut on the same normalised input.
     b = conv2d(normed, "xception_dw.w_0", in_channels, out_channels, 1, bias_name="xception_dw.b_0")
