@@ -1,12 +1,13 @@
 """Frame preprocessing, bit-exact with the publisher: PIL resize, Python-3-rounded centre crop, ImageNet norm.
 
 The decoder applies `scale_and_crop` to each sampled frame as it is decoded, so only uint8 crops are
-held; `frames_to_tensor` then builds the float32 network input in one go.
+held; `frames_to_tensor` builds the float32 network input from them, and `tensor_batches` does so a
+few frames at a time, so that a long sequence is never held in float32 as a whole (4x its uint8 size).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -56,6 +57,17 @@ def frames_to_tensor(
     tensor -= np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
     tensor /= np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
     return tensor
+
+
+def tensor_batches(
+    frames: np.ndarray,
+    batch_size: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Iterator[np.ndarray]:
+    """`frames_to_tensor` of each run of `batch_size` frames of uint8 `[N, H, W, 3]`, as `[1, b, 3, H, W]`."""
+    for start in range(0, len(frames), batch_size):
+        yield frames_to_tensor(frames[start : start + batch_size], mean, std)[np.newaxis]
 
 
 def to_super_images(tensor: np.ndarray, seglen: int) -> np.ndarray:

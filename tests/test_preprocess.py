@@ -16,6 +16,7 @@ from paddlehub_video.preprocess import (
     frames_to_tensor,
     scale_and_crop,
     scale_short_side,
+    tensor_batches,
     to_super_images,
 )
 from paddlehub_video.video import read_sampled_frames, sample_stnet_indices, sample_tsn_indices
@@ -126,6 +127,16 @@ def test_frames_to_tensor_custom_mean_std() -> None:
     x = np.stack(frames).astype(np.float32).transpose(0, 3, 1, 2) / 255
     expected = (x - np.float32(mean).reshape(3, 1, 1)) / np.float32(std).reshape(3, 1, 1)
     assert got.shape == (3, 3, 6, 8) and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 7, 50])
+def test_tensor_batches_equal_one_tensor(batch_size: int) -> None:
+    frames = np.stack([noisy_frame(8, 6, seed=s) for s in range(7)])
+    batches = list(tensor_batches(frames, batch_size))
+    sizes = [min(batch_size, 7 - start) for start in range(0, 7, batch_size)]
+    assert [b.shape for b in batches] == [(1, n, 3, 6, 8) for n in sizes]
+    assert all(b.dtype == np.float32 for b in batches)
+    assert np.array_equal(np.concatenate(batches, axis=1)[0], frames_to_tensor(frames))
 
 
 def test_super_image_layout() -> None:

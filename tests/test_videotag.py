@@ -25,6 +25,7 @@ from paddlehub_video import inference_model
 from paddlehub_video import predictor as predictor_module
 from paddlehub_video.assets import cache_root
 from paddlehub_video.errors import DeviceError
+from paddlehub_video.preprocess import tensor_batches
 from paddlehub_video.weights import load_pdparams
 from tests.fixtures.publisher import VIDEOTAG_LABELS, PublisherHost
 from tests.fixtures.videos import MakeVideo, read_every_frame
@@ -382,7 +383,10 @@ def test_end_to_end_matches_independent_reference(videotag, full_result: dict, r
     frames = reference_frames(short_video, SEG_NUM)
     assert frames.shape == (SEG_NUM, 3, 224, 224)
     # The network input itself: same frames, same pixels (sampling and preprocessing are exact).
-    network_input = videotag._read_video(str(short_video))
+    crops = videotag._read_video(str(short_video))
+    assert crops.shape == (SEG_NUM, 224, 224, 3) and crops.dtype == np.uint8
+    pre = videotag.config["preprocess"]
+    network_input = np.concatenate(list(tensor_batches(crops, 7, pre["mean"], pre["std"])), axis=1)
     assert network_input.shape == (1, SEG_NUM, 3, 224, 224)
     input_diff = float(np.abs(network_input[0] - frames).max())
     assert input_diff < 1e-5
