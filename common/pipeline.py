@@ -12,21 +12,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Generic, TypeVar
 
-import numpy as np
-
 from .errors import PaddleHubVideoError
 
 logger = logging.getLogger("paddlehub_video")
 
 Inputs = TypeVar("Inputs")
+Output = TypeVar("Output")
 
 
 @dataclass
-class VideoOutcome:
+class VideoOutcome(Generic[Output]):
     """What one input video gave: model output, or the reason it failed."""
 
     path: str
-    output: np.ndarray | None = None
+    output: Output | None = None
     error: str | None = None
 
 
@@ -46,14 +45,14 @@ def describe_error(path: str, exc: BaseException) -> str:
     return f"{path}: {type(exc).__name__}: {exc}"
 
 
-class VideoPipeline(Generic[Inputs]):
+class VideoPipeline(Generic[Inputs, Output]):
     """`load(path) -> inputs` in a background thread, one video ahead of `infer(inputs) -> output`."""
 
-    def __init__(self, load: Callable[[str], Inputs], infer: Callable[[Inputs], np.ndarray]):
+    def __init__(self, load: Callable[[str], Inputs], infer: Callable[[Inputs], Output]):
         self.load = load
         self.infer = infer
 
-    def run(self, paths: list[str]) -> Iterator[VideoOutcome]:
+    def run(self, paths: list[str]) -> Iterator[VideoOutcome[Output]]:
         """Yield one VideoOutcome per path, in order."""
         if not paths:
             return
@@ -65,7 +64,7 @@ class VideoPipeline(Generic[Inputs]):
                     pending = pool.submit(self.load, paths[index + 1])
                 yield self._infer_one(path, current)
 
-    def _infer_one(self, path: str, loading: Future) -> VideoOutcome:
+    def _infer_one(self, path: str, loading: Future) -> VideoOutcome[Output]:
         try:
             return VideoOutcome(str(path), output=self.infer(loading.result()))
         except Exception as exc:  # one bad video must not cost the others their results

@@ -157,8 +157,9 @@ def np_peephole_lstm(
     return out
 
 
-def np_attention_lstm(p: dict, x: np.ndarray, keep: float = 0.5) -> np.ndarray:
-    p = {k: v.astype(np.float64) for k, v in p.items()}
+def np_attention_pooled(p: dict, x: np.ndarray, keep: float = 0.5) -> np.ndarray:
+    """`[T, 2048]` features -> the attention-pooled LSTM states `[1, 1024]` (float64)."""
+    p = {k: v.astype(np.float64) for k, v in p.items() if k.startswith("rgb_")}  # not the large fc head
     e = np.tanh(x @ p["rgb_fc.w_0"] + p["rgb_fc.b_0"])
     hf = np_peephole_lstm(e @ p["rgb_fc_forward.w_0"], p["rgb_lstm_forward.w_0"], p["rgb_lstm_forward.b_0"], False)
     hb = np_peephole_lstm(e @ p["rgb_fc_backward.w_0"], p["rgb_lstm_backward.w_0"], p["rgb_lstm_backward.b_0"], True)
@@ -166,10 +167,19 @@ def np_attention_lstm(p: dict, x: np.ndarray, keep: float = 0.5) -> np.ndarray:
     score = (z @ p["rgb_weight.w_0"])[:, 0]
     a = np.exp(score - score.max())
     a /= a.sum()
-    v = (a[:, None] * z).sum(axis=0, keepdims=True)
+    return (a[:, None] * z).sum(axis=0, keepdims=True)
+
+
+def np_tag_head(p: dict, v: np.ndarray) -> np.ndarray:
+    """Pooled vector `[1, 1024]` -> sigmoid probabilities `[1, 3396]` through fc1, fc2, output (float64)."""
+    p = {k: p[k].astype(np.float64) for k in ("fc1.w_0", "fc1.b_0", "fc2.w_0", "fc2.b_0", "output.w_0", "output.b_0")}
     h1 = np.maximum(v @ p["fc1.w_0"] + p["fc1.b_0"], 0)
     h2 = np.tanh(h1 @ p["fc2.w_0"] + p["fc2.b_0"])
     return sigmoid(h2 @ p["output.w_0"] + p["output.b_0"])
+
+
+def np_attention_lstm(p: dict, x: np.ndarray, keep: float = 0.5) -> np.ndarray:
+    return np_tag_head(p, np_attention_pooled(p, x, keep))
 
 
 # ---------------------------------------------------------------- parameter manifests

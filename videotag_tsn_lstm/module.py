@@ -4,8 +4,10 @@ The published PaddleHub module, on PaddlePaddle 3: same weights, same numbers, s
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import paddlehub as hub
@@ -16,12 +18,33 @@ from paddlehub_video.inference_model import cached_inference_model
 from paddlehub_video.module_base import VideoModule
 from paddlehub_video.networks.attention_lstm import build_attention_lstm_program
 from paddlehub_video.networks.tsn import build_tsn_program
-from paddlehub_video.pipeline import VideoPipeline, validate_paths
+from paddlehub_video.pipeline import VideoOutcome, VideoPipeline, validate_paths
 from paddlehub_video.postprocess import read_labels, result_entry, validate_threshold, validate_top_k
 from paddlehub_video.preprocess import scale_and_crop, tensor_batches
 from paddlehub_video.video import read_sampled_frames, sample_tsn_indices
 
 NAME = "videotag_tsn_lstm"
+
+
+# A NamedTuple, not a @dataclass: PaddleHub reads this file's class decorators as calls (`.func`) and
+# fails on a bare decorator.
+class VideoTagOutputs(NamedTuple):
+    """What one TSN run and one AttentionLSTM run give for a video."""
+
+    tsn_features: np.ndarray  # [seg_num, 2048] float32
+    probabilities: np.ndarray  # [num_classes] float32
+    pooled_feature: np.ndarray  # [1024] float32, the attention-pooled LSTM states (the fc head's input)
+
+
+def features_entry(outcome: VideoOutcome[VideoTagOutputs]) -> dict:
+    """One `extract_features` result: the two feature arrays, or the reason the video failed."""
+    if outcome.error is not None:
+        return {"path": outcome.path, "error": outcome.error}
+    return {
+        "path": outcome.path,
+        "tsn_features": outcome.output.tsn_features,
+        "pooled_feature": outcome.output.pooled_feature,
+    }
 
 
 @moduleinfo(
@@ -71,20 +94,28 @@ class VideoTag(VideoModule, hub.Module):
         # Kept as uint8 until the network runs: 300 crops are 45 MB, their float32 tensor 180 MB.
         return np.stack(frames)
 
-    def _predict(self, use_gpu: bool):
+    def _networks(self, use_gpu: bool) -> Callable[[np.ndarray], VideoTagOutputs]:
+        """sampled frames -> their VideoTagOutputs, the one inference path of classify and extract_features."""
         tsn_model, lstm_model, _ = self._load_models()
         tsn = self.predictor(tsn_model, use_gpu)
         lstm = self.predictor(lstm_model, use_gpu, use_onednn=False)
         chunk, pre = self.config["runtime"]["frames_per_batch"], self.config["preprocess"]
 
-        def predict(frames: np.ndarray) -> np.ndarray:
+        def run(frames: np.ndarray) -> VideoTagOutputs:
             # Frames are independent in the extractor, so running a few at a time bounds memory
             # without changing results.
             batches = tensor_batches(frames, chunk, pre["mean"], pre["std"])
             features = np.concatenate([tsn.run({"image": batch})[0] for batch in batches], axis=1)[0]
-            return lstm.run({"rgb": features}, lod={"rgb": [[0, features.shape[0]]]})[0][0]
+            # The program's fetch order (networks/attention_lstm.py): probabilities, then the pooled vector.
+            probabilities, pooled = lstm.run({"rgb": features}, lod={"rgb": [[0, features.shape[0]]]})
+            return VideoTagOutputs(features, probabilities[0], pooled[0])
 
-        return predict
+        return run
+
+    def _predict(self, use_gpu: bool) -> Callable[[np.ndarray], np.ndarray]:
+        """sampled frames -> tag probabilities `[num_classes]`."""
+        networks = self._networks(use_gpu)
+        return lambda video: networks(video).probabilities
 
     def classify(self, paths: list[str], use_gpu: bool = False, threshold: float = 0.5, top_k: int = 10) -> list[dict]:
         """Tag each video: `[{'path': p, 'prediction': {label: prob, ...}}, ...]`, in input order.
@@ -99,6 +130,17 @@ class VideoTag(VideoModule, hub.Module):
         labels = self._load_models()[2]
         outcomes = VideoPipeline(self._read_video, self._predict(use_gpu)).run(paths)
         return [result_entry(o.path, o.output, o.error, labels, top_k, threshold) for o in outcomes]
+
+    def extract_features(self, paths: list[str], use_gpu: bool = False) -> list[dict]:
+        """Features of each video for your own classifier or search, in input order.
+
+        `[{'path': p, 'tsn_features': [seg_num, 2048] float32, 'pooled_feature': [1024] float32}, ...]`;
+        a video that cannot be read gets `{'path': p, 'error': reason}`, the reason classify gives.
+        """
+        paths = validate_paths(paths)
+        if not paths:
+            return []
+        return [features_entry(o) for o in VideoPipeline(self._read_video, self._networks(use_gpu)).run(paths)]
 
     @runnable
     def run_cmd(self, argvs: list[str]) -> list[dict]:

@@ -8,7 +8,9 @@ Inference program built by `build_attention_lstm_program()`:
   after `copy_from_cpu` on EVERY run (reshape/copy resets it).
   With `paddle.static.Executor`, feed a tensor made by `lod_tensor(features)` and pass
   `return_numpy=False` (then `np.array(...)` the result).
-- fetch: sigmoid probabilities `[1, num_classes]` (output name under PIR: `fetch_name_0`).
+- fetches, in this order: sigmoid probabilities `[1, num_classes]`, then the attention-pooled
+  vector `[1, 2 * lstm_size]` (= `[1, 1024]`: the video's embedding, the fc head's input). Under PIR
+  the outputs are named `fetch_name_0`, `fetch_name_1`; a predictor returns them in that order.
 Softmax attention and sum pooling run over all T rows, so never batch several videos in one feed.
 Export with `paddle.static.save_inference_model(prefix, feed_values(main, ["rgb"]), fetches, exe,
 program=main)` (`feed_values` from `.layers`).
@@ -54,14 +56,10 @@ def peephole_lstm(projection: Any, prefix: str, hidden_size: int, is_reverse: bo
     return hidden
 
 
-def attention_lstm(
-    features: Any,
-    num_classes: int = NUM_CLASSES,
-    feature_dim: int = FEATURE_DIM,
-    embedding_size: int = EMBEDDING_SIZE,
-    lstm_size: int = LSTM_SIZE,
+def attention_pooled(
+    features: Any, feature_dim: int = FEATURE_DIM, embedding_size: int = EMBEDDING_SIZE, lstm_size: int = LSTM_SIZE
 ) -> Any:
-    """LoD `[T, feature_dim]` features of one video -> sigmoid probabilities `[1, num_classes]`."""
+    """LoD `[T, feature_dim]` features of one video -> attention-pooled LSTM states `[1, 2 * lstm_size]`."""
     embedded = fc(features, "rgb_fc", feature_dim, embedding_size, act="tanh")
     forward_in = fc(embedded, "rgb_fc_forward", embedding_size, 4 * lstm_size, bias=False)
     forward = peephole_lstm(forward_in, "rgb_lstm_forward", lstm_size)
@@ -72,8 +70,11 @@ def attention_lstm(
     # One sequence per run, so fluid's sequence_softmax / sequence_pool(sum) are plain axis-0 ops.
     scores = fc(states, "rgb_weight", 2 * lstm_size, 1, bias=False)
     weights = F.softmax(scores, axis=0)
-    pooled = paddle.sum(states * weights, axis=0, keepdim=True)
+    return paddle.sum(states * weights, axis=0, keepdim=True)
 
+
+def tag_head(pooled: Any, num_classes: int = NUM_CLASSES, lstm_size: int = LSTM_SIZE) -> Any:
+    """Attention-pooled vector `[1, 2 * lstm_size]` -> sigmoid probabilities `[1, num_classes]`."""
     hidden = fc(pooled, "fc1", 2 * lstm_size, 8192, act="relu")
     hidden = fc(hidden, "fc2", 8192, 4096, act="tanh")
     logits = fc(hidden, "output", 4096, num_classes)
@@ -83,11 +84,13 @@ def attention_lstm(
 def build_attention_lstm_program(
     num_classes: int = NUM_CLASSES, feature_dim: int = FEATURE_DIM
 ) -> tuple[Any, Any, list[str], list[Any]]:
-    """Build the AttentionLSTM inference program: returns (main, startup, ["rgb"], [probabilities])."""
+    """Build the AttentionLSTM inference program: (main, startup, ["rgb"], [probabilities, pooled])."""
     with new_program() as (main, startup):
         rgb = paddle.static.data("rgb", [-1, feature_dim], "float32", lod_level=1)
-        probabilities = attention_lstm(rgb, num_classes=num_classes, feature_dim=feature_dim)
-    return main, startup, ["rgb"], [probabilities]
+        pooled = attention_pooled(rgb, feature_dim=feature_dim)
+        probabilities = tag_head(pooled, num_classes=num_classes)
+    # Probabilities first: callers that read output 0 keep getting them.
+    return main, startup, ["rgb"], [probabilities, pooled]
 
 
 def lod_tensor(features: np.ndarray) -> Any:
