@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import paddlehub as hub
-from paddlehub.module.module import moduleinfo, runnable
+from paddlehub.module.module import moduleinfo, runnable, serving
 
 from paddlehub_video.cli import build_parser, input_paths, run_reporting_errors
 from paddlehub_video.inference_model import cached_inference_model
@@ -19,6 +20,7 @@ from paddlehub_video.networks.tsn import build_tsn_program
 from paddlehub_video.pipeline import VideoPipeline, validate_paths
 from paddlehub_video.postprocess import read_labels, result_entry, validate_threshold, validate_top_k
 from paddlehub_video.preprocess import frames_to_tensor, scale_and_crop
+from paddlehub_video.serving import classify_request
 from paddlehub_video.video import read_sampled_frames, sample_tsn_indices
 
 NAME = "videotag_tsn_lstm"
@@ -98,6 +100,11 @@ class VideoTag(VideoModule, hub.Module):
         labels = self._load_models()[2]
         outcomes = VideoPipeline(self._read_video, self._predict(use_gpu)).run(paths)
         return [result_entry(o.path, o.output, o.error, labels, top_k, threshold) for o in outcomes]
+
+    @serving
+    def serving_method(self, paths: list[str] | None = None, videos: list | None = None, **options: Any) -> list[dict]:
+        """`hub serving`: `classify` of server `paths` and/or base64 `videos` (see paddlehub_video.serving)."""
+        return classify_request(self.classify, paths, videos, options)
 
     @runnable
     def run_cmd(self, argvs: list[str]) -> list[dict]:
