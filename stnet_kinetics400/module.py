@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import paddlehub as hub
-from paddlehub.module.module import moduleinfo, runnable
+from paddlehub.module.module import moduleinfo, runnable, serving
 
 from paddlehub_video.cli import build_parser, input_paths, run_reporting_errors
 from paddlehub_video.config import ConfigOverrides
@@ -28,6 +28,7 @@ from paddlehub_video.postprocess import (
     validate_top_k,
 )
 from paddlehub_video.preprocess import frames_to_tensor, scale_and_crop, to_super_images
+from paddlehub_video.serving import classify_request
 from paddlehub_video.video import read_sampled_frames, sample_stnet_indices
 
 NAME = "stnet_kinetics400"
@@ -123,6 +124,11 @@ class StNet(VideoModule, hub.Module):
         labels = self._load_models()[1]
         outcomes = self._outcomes(paths, use_gpu)
         return [result_entry(o.path, o.output, o.error, labels, top_k, threshold) for o in outcomes]
+
+    @serving
+    def serving_method(self, paths: list[str] | None = None, videos: list | None = None, **options: Any) -> list[dict]:
+        """`hub serving`: `classify` of server `paths` and/or base64 `videos` (see paddlehub_video.serving)."""
+        return classify_request(self.classify, paths, videos, options)
 
     @runnable
     def run_cmd(self, argvs: list[str]) -> list[dict]:

@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import paddlehub as hub
-from paddlehub.module.module import moduleinfo, runnable
+from paddlehub.module.module import moduleinfo, runnable, serving
 
 from paddlehub_video.cli import build_parser, input_paths, run_reporting_errors
 from paddlehub_video.inference_model import cached_inference_model
@@ -21,6 +21,7 @@ from paddlehub_video.networks.tsn import build_tsn_program
 from paddlehub_video.pipeline import VideoOutcome, VideoPipeline, validate_paths
 from paddlehub_video.postprocess import read_labels, result_entry, validate_threshold, validate_top_k
 from paddlehub_video.preprocess import scale_and_crop, tensor_batches
+from paddlehub_video.serving import classify_request
 from paddlehub_video.video import read_sampled_frames, sample_tsn_indices
 
 NAME = "videotag_tsn_lstm"
@@ -141,6 +142,11 @@ class VideoTag(VideoModule, hub.Module):
         if not paths:
             return []
         return [features_entry(o) for o in VideoPipeline(self._read_video, self._networks(use_gpu)).run(paths)]
+
+    @serving
+    def serving_method(self, paths: list[str] | None = None, videos: list | None = None, **options: Any) -> list[dict]:
+        """`hub serving`: `classify` of server `paths` and/or base64 `videos` (see paddlehub_video.serving)."""
+        return classify_request(self.classify, paths, videos, options)
 
     @runnable
     def run_cmd(self, argvs: list[str]) -> list[dict]:
