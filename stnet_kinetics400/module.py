@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,11 @@ class StNet(VideoModule, hub.Module):
         return to_super_images(frames_to_tensor(frames, pre["mean"], pre["std"]), sampling["seglen"])[np.newaxis]
 
     def _outcomes(self, paths: list[str], use_gpu: bool) -> list[VideoOutcome]:
+        return list(self._outcome_stream(paths, use_gpu))
+
+    def _outcome_stream(self, paths: list[str], use_gpu: bool) -> Iterator[VideoOutcome]:
         predictor = self.predictor(self._load_models()[0], use_gpu)
-        return list(VideoPipeline(self._read_video, lambda video: predictor.run({"image": video})[0][0]).run(paths))
+        return VideoPipeline(self._read_video, lambda video: predictor.run({"image": video})[0][0]).run(paths)
 
     def video_classification(
         self, data: dict, use_gpu: bool = False, top_k: int = 5, threshold: float = 0.0, **kwargs: Any
@@ -116,13 +120,19 @@ class StNet(VideoModule, hub.Module):
 
     def classify(self, paths: list[str], use_gpu: bool = False, threshold: float = 0.0, top_k: int = 5) -> list[dict]:
         """videotag-style results: `[{'path': p, 'prediction': {label: prob}}]`, failures with an 'error'."""
-        paths = validate_paths(paths)
+        return list(self.classify_stream(paths, use_gpu, threshold, top_k))
+
+    def classify_stream(
+        self, paths: list[str], use_gpu: bool = False, threshold: float = 0.0, top_k: int = 5
+    ) -> Iterator[dict]:
+        """`classify`, one entry at a time in input order, each as soon as its video is done."""
+        paths = validate_paths(paths)  # checked here, at the call, not at the first next()
         top_k, threshold = validate_top_k(top_k), validate_threshold(threshold)
         if not paths:
-            return []
+            return iter(())
         labels = self._load_models()[1]
-        outcomes = self._outcomes(paths, use_gpu)
-        return [result_entry(o.path, o.output, o.error, labels, top_k, threshold) for o in outcomes]
+        outcomes = self._outcome_stream(paths, use_gpu)
+        return (result_entry(o.path, o.output, o.error, labels, top_k, threshold) for o in outcomes)
 
     @runnable
     def run_cmd(self, argvs: list[str]) -> list[dict]:

@@ -4,6 +4,7 @@ The published PaddleHub module, on PaddlePaddle 3: same weights, same numbers, s
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -91,13 +92,19 @@ class VideoTag(VideoModule, hub.Module):
         `top_k` most probable tags, then those with prob >= `threshold`, descending. A video that
         cannot be classified gets `{'path': p, 'prediction': {}, 'error': reason}`.
         """
-        paths = validate_paths(paths)
+        return list(self.classify_stream(paths, use_gpu, threshold, top_k))
+
+    def classify_stream(
+        self, paths: list[str], use_gpu: bool = False, threshold: float = 0.5, top_k: int = 10
+    ) -> Iterator[dict]:
+        """`classify`, one entry at a time in input order, each as soon as its video is done."""
+        paths = validate_paths(paths)  # checked here, at the call, not at the first next()
         top_k, threshold = validate_top_k(top_k), validate_threshold(threshold)
         if not paths:
-            return []
+            return iter(())
         labels = self._load_models()[2]
         outcomes = VideoPipeline(self._read_video, self._predict(use_gpu)).run(paths)
-        return [result_entry(o.path, o.output, o.error, labels, top_k, threshold) for o in outcomes]
+        return (result_entry(o.path, o.output, o.error, labels, top_k, threshold) for o in outcomes)
 
     @runnable
     def run_cmd(self, argvs: list[str]) -> list[dict]:
