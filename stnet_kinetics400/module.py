@@ -15,7 +15,7 @@ import numpy as np
 import paddlehub as hub
 from paddlehub.module.module import moduleinfo, runnable
 
-from paddlehub_video.cli import build_parser, input_paths, run_reporting_errors
+from paddlehub_video.cli import build_parser, run_batch
 from paddlehub_video.config import ConfigOverrides
 from paddlehub_video.inference_model import cached_inference_model
 from paddlehub_video.module_base import VideoModule
@@ -135,14 +135,12 @@ class StNet(VideoModule, hub.Module):
         return (result_entry(o.path, o.output, o.error, labels, top_k, threshold) for o in outcomes)
 
     @runnable
-    def run_cmd(self, argvs: list[str]) -> list[dict]:
-        """`hub run stnet_kinetics400 --input_path V | --input_file list.txt [--use_gpu False] [--top_k 5]`."""
+    def run_cmd(self, argvs: list[str]) -> list[dict] | dict:
+        """`hub run stnet_kinetics400 --input_path V|folder|'glob' --input_file list.txt [--output r.jsonl]`."""
         parser = build_parser(NAME, "Classify actions in videos (400 Kinetics classes).", top_k=5, threshold=0.0)
         args = parser.parse_args(argvs)
-        data = {"image": input_paths(parser, args)}
-        options = {"use_gpu": args.use_gpu, "top_k": args.top_k, "threshold": args.threshold}
-        return run_reporting_errors(
-            NAME,
-            lambda: self.video_classification(data, **options),
-            lambda results: [reason for _, reason in sorted(self.last_errors.items())],
+        return run_batch(
+            NAME, parser, args,
+            lambda paths: self.classify_stream(paths, args.use_gpu, args.threshold, args.top_k),
+            present=lambda entries: [entry["prediction"] for entry in entries],  # what video_classification gives
         )

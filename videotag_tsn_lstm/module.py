@@ -12,7 +12,7 @@ import numpy as np
 import paddlehub as hub
 from paddlehub.module.module import moduleinfo, runnable
 
-from paddlehub_video.cli import build_parser, input_paths, run_reporting_errors
+from paddlehub_video.cli import build_parser, run_batch
 from paddlehub_video.inference_model import cached_inference_model
 from paddlehub_video.module_base import VideoModule
 from paddlehub_video.networks.attention_lstm import build_attention_lstm_program
@@ -107,15 +107,11 @@ class VideoTag(VideoModule, hub.Module):
         return (result_entry(o.path, o.output, o.error, labels, top_k, threshold) for o in outcomes)
 
     @runnable
-    def run_cmd(self, argvs: list[str]) -> list[dict]:
-        """`hub run videotag_tsn_lstm --input_path 1.mp4 [--use_gpu False] [--top_k 10] [--threshold 0.5]`."""
+    def run_cmd(self, argvs: list[str]) -> list[dict] | dict:
+        """`hub run videotag_tsn_lstm --input_path 1.mp4|folder|'glob' [--output r.jsonl] [--top_k 10]`."""
         parser = build_parser(NAME, "Tag short videos with 3396 Chinese labels.", top_k=10, threshold=0.5)
         args = parser.parse_args(argvs)
-        paths = input_paths(parser, args)
-        return run_reporting_errors(
-            NAME,
-            lambda: self.classify(paths, args.use_gpu, args.threshold, args.top_k),
-            lambda results: [entry["error"] for entry in results if "error" in entry],
-        )
+        return run_batch(NAME, parser, args, lambda paths: self.classify_stream(
+            paths, args.use_gpu, args.threshold, args.top_k))
 
 
