@@ -3,14 +3,27 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import glob
+import os
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from .errors import PaddleHubVideoError
+from .results_file import ResultsFile, ResultsFileError
 
 T = TypeVar("T")
+# What a folder given as --input_path is searched for (compared in lower case).
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".flv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts",
+                    ".3gp", ".mts", ".m2ts", ".ogv", ".vob")
+GLOB_CHARACTERS = re.compile(r"[*?[]")
+ClassifyStream = Callable[[list[str]], Iterable[dict]]
 
 
 def parse_bool(text: str) -> bool:
@@ -33,8 +46,15 @@ def build_parser(module_name: str, description: str, top_k: int, threshold: floa
     """`hub run <module_name>` options: --input_path / --input_file, --use_gpu, --top_k, --threshold."""
     parser = argparse.ArgumentParser(prog=f"hub run {module_name}", description=description)
     inputs = parser.add_argument_group("input (at least one)")
-    inputs.add_argument("--input_path", type=str, help="a video file")
+    inputs.add_argument(
+        "--input_path", type=str,
+        help="a video file, a folder (its videos, recursively) or a quoted glob pattern such as 'videos/**/*.mp4'",
+    )
     inputs.add_argument("--input_file", type=str, help="a text file listing videos, one path per line")
+    parser.add_argument(
+        "--output", type=str,
+        help="write one JSON line per video to this file as each one finishes; run again to resume",
+    )
     parser.add_argument("--use_gpu", type=parse_bool, default=False, help="True to run on GPU 0 (default False)")
     # PaddleHub's own `hub run` offered --batch_size for video modules; accepted so old scripts keep
     # working. Videos always go through one at a time (the next one decodes meanwhile).
@@ -53,9 +73,48 @@ def read_path_list(list_file: str | Path) -> list[str]:
     return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
+def path_order(path: str) -> list[str]:
+    """Sort key: folder by folder, so `a b/x.mp4` and `a/x.mp4` keep the tree's order."""
+    return path.split(os.sep)
+
+
+def videos_in_folder(folder: str) -> list[str]:
+    """The video files under `folder`, recursively, sorted; hidden files and folders are skipped."""
+    found = []
+    for root, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        found += [os.path.join(root, name) for name in files
+                  if not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS]
+    return sorted(found, key=path_order)
+
+
+def expand_input_path(text: str) -> list[str]:
+    """--input_path: a folder's videos, a glob's files, else the path as given (checked when it is read).
+
+    Raises ValueError when a folder holds no video or a pattern matches no file.
+    """
+    if os.path.isdir(text):
+        found = videos_in_folder(text)
+        if not found:
+            raise ValueError(f"no video file in the folder {text} (looked for {' '.join(VIDEO_EXTENSIONS)})")
+        return found
+    # An existing file is a file, whatever its name: `x*.mp4` is a legal file name.
+    if os.path.exists(text) or not GLOB_CHARACTERS.search(text):
+        return [text]
+    found = sorted((path for path in glob.glob(text, recursive=True) if os.path.isfile(path)), key=path_order)
+    if not found:
+        raise ValueError(f"the pattern {text!r} matches no file")
+    return found
+
+
 def input_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
     """The videos named by --input_path and --input_file; a usage error if there are none."""
-    paths = [args.input_path] if args.input_path else []
+    paths = []
+    if args.input_path:
+        try:
+            paths += expand_input_path(args.input_path)
+        except ValueError as exc:
+            parser.error(f"--input_path: {exc}")
     if args.input_file:
         try:
             paths += read_path_list(args.input_file)
@@ -64,6 +123,30 @@ def input_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> li
     if not paths:
         parser.error("give a video with --input_path, or a list of videos with --input_file")
     return paths
+
+
+@contextlib.contextmanager
+def fatal_errors(module_name: str) -> Iterator[None]:
+    """A fatal error (no weights, no GPU, bad arguments) becomes one line on stderr and exit status 1.
+
+    PaddleHub's CLI would let the exception through as a traceback.
+    """
+    try:
+        yield
+    except (PaddleHubVideoError, ValueError) as exc:
+        print(f"hub run {module_name}: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def finish(module_name: str, printed: T, reasons: Sequence[str], count: int) -> T:
+    """End a job: return `printed` for PaddleHub to print, or with failures print it, list them, exit 1."""
+    if not reasons:
+        return printed
+    print(printed, flush=True)  # what PaddleHub's `hub run` prints on success
+    for reason in reasons:
+        print(f"hub run {module_name}: error: {reason}", file=sys.stderr)
+    print(f"hub run {module_name}: {len(reasons)} of {count} videos failed", file=sys.stderr, flush=True)
+    raise SystemExit(1)
 
 
 def run_reporting_errors(module_name: str, call: Callable[[], T], failures: Callable[[T], Sequence[str]]) -> T:
@@ -75,16 +158,60 @@ def run_reporting_errors(module_name: str, call: Callable[[], T], failures: Call
     weights, no GPU, bad arguments) becomes one clear line on stderr and exit status 1 instead of a
     traceback (PaddleHub's CLI lets exceptions through). `failures(results)` gives the reasons.
     """
-    try:
+    with fatal_errors(module_name):
         results = call()
-    except (PaddleHubVideoError, ValueError) as exc:
-        print(f"hub run {module_name}: error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-    reasons = list(failures(results))
-    if reasons:
-        print(results, flush=True)  # what PaddleHub's `hub run` prints on success
-        for reason in reasons:
-            print(f"hub run {module_name}: error: {reason}", file=sys.stderr)
-        print(f"hub run {module_name}: {len(reasons)} of {len(results)} videos failed", file=sys.stderr, flush=True)
-        raise SystemExit(1)
-    return results
+    return finish(module_name, results, list(failures(results)), len(results))
+
+
+def with_progress(entries: Iterable[T], total: int, module_name: str) -> Iterator[T]:
+    """`entries` as they come, with a progress bar on stderr when there is more than one video."""
+    if total <= 1:
+        yield from entries
+        return
+    # Log lines (a failed video's warning) are printed above the bar instead of through it.
+    with logging_redirect_tqdm(), tqdm(entries, total=total, desc=module_name, unit="video", file=sys.stderr) as bar:
+        yield from bar
+
+
+def errors_of(entries: Iterable[dict]) -> list[str]:
+    """The reasons of the failed result entries."""
+    return [entry["error"] for entry in entries if "error" in entry]
+
+
+def run_batch(module_name: str, parser: argparse.ArgumentParser, args: argparse.Namespace,
+              classify_stream: ClassifyStream, present: Callable[[list[dict]], object] = list) -> object:
+    """`hub run`: classify the videos of the input options, with --output into a results file.
+
+    `classify_stream(paths)` yields classify-style entries in order, each as its video finishes;
+    `present(entries)` is what is printed without --output (the module's published result).
+    """
+    paths = input_paths(parser, args)
+    if args.output:
+        return run_into_file(module_name, parser, args.output, paths, classify_stream)
+    with fatal_errors(module_name):
+        entries = list(with_progress(classify_stream(paths), len(paths), module_name))
+    return finish(module_name, present(entries), errors_of(entries), len(entries))
+
+
+def run_into_file(module_name: str, parser: argparse.ArgumentParser, output: str, paths: list[str],
+                  classify_stream: ClassifyStream) -> dict:
+    """--output: append each video's entry as it finishes, skip those answered before; return a summary."""
+    try:
+        results = ResultsFile(output)
+    except (OSError, ResultsFileError) as exc:
+        parser.error(f"--output {output}: {exc}")
+    unique = list(dict.fromkeys(paths))  # the file holds one answer per path
+    todo = [path for path in unique if path not in results.done]
+    failed: list[str] = []
+    with results, fatal_errors(module_name):
+        try:
+            for entry in with_progress(classify_stream(todo), len(todo), module_name):
+                results.append(entry)
+                failed += errors_of([entry])
+        except KeyboardInterrupt:
+            print(f"hub run {module_name}: interrupted; the finished videos are in {output}: "
+                  "run the same command again to go on", file=sys.stderr)
+            raise SystemExit(130) from None
+    summary = {"output": output, "videos": len(unique), "skipped": len(unique) - len(todo),
+               "classified": len(todo) - len(failed), "failed": len(failed)}
+    return finish(module_name, summary, failed, len(todo))

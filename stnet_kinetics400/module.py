@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import numpy as np
 import paddlehub as hub
 from paddlehub.module.module import moduleinfo, runnable, serving
 
-from paddlehub_video.cli import build_parser, input_paths, run_reporting_errors
+from paddlehub_video.cli import build_parser, run_batch
 from paddlehub_video.config import ConfigOverrides
 from paddlehub_video.inference_model import cached_inference_model
 from paddlehub_video.module_base import VideoModule
@@ -92,8 +93,11 @@ class StNet(VideoModule, hub.Module):
         return to_super_images(frames_to_tensor(frames, pre["mean"], pre["std"]), sampling["seglen"])[np.newaxis]
 
     def _outcomes(self, paths: list[str], use_gpu: bool) -> list[VideoOutcome]:
+        return list(self._outcome_stream(paths, use_gpu))
+
+    def _outcome_stream(self, paths: list[str], use_gpu: bool) -> Iterator[VideoOutcome]:
         predictor = self.predictor(self._load_models()[0], use_gpu)
-        return list(VideoPipeline(self._read_video, lambda video: predictor.run({"image": video})[0][0]).run(paths))
+        return VideoPipeline(self._read_video, lambda video: predictor.run({"image": video})[0][0]).run(paths)
 
     def video_classification(
         self, data: dict, use_gpu: bool = False, top_k: int = 5, threshold: float = 0.0, **kwargs: Any
@@ -117,13 +121,19 @@ class StNet(VideoModule, hub.Module):
 
     def classify(self, paths: list[str], use_gpu: bool = False, threshold: float = 0.0, top_k: int = 5) -> list[dict]:
         """videotag-style results: `[{'path': p, 'prediction': {label: prob}}]`, failures with an 'error'."""
-        paths = validate_paths(paths)
+        return list(self.classify_stream(paths, use_gpu, threshold, top_k))
+
+    def classify_stream(
+        self, paths: list[str], use_gpu: bool = False, threshold: float = 0.0, top_k: int = 5
+    ) -> Iterator[dict]:
+        """`classify`, one entry at a time in input order, each as soon as its video is done."""
+        paths = validate_paths(paths)  # checked here, at the call, not at the first next()
         top_k, threshold = validate_top_k(top_k), validate_threshold(threshold)
         if not paths:
-            return []
+            return iter(())
         labels = self._load_models()[1]
-        outcomes = self._outcomes(paths, use_gpu)
-        return [result_entry(o.path, o.output, o.error, labels, top_k, threshold) for o in outcomes]
+        outcomes = self._outcome_stream(paths, use_gpu)
+        return (result_entry(o.path, o.output, o.error, labels, top_k, threshold) for o in outcomes)
 
     @serving
     def serving_method(self, paths: list[str] | None = None, videos: list | None = None, **options: Any) -> list[dict]:
@@ -131,14 +141,12 @@ class StNet(VideoModule, hub.Module):
         return classify_request(self.classify, paths, videos, options)
 
     @runnable
-    def run_cmd(self, argvs: list[str]) -> list[dict]:
-        """`hub run stnet_kinetics400 --input_path V | --input_file list.txt [--use_gpu False] [--top_k 5]`."""
+    def run_cmd(self, argvs: list[str]) -> list[dict] | dict:
+        """`hub run stnet_kinetics400 --input_path V|folder|'glob' --input_file list.txt [--output r.jsonl]`."""
         parser = build_parser(NAME, "Classify actions in videos (400 Kinetics classes).", top_k=5, threshold=0.0)
         args = parser.parse_args(argvs)
-        data = {"image": input_paths(parser, args)}
-        options = {"use_gpu": args.use_gpu, "top_k": args.top_k, "threshold": args.threshold}
-        return run_reporting_errors(
-            NAME,
-            lambda: self.video_classification(data, **options),
-            lambda results: [reason for _, reason in sorted(self.last_errors.items())],
+        return run_batch(
+            NAME, parser, args,
+            lambda paths: self.classify_stream(paths, args.use_gpu, args.threshold, args.top_k),
+            present=lambda entries: [entry["prediction"] for entry in entries],  # what video_classification gives
         )

@@ -4,7 +4,7 @@ The published PaddleHub module, on PaddlePaddle 3: same weights, same numbers, s
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -13,7 +13,7 @@ import numpy as np
 import paddlehub as hub
 from paddlehub.module.module import moduleinfo, runnable, serving
 
-from paddlehub_video.cli import build_parser, input_paths, run_reporting_errors
+from paddlehub_video.cli import build_parser, run_batch
 from paddlehub_video.inference_model import cached_inference_model
 from paddlehub_video.module_base import VideoModule
 from paddlehub_video.networks.attention_lstm import build_attention_lstm_program
@@ -124,13 +124,19 @@ class VideoTag(VideoModule, hub.Module):
         `top_k` most probable tags, then those with prob >= `threshold`, descending. A video that
         cannot be classified gets `{'path': p, 'prediction': {}, 'error': reason}`.
         """
-        paths = validate_paths(paths)
+        return list(self.classify_stream(paths, use_gpu, threshold, top_k))
+
+    def classify_stream(
+        self, paths: list[str], use_gpu: bool = False, threshold: float = 0.5, top_k: int = 10
+    ) -> Iterator[dict]:
+        """`classify`, one entry at a time in input order, each as soon as its video is done."""
+        paths = validate_paths(paths)  # checked here, at the call, not at the first next()
         top_k, threshold = validate_top_k(top_k), validate_threshold(threshold)
         if not paths:
-            return []
+            return iter(())
         labels = self._load_models()[2]
         outcomes = VideoPipeline(self._read_video, self._predict(use_gpu)).run(paths)
-        return [result_entry(o.path, o.output, o.error, labels, top_k, threshold) for o in outcomes]
+        return (result_entry(o.path, o.output, o.error, labels, top_k, threshold) for o in outcomes)
 
     def extract_features(self, paths: list[str], use_gpu: bool = False) -> list[dict]:
         """Features of each video for your own classifier or search, in input order.
@@ -149,15 +155,11 @@ class VideoTag(VideoModule, hub.Module):
         return classify_request(self.classify, paths, videos, options)
 
     @runnable
-    def run_cmd(self, argvs: list[str]) -> list[dict]:
-        """`hub run videotag_tsn_lstm --input_path 1.mp4 [--use_gpu False] [--top_k 10] [--threshold 0.5]`."""
+    def run_cmd(self, argvs: list[str]) -> list[dict] | dict:
+        """`hub run videotag_tsn_lstm --input_path 1.mp4|folder|'glob' [--output r.jsonl] [--top_k 10]`."""
         parser = build_parser(NAME, "Tag short videos with 3396 Chinese labels.", top_k=10, threshold=0.5)
         args = parser.parse_args(argvs)
-        paths = input_paths(parser, args)
-        return run_reporting_errors(
-            NAME,
-            lambda: self.classify(paths, args.use_gpu, args.threshold, args.top_k),
-            lambda results: [entry["error"] for entry in results if "error" in entry],
-        )
+        return run_batch(NAME, parser, args, lambda paths: self.classify_stream(
+            paths, args.use_gpu, args.threshold, args.top_k))
 
 

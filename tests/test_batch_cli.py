@@ -1,0 +1,325 @@
+"""`hub run` over many videos: folders, globs, --output results files that resume, progress, exit status.
+
+Most tests call `run_cmd` in process on the modules with the SMALL settings (their converted models
+are shared with the other test files); one runs a real `hub run` in a subprocess.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from paddlehub_video.cli import VIDEO_EXTENSIONS, build_parser, expand_input_path, input_paths
+from paddlehub_video.results_file import ResultsFile, ResultsFileError
+from tests.fixtures.publisher import KINETICS_LABELS, SMALL, VIDEOTAG_LABELS, PublisherHost
+from tests.fixtures.videos import MakeVideo
+from tests.test_hub_cli import TRACEBACK, describe, run_hub
+
+REPO = Path(__file__).resolve().parents[1]
+VIDEOTAG, STNET = "videotag_tsn_lstm", "stnet_kinetics400"
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture(scope="module")
+def videotag(mirror: PublisherHost) -> Any:
+    return mirror.small_module(VIDEOTAG)
+
+
+@pytest.fixture(scope="module")
+def stnet(mirror: PublisherHost) -> Any:
+    return mirror.small_module(STNET)
+
+
+@pytest.fixture(scope="module")
+def clips(make_video: MakeVideo) -> list[Path]:
+    """Two different tiny videos (read-only: copy them)."""
+    return [make_video("batch_a", 20, 64, 48), make_video("batch_b", 16, 48, 64)]
+
+
+def copy_clips(clips: list[Path], folder: Path, names: list[str]) -> list[str]:
+    """Copies of the clips (alternately) under `folder` with `names`; their paths as strings."""
+    paths = []
+    for index, name in enumerate(names):
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(clips[index % len(clips)], target)
+        paths.append(str(target))
+    return paths
+
+
+def spy_on_decoding(module: Any, monkeypatch: pytest.MonkeyPatch,
+                    before: Callable[[str], None] = lambda path: None) -> list[str]:
+    """The paths `module` decodes from now on (this test only); `before(path)` runs first."""
+    decoded: list[str] = []
+    read = module._read_video
+
+    def spy(path: str) -> Any:
+        decoded.append(path)
+        before(path)
+        return read(path)
+
+    monkeypatch.setattr(module, "_read_video", spy)
+    return decoded
+
+
+def lines_of(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines()
+
+
+def entries_of(path: Path) -> list[dict]:
+    return [json.loads(line) for line in lines_of(path)]
+
+
+def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The message of the usage error `argv` gives (exit status 2)."""
+    parser = build_parser("m", "d", top_k=5, threshold=0.0)
+    with pytest.raises(SystemExit) as info:
+        input_paths(parser, parser.parse_args(argv))
+    assert info.value.code == 2
+    return capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- what --input_path names
+
+
+def test_a_folder_gives_its_videos_recursively_sorted_any_case(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    every_extension = [f"videos/all/{i:02d}{ext.upper() if i % 2 else ext}" for i, ext in enumerate(VIDEO_EXTENSIONS)]
+    expected = ["videos/A.MOV", *every_extension, "videos/b.mp4", "videos/sub/e.Ts", "videos/sub dir/c.mkv",
+                "videos/sub dir/deep/d.WebM", "videos/x.mp4/g.avi"]  # a folder named like a video is searched
+    others = ["videos/notes.txt", "videos/cover.jpg", "videos/README", "videos/.hidden.mp4", "videos/.cache/f.mp4",
+              "videos/sub/mp4"]
+    for name in expected + others:
+        Path(name).parent.mkdir(parents=True, exist_ok=True)
+        Path(name).write_bytes(b"")
+    assert expand_input_path("videos") == expected  # paths as written: relative stays relative
+    assert expand_input_path("videos/") == expected
+    for extension in (".mp4", ".avi", ".mov", ".mkv", ".flv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts"):
+        assert extension in VIDEO_EXTENSIONS
+
+
+def test_a_glob_gives_its_files_recursively_sorted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ["v/b.mp4", "v/a.mp4", "v/s/c.mp4", "v/s/t/d.mp4", "v/s/e.avi", "v/.f.mp4", "v/dir.mp4/g.mp4"]:
+        Path(name).parent.mkdir(parents=True, exist_ok=True)
+        Path(name).write_bytes(b"")
+    assert expand_input_path("v/**/*.mp4") == ["v/a.mp4", "v/b.mp4", "v/dir.mp4/g.mp4", "v/s/c.mp4", "v/s/t/d.mp4"]
+    assert expand_input_path("v/s/*") == ["v/s/c.mp4", "v/s/e.avi"]  # the pattern chooses: files only
+
+
+def test_folder_or_pattern_naming_no_video_is_a_usage_error_naming_it(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "notes.txt").write_text("no video here")
+    err = usage_error(["--input_path", str(tmp_path / "empty")], capsys)
+    assert f"no video file in the folder {tmp_path / 'empty'}" in err
+    pattern = str(tmp_path / "**" / "*.mkv")
+    assert f"the pattern {pattern!r} matches no file" in usage_error(["--input_path", pattern], capsys)
+
+
+def test_a_file_is_taken_as_given_even_with_pattern_characters(tmp_path: Path) -> None:
+    odd = tmp_path / "x*[1].mp4"
+    odd.write_bytes(b"")
+    (tmp_path / "x2.mp4").write_bytes(b"")
+    assert expand_input_path(str(odd)) == [str(odd)]
+    missing = str(tmp_path / "missing.mp4")
+    assert expand_input_path(missing) == [missing]  # read later: a per-video "file not found"
+
+
+# ---------------------------------------------------------------- the results file
+
+
+def test_results_file_keeps_answers_drops_failures_and_a_cut_last_line(tmp_path: Path) -> None:
+    output = tmp_path / "r.jsonl"
+    answered = '{"path": "a.mp4", "prediction": {"跑步": 0.5}}'
+    complete_tail = '{"path": "d.mp4", "prediction": {}}'  # killed between the entry and its newline
+    output.write_text(f'{answered}\n{{"path": "b.mp4", "prediction": {{}}, "error": "b.mp4: file not found"}}\n\n'
+                      f'{complete_tail}', encoding="utf-8")
+    with ResultsFile(output) as results:
+        assert results.done == {"a.mp4", "d.mp4"}
+    assert output.read_text(encoding="utf-8") == f"{answered}\n{complete_tail}\n"
+    output.write_bytes(output.read_bytes() + '{"path": "c.mp4", "prediction": {"跑'.encode()[:-1])  # cut in a char
+    with ResultsFile(output) as results:
+        assert results.done == {"a.mp4", "d.mp4"}
+        results.append({"path": "c.mp4", "prediction": {"跑步": 0.25}})
+    assert output.read_text(encoding="utf-8") == (
+        f'{answered}\n{complete_tail}\n{{"path": "c.mp4", "prediction": {{"跑步": 0.25}}}}\n')
+
+
+def test_a_file_that_is_not_a_results_file_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    output = tmp_path / "notes.txt"
+    output.write_text("my notes\nmore notes\n")
+    with pytest.raises(ResultsFileError, match="line 1 is not a result entry"):
+        ResultsFile(output)
+    assert output.read_text() == "my notes\nmore notes\n"
+
+
+# ---------------------------------------------------------------- hub run --output (in process)
+
+
+def test_output_is_written_as_each_video_finishes_and_an_interrupted_run_resumes(
+    videotag: Any, clips: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = copy_clips(clips, tmp_path / "videos", ["1.mp4", "2.avi", "sub/3.mkv", "sub/4.mp4"])
+    output = tmp_path / "results.jsonl"
+    written_at_decode: list[int] = []
+
+    def before(path: str) -> None:
+        written_at_decode.append(len(lines_of(output)))
+        if path == paths[3]:
+            raise KeyboardInterrupt  # Ctrl-C while the 4th video is read
+
+    spy_on_decoding(videotag, monkeypatch, before)
+    argv = ["--input_path", str(tmp_path / "videos"), "--output", str(output), "--threshold", "0", "--top_k", "3"]
+    with pytest.raises(SystemExit) as info:
+        videotag.run_cmd(argv)
+    assert info.value.code == 130
+    out, err = capsys.readouterr()
+    assert "interrupted" in err and str(output) in err and TRACEBACK not in err
+    assert out == ""
+    # The pipeline reads video i+2 once video i is answered: by then its line is in the file.
+    assert all(count >= index - 1 for index, count in enumerate(written_at_decode)), written_at_decode
+    first_lines = lines_of(output)
+    assert [entry["path"] for entry in entries_of(output)] == paths[:3]
+
+    monkeypatch.undo()
+    decoded = spy_on_decoding(videotag, monkeypatch)
+    summary = videotag.run_cmd(argv)
+    assert decoded == [paths[3]]  # the three answered videos were not read again
+    assert summary == {"output": str(output), "videos": 4, "skipped": 3, "classified": 1, "failed": 0}
+    assert lines_of(output)[:3] == first_lines
+    entries = entries_of(output)
+    assert [entry["path"] for entry in entries] == paths
+    assert all(entry["prediction"] and set(entry["prediction"]) <= set(VIDEOTAG_LABELS) for entry in entries)
+    assert "标签" in output.read_text(encoding="utf-8")  # UTF-8, not \\u escapes
+
+
+def test_rerun_skips_answered_videos_retries_failed_ones_and_rewrites_a_cut_line(
+    stnet: Any, clips: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done, failed, cut, new = copy_clips(clips, tmp_path, ["done.mp4", "failed.mp4", "cut.mp4", "new.mp4"])
+    output = tmp_path / "results.jsonl"
+    done_line = json.dumps({"path": done, "prediction": {KINETICS_LABELS[7]: 0.9}}, ensure_ascii=False)
+    failed_line = json.dumps({"path": failed, "prediction": {}, "error": f"{failed}: file not found"})
+    output.write_text(f"{done_line}\n{failed_line}\n" + json.dumps({"path": cut, "prediction": {}})[:-9],
+                      encoding="utf-8")
+    Path(done).unlink()  # were it read again, it would fail
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{done}\n{failed}\n{cut}\n{new}\n{new}\n", encoding="utf-8")  # `new` twice: answered once
+    decoded = spy_on_decoding(stnet, monkeypatch)
+
+    summary = stnet.run_cmd(["--input_file", str(listing), "--output", str(output), "--top_k", "3"])
+    assert decoded == [failed, cut, new]
+    assert summary == {"output": str(output), "videos": 4, "skipped": 1, "classified": 3, "failed": 0}
+    assert lines_of(output)[0] == done_line.encode("utf-8")
+    entries = entries_of(output)
+    assert [entry["path"] for entry in entries] == [done, failed, cut, new]
+    for entry in entries[1:]:  # classify-style entries, like videotag's
+        assert set(entry) == {"path", "prediction"} and len(entry["prediction"]) == 3
+        assert set(entry["prediction"]) <= set(KINETICS_LABELS)
+
+
+def test_exit_status_counts_the_failures_of_this_run_only(
+    videotag: Any, clips: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    good, late = str(tmp_path / "good.mp4"), str(tmp_path / "late.mp4")
+    shutil.copyfile(clips[0], good)
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{good}\n{late}\n", encoding="utf-8")
+    output = tmp_path / "results.jsonl"
+    argv = ["--input_file", str(listing), "--output", str(output)]
+
+    with pytest.raises(SystemExit) as info:
+        videotag.run_cmd(argv)
+    assert info.value.code == 1
+    out, err = capsys.readouterr()
+    assert ast.literal_eval(out.strip()) == {"output": str(output), "videos": 2, "skipped": 0, "classified": 1,
+                                             "failed": 1}  # a summary, not the results
+    assert f"hub run {VIDEOTAG}: error: {late}: file not found" in err
+    assert f"hub run {VIDEOTAG}: 1 of 2 videos failed" in err
+    assert entries_of(output)[1] == {"path": late, "prediction": {}, "error": f"{late}: file not found"}
+
+    shutil.copyfile(clips[1], late)  # the failed video is tried again, the answered one is not
+    decoded = spy_on_decoding(videotag, monkeypatch)
+    assert videotag.run_cmd(argv)["classified"] == 1 and decoded == [late]
+    assert [set(entry) for entry in entries_of(output)] == [{"path", "prediction"}] * 2
+
+    Path(good).unlink()  # everything answered: nothing is read, nothing fails
+    assert videotag.run_cmd(argv) == {"output": str(output), "videos": 2, "skipped": 2, "classified": 0, "failed": 0}
+    assert decoded == [late]
+
+
+def test_output_that_is_not_a_results_file_is_a_usage_error(videotag: Any, clips: list[Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not results\n")
+    with pytest.raises(SystemExit) as info:
+        videotag.run_cmd(["--input_path", str(clips[0]), "--output", str(notes)])
+    assert info.value.code == 2
+    assert f"--output {notes}: line 1 is not a result entry" in capsys.readouterr().err
+    assert notes.read_text() == "not results\n"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device that is always full)")
+def test_a_full_disk_is_one_error_line(stnet: Any, clips: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        stnet.run_cmd(["--input_path", str(clips[0]), "--output", "/dev/full"])
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert f"hub run {STNET}: error: cannot write /dev/full: " in err and TRACEBACK not in err
+
+
+# ---------------------------------------------------------------- progress, published output
+
+
+def test_progress_bar_on_stderr_for_more_than_one_video_only(stnet: Any, clips: list[Path], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    paths = copy_clips(clips, tmp_path / "two", ["a.mp4", "b.mp4"])
+    results = stnet.run_cmd(["--input_path", str(tmp_path / "two"), "--top_k", "3"])
+    out, err = capsys.readouterr()
+    assert out == ""  # the results are returned for PaddleHub to print, as before
+    assert f"{STNET}: 100%" in err and "2/2" in err
+    assert results == stnet.video_classification({"image": paths}, top_k=3)  # the published result
+
+    (single,) = stnet.run_cmd(["--input_path", paths[0], "--top_k", "3"])
+    out, err = capsys.readouterr()
+    assert out == "" and "1/1" not in err and "%|" not in err
+    assert single == results[0]
+
+
+# ---------------------------------------------------------------- hub run (a real process)
+
+
+def test_hub_run_glob_and_list_into_a_results_file(hub_env: dict[str, str], mirror: PublisherHost,
+                                                   clips: list[Path], tmp_path: Path) -> None:
+    small = tmp_path / "small.yaml"  # the settings of the in-process tests: their converted models
+    small.write_text(yaml.safe_dump({STNET: mirror.config(STNET, **SMALL)}), encoding="utf-8")
+    paths = copy_clips(clips, tmp_path / "my videos", ["a.mp4", "sub/b.mp4", "sub/skip.avi"])
+    missing = str(tmp_path / "missing.mp4")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{missing}\n{paths[0]}\n", encoding="utf-8")  # paths[0] again: answered once
+    output = tmp_path / "out" / "actions.jsonl"
+    output.parent.mkdir()
+    pattern = str(tmp_path / "my videos" / "**" / "*.mp4")
+    proc = run_hub(["run", STNET, "--input_path", pattern, "--input_file", str(listing), "--output", str(output)],
+                   cwd=REPO, env={**hub_env, "PADDLEHUB_VIDEO_CONFIG": str(small)})
+    assert proc.returncode == 1, describe(proc)
+    summary = ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+    assert summary == {"output": str(output), "videos": 3, "skipped": 0, "classified": 2, "failed": 1}
+    assert "%|" not in proc.stdout and f"{STNET}: 100%" in proc.stderr and "3/3" in proc.stderr, describe(proc)
+    assert f"hub run {STNET}: error: {missing}: file not found" in proc.stderr, describe(proc)
+    assert TRACEBACK not in proc.stderr, describe(proc)
+    entries = entries_of(output)
+    assert [entry["path"] for entry in entries] == [*paths[:2], missing]
+    assert [len(entry["prediction"]) for entry in entries] == [5, 5, 0]
