@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -136,3 +137,19 @@ class StNet(VideoModule, hub.Module):
             lambda: self.video_classification(data, **options),
             lambda results: [reason for _, reason in sorted(self.last_errors.items())],
         )
+
+    # Public stages of `classify`, for callers that run decoding and inference apart (paddlehub_video.ray_adapter).
+
+    def preprocess(self, path: str) -> np.ndarray:
+        """One video -> the float32 tensor `classify` feeds the model; raises if the video cannot be read."""
+        return self._read_video(path)
+
+    def predict_fn(self, use_gpu: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+        """The model as a function tensor -> 400 probabilities; fetches and loads it now, once per process."""
+        predictor = self.predictor(self._load_models()[0], use_gpu)
+        return lambda video: predictor.run({"image": video})[0][0]  # as `_outcomes` runs it
+
+    def postprocess(self, probs: np.ndarray, top_k: int = 5, threshold: float = 0.0) -> dict[str, float]:
+        """Probabilities -> `classify`'s `prediction`: the top_k labels with prob >= threshold, descending."""
+        labels = self._load_models()[1]
+        return top_k_predictions(probs, labels, validate_top_k(top_k), validate_threshold(threshold))

@@ -4,6 +4,7 @@ The published PaddleHub module, on PaddlePaddle 3: same weights, same numbers, s
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from paddlehub_video.module_base import VideoModule
 from paddlehub_video.networks.attention_lstm import build_attention_lstm_program
 from paddlehub_video.networks.tsn import build_tsn_program
 from paddlehub_video.pipeline import VideoPipeline, validate_paths
-from paddlehub_video.postprocess import read_labels, result_entry, validate_threshold, validate_top_k
+from paddlehub_video.postprocess import read_labels, result_entry, top_k_predictions, validate_threshold, validate_top_k
 from paddlehub_video.preprocess import frames_to_tensor, scale_and_crop
 from paddlehub_video.video import read_sampled_frames, sample_tsn_indices
 
@@ -111,4 +112,17 @@ class VideoTag(VideoModule, hub.Module):
             lambda results: [entry["error"] for entry in results if "error" in entry],
         )
 
+    # Public stages of `classify`, for callers that run decoding and inference apart (paddlehub_video.ray_adapter).
 
+    def preprocess(self, path: str) -> np.ndarray:
+        """One video -> the float32 tensor `classify` feeds the model; raises if the video cannot be read."""
+        return self._read_video(path)
+
+    def predict_fn(self, use_gpu: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+        """The model as a function tensor -> 3396 probabilities; fetches and loads it now, once per process."""
+        return self._predict(use_gpu)
+
+    def postprocess(self, probs: np.ndarray, top_k: int = 10, threshold: float = 0.5) -> dict[str, float]:
+        """Probabilities -> `classify`'s `prediction`: the top_k labels with prob >= threshold, descending."""
+        labels = self._load_models()[2]
+        return top_k_predictions(probs, labels, validate_top_k(top_k), validate_threshold(threshold))
