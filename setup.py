@@ -26,5 +26,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "psutil>=5.9", "ruff>=0.5"],
+        # paddlehub_video.ray_adapter (scale-out on Ray Data); importing paddlehub_video never needs it.
+        "ray": ["ray[data]>=2.9"],
     },
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -96,8 +96,7 @@ class StNet(VideoModule, hub.Module):
         return list(self._outcome_stream(paths, use_gpu))
 
     def _outcome_stream(self, paths: list[str], use_gpu: bool) -> Iterator[VideoOutcome]:
-        predictor = self.predictor(self._load_models()[0], use_gpu)
-        return VideoPipeline(self._read_video, lambda video: predictor.run({"image": video})[0][0]).run(paths)
+        return VideoPipeline(self._read_video, self.predict_fn(use_gpu)).run(paths)
 
     def video_classification(
         self, data: dict, use_gpu: bool = False, top_k: int = 5, threshold: float = 0.0, **kwargs: Any
@@ -150,3 +149,19 @@ class StNet(VideoModule, hub.Module):
             lambda paths: self.classify_stream(paths, args.use_gpu, args.threshold, args.top_k),
             present=lambda entries: [entry["prediction"] for entry in entries],  # what video_classification gives
         )
+
+    # Public stages of `classify`, for callers that run decoding and inference apart (paddlehub_video.ray_adapter).
+
+    def preprocess(self, path: str) -> np.ndarray:
+        """One video -> the float32 tensor `classify` feeds the model; raises if the video cannot be read."""
+        return self._read_video(path)
+
+    def predict_fn(self, use_gpu: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+        """The model as a function tensor -> 400 probabilities; fetches and loads it now, once per process."""
+        predictor = self.predictor(self._load_models()[0], use_gpu)
+        return lambda video: predictor.run({"image": video})[0][0]
+
+    def postprocess(self, probs: np.ndarray, top_k: int = 5, threshold: float = 0.0) -> dict[str, float]:
+        """Probabilities -> `classify`'s `prediction`: the top_k labels with prob >= threshold, descending."""
+        labels = self._load_models()[1]
+        return top_k_predictions(probs, labels, validate_top_k(top_k), validate_threshold(threshold))

@@ -19,7 +19,7 @@ from paddlehub_video.module_base import VideoModule
 from paddlehub_video.networks.attention_lstm import build_attention_lstm_program
 from paddlehub_video.networks.tsn import build_tsn_program
 from paddlehub_video.pipeline import VideoOutcome, VideoPipeline, validate_paths
-from paddlehub_video.postprocess import read_labels, result_entry, validate_threshold, validate_top_k
+from paddlehub_video.postprocess import read_labels, result_entry, top_k_predictions, validate_threshold, validate_top_k
 from paddlehub_video.preprocess import scale_and_crop, tensor_batches
 from paddlehub_video.serving import classify_request
 from paddlehub_video.video import read_sampled_frames, sample_tsn_indices
@@ -162,4 +162,17 @@ class VideoTag(VideoModule, hub.Module):
         return run_batch(NAME, parser, args, lambda paths: self.classify_stream(
             paths, args.use_gpu, args.threshold, args.top_k))
 
+    # Public stages of `classify`, for callers that run decoding and inference apart (paddlehub_video.ray_adapter).
 
+    def preprocess(self, path: str) -> np.ndarray:
+        """One video -> what `predict_fn` takes (its sampled uint8 frames); raises if the video cannot be read."""
+        return self._read_video(path)
+
+    def predict_fn(self, use_gpu: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+        """The model as a function tensor -> 3396 probabilities; fetches and loads it now, once per process."""
+        return self._predict(use_gpu)
+
+    def postprocess(self, probs: np.ndarray, top_k: int = 10, threshold: float = 0.5) -> dict[str, float]:
+        """Probabilities -> `classify`'s `prediction`: the top_k labels with prob >= threshold, descending."""
+        labels = self._load_models()[2]
+        return top_k_predictions(probs, labels, validate_top_k(top_k), validate_threshold(threshold))
