@@ -51,7 +51,7 @@ from paddlehub_video.preprocess import tensor_batches  # noqa: E402
 
 RESULTS = RESULTS_DIR / "models.json"
 SWEEP_THREADS = (1, 2)
-SWEEP_BATCHES = (10, 30, 100)
+SWEEP_BATCHES = (1, 2, 5, 10, 30)
 
 
 # --- TSN thread / batch sweep (one subprocess per setting) ------------------------------------

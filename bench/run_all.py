@@ -10,7 +10,7 @@ Sections, in this order (each also runs alone: bench_decode.py, bench_models.py,
 
 1. decode: 60 s 1280x720 noise clip, our streaming decoder vs the read-every-frame loader.
 2. cold start: process start to first result, with an empty conversion cache, then a filled one.
-3. TSN sweep: 1 and 2 threads x 10/30/100 frames per run on a subset of frames, each in its own
+3. TSN sweep: 1 and 2 threads x 1/2/5/10/30 frames per run on a subset of frames, each in its own
    process with its own sgemm measurement and peak RSS.
 4. videotag stages: decode, TSN (300 frames) vs sgemm in the same process, LSTM, end-to-end batch.
 5. StNet per video.

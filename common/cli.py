@@ -149,20 +149,6 @@ def finish(module_name: str, printed: T, reasons: Sequence[str], count: int) -> 
     raise SystemExit(1)
 
 
-def run_reporting_errors(module_name: str, call: Callable[[], T], failures: Callable[[T], Sequence[str]]) -> T:
-    """Run a `hub run` job and end it as a command-line tool should.
-
-    All videos answered: return the results (PaddleHub prints them, exit status 0). Some videos
-    failed: print the results all the same (the same list, each failed video in its place with its
-    empty result), one line per failure on stderr, and exit with status 1. A fatal error (no
-    weights, no GPU, bad arguments) becomes one clear line on stderr and exit status 1 instead of a
-    traceback (PaddleHub's CLI lets exceptions through). `failures(results)` gives the reasons.
-    """
-    with fatal_errors(module_name):
-        results = call()
-    return finish(module_name, results, list(failures(results)), len(results))
-
-
 def with_progress(entries: Iterable[T], total: int, module_name: str) -> Iterator[T]:
     """`entries` as they come, with a progress bar on stderr when there is more than one video."""
     if total <= 1:
