@@ -15,6 +15,7 @@ off explicitly gives the publisher's frames, hence its numbers, on every OpenCV 
 
 from __future__ import annotations
 
+import ctypes
 import math
 import operator
 import os
@@ -85,6 +86,7 @@ def read_sampled_frames(
     if total == 1:
         _refuse_still_image(source)
     if total == guess:
+        release_free_memory()
         return [kept[i] for i in first]
 
     indices = _checked_indices(sample_indices(total), total)
@@ -99,7 +101,24 @@ def read_sampled_frames(
         if recount != total:
             raise VideoDecodeError(source, f"decoded {total} frames, then {recount} on a second pass")
         kept.update(extra)
+    release_free_memory()
     return [kept[i] for i in indices]
+
+
+def release_free_memory() -> None:
+    """Give the decoder's freed frame buffers back to the OS (glibc keeps them in per-thread arenas)."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc only; elsewhere there is nothing to trim this way
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
 
 
 def count_decodable_frames(path: PathType) -> int:
