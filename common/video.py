@@ -3,9 +3,8 @@
 The publisher read every frame of a video into a list (all of them, full size) and then picked
 300 (VideoTag) or 125 (StNet) of them. We keep its choice of frames but stream: every frame is
 grabbed (demuxed and decoded, cheap), only the sampled ones are retrieved (converted to BGR) and
-passed straight to a caller-supplied transform (in a worker thread, while decoding goes on), so
-peak memory depends on the number of sampled frames and their transformed size, never on the
-length of the video.
+passed straight to a caller-supplied transform, so peak memory depends on the number of sampled
+frames and their transformed size, never on the length of the video.
 
 Frames are used as stored, whatever rotation the container asks for (a phone's portrait tag):
 the publisher's OpenCV 4.2 ignored that metadata (opencv#15499), OpenCV 4.5-4.10 and 5.x apply it
@@ -15,13 +14,11 @@ off explicitly gives the publisher's frames, hence its numbers, on every OpenCV 
 
 from __future__ import annotations
 
-import ctypes
 import math
 import operator
 import os
 import stat
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar, Union
 
 import cv2
@@ -31,8 +28,6 @@ from .errors import VideoDecodeError
 
 T = TypeVar("T")
 PathType = Union[str, "os.PathLike[str]"]
-# Sampled full-size frames waiting for the transform worker at most: 4 frames of 1080p are 25 MB.
-_MAX_PENDING_FRAMES = 4
 
 
 def sample_tsn_indices(num_frames: int, seg_num: int) -> list[int]:
@@ -86,7 +81,6 @@ def read_sampled_frames(
     if total == 1:
         _refuse_still_image(source)
     if total == guess:
-        release_free_memory()
         return [kept[i] for i in first]
 
     indices = _checked_indices(sample_indices(total), total)
@@ -101,24 +95,7 @@ def read_sampled_frames(
         if recount != total:
             raise VideoDecodeError(source, f"decoded {total} frames, then {recount} on a second pass")
         kept.update(extra)
-    release_free_memory()
     return [kept[i] for i in indices]
-
-
-def release_free_memory() -> None:
-    """Give the decoder's freed frame buffers back to the OS (glibc keeps them in per-thread arenas)."""
-    if _malloc_trim is not None:
-        _malloc_trim(0)
-
-
-def _find_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL(None).malloc_trim  # glibc only; elsewhere there is nothing to trim this way
-    except (OSError, AttributeError):
-        return None
-
-
-_malloc_trim = _find_malloc_trim()
 
 
 def count_decodable_frames(path: PathType) -> int:
@@ -229,27 +206,15 @@ def _decode_pass(
 ) -> tuple[dict[int, T], int]:
     """Grab every frame to the end; transform the RGB image of each wanted index. Returns (kept, count)."""
     kept: dict[int, T] = {}
-    pending: dict[int, Future] = {}  # in decoding order
     count = 0
-    # The colour conversion and transform of a sampled frame run in a worker thread while the
-    # decoder goes on (OpenCV and PIL release the GIL), a few frames at most behind it.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="paddlehub_video-transform") as worker:
-        while capture.grab():
-            if count in wanted:
-                ok, bgr = capture.retrieve()
-                if not ok or bgr is None:
-                    raise VideoDecodeError(source, f"frame {count} was read but could not be decoded")
-                pending[count] = worker.submit(_transform_bgr, transform, bgr)
-                if len(pending) > _MAX_PENDING_FRAMES:  # bounds the full-size frames held
-                    oldest = next(iter(pending))
-                    kept[oldest] = pending.pop(oldest).result()
-            count += 1
-        kept.update((index, future.result()) for index, future in pending.items())
+    while capture.grab():
+        if count in wanted:
+            ok, bgr = capture.retrieve()
+            if not ok or bgr is None:
+                raise VideoDecodeError(source, f"frame {count} was read but could not be decoded")
+            kept[count] = transform(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        count += 1
     return kept, count
-
-
-def _transform_bgr(transform: Callable[[np.ndarray], T], bgr: np.ndarray) -> T:
-    return transform(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
 def _unused_transform(frame: np.ndarray) -> np.ndarray:

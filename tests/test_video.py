@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import time
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,7 +13,6 @@ import cv2
 import numpy as np
 import pytest
 
-from paddlehub_video import video as video_module
 from paddlehub_video.errors import VideoDecodeError
 from paddlehub_video.video import (
     count_decodable_frames,
@@ -228,27 +226,6 @@ def test_capture_released_when_transform_fails(short_video: Path, capture_spy: S
     with pytest.raises(RuntimeError, match="boom"):
         read_sampled_frames(short_video, tsn_300, broken)
     assert capture_spy.opens == capture_spy.releases == 1
-
-
-def test_frames_waiting_for_a_slow_transform_are_bounded(short_video: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The transform runs beside the decoder, but the decoder never runs more than a few frames ahead."""
-    state = SimpleNamespace(retrieved=0, transformed=0, most_waiting=0)
-
-    class CountingCapture(RealCapture):
-        def retrieve(self, *args: object) -> tuple:
-            state.retrieved += 1
-            state.most_waiting = max(state.most_waiting, state.retrieved - state.transformed)
-            return super().retrieve(*args)
-
-    def slow(frame: np.ndarray) -> np.ndarray:
-        time.sleep(0.002)
-        state.transformed += 1
-        return frame
-
-    monkeypatch.setattr(cv2, "VideoCapture", CountingCapture)
-    got = read_sampled_frames(short_video, tsn_300, slow)
-    assert len(got) == 300 and state.transformed == state.retrieved == 100
-    assert 1 < state.most_waiting <= video_module._MAX_PENDING_FRAMES + 1  # in flight, and bounded
 
 
 def test_out_of_range_sampler_is_rejected(short_video: Path) -> None:
