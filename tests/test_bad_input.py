@@ -61,16 +61,6 @@ class Case:
 
 
 @pytest.fixture(scope="module")
-def videotag(mirror: PublisherHost) -> Any:
-    return mirror.small_module(VIDEOTAG)
-
-
-@pytest.fixture(scope="module")
-def stnet(mirror: PublisherHost) -> Any:
-    return mirror.small_module(STNET)
-
-
-@pytest.fixture(scope="module")
 def base(make_video: MakeVideo) -> Path:
     """60 frames 64x48 mp4v: the video the edited copies below are made from."""
     return make_video("bad_input_base", 60, 64, 48)
@@ -212,7 +202,7 @@ def reference_predictions(classify: Any, cases: list[Case]) -> dict[Path, dict]:
 def test_classify_answers_every_item_in_order(request: pytest.FixtureRequest, module_name: str,
                                               inputs: tuple[Path, list[Case]], monkeypatch: pytest.MonkeyPatch
                                               ) -> None:
-    module = request.getfixturevalue("videotag" if module_name == VIDEOTAG else "stnet")
+    module = request.getfixturevalue("small_videotag" if module_name == VIDEOTAG else "small_stnet")
     folder, cases = inputs
     monkeypatch.chdir(folder)
     classify = partial(module.classify, top_k=5, threshold=0.0)
@@ -223,13 +213,13 @@ def test_classify_answers_every_item_in_order(request: pytest.FixtureRequest, mo
     assert all(set(entry["prediction"]) <= set(labels) for entry in results)
 
 
-def test_stnet_video_classification_answers_every_item_in_order(stnet: Any, inputs: tuple[Path, list[Case]],
+def test_stnet_video_classification_answers_every_item_in_order(small_stnet: Any, inputs: tuple[Path, list[Case]],
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     folder, cases = inputs
     monkeypatch.chdir(folder)
-    reference = reference_predictions(partial(stnet.classify, top_k=5), cases)
-    results = stnet.video_classification(data={"image": [as_input(c.path) for c in cases]})
-    errors = stnet.last_errors
+    reference = reference_predictions(partial(small_stnet.classify, top_k=5), cases)
+    results = small_stnet.video_classification(data={"image": [as_input(c.path) for c in cases]})
+    errors = small_stnet.last_errors
     assert len(results) == len(cases)
     assert sorted(errors) == [i for i, c in enumerate(cases) if c.error is not None]
     for index, (result, case) in enumerate(zip(results, cases)):
@@ -250,7 +240,7 @@ def test_stnet_video_classification_answers_every_item_in_order(stnet: Any, inpu
 ])
 def test_paths_that_are_not_a_list_are_a_value_error(request: pytest.FixtureRequest, module_name: str, paths: Any,
                                                      message: str) -> None:
-    module = request.getfixturevalue("videotag" if module_name == VIDEOTAG else "stnet")
+    module = request.getfixturevalue("small_videotag" if module_name == VIDEOTAG else "small_stnet")
     with pytest.raises(ValueError, match=message):
         module.classify(paths)
     if module_name == STNET:
@@ -258,10 +248,10 @@ def test_paths_that_are_not_a_list_are_a_value_error(request: pytest.FixtureRequ
             module.video_classification(data={"image": paths})
 
 
-def test_an_empty_list(videotag: Any, stnet: Any) -> None:
-    assert videotag.classify([]) == [] and stnet.classify([]) == []
+def test_an_empty_list(small_videotag: Any, small_stnet: Any) -> None:
+    assert small_videotag.classify([]) == [] and small_stnet.classify([]) == []
     with pytest.raises(ValueError, match="empty"):  # the published call needs at least one video
-        stnet.video_classification(data={"image": []})
+        small_stnet.video_classification(data={"image": []})
 
 
 # ---------------------------------------------------------------- hub run (in process)
@@ -279,7 +269,7 @@ def test_run_cmd_prints_results_reports_failures_on_stderr_and_exits_1(
     request: pytest.FixtureRequest, module_name: str, inputs: tuple[Path, list[Case]], base: Path,
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    module = request.getfixturevalue("videotag" if module_name == VIDEOTAG else "stnet")
+    module = request.getfixturevalue("small_videotag" if module_name == VIDEOTAG else "small_stnet")
     folder, cases = inputs
     monkeypatch.chdir(folder)
     cases = cli_cases(cases)

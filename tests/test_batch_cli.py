@@ -29,16 +29,6 @@ VIDEOTAG, STNET = "videotag_tsn_lstm", "stnet_kinetics400"
 
 
 @pytest.fixture(scope="module")
-def videotag(mirror: PublisherHost) -> Any:
-    return mirror.small_module(VIDEOTAG)
-
-
-@pytest.fixture(scope="module")
-def stnet(mirror: PublisherHost) -> Any:
-    return mirror.small_module(STNET)
-
-
-@pytest.fixture(scope="module")
 def clips(make_video: MakeVideo) -> list[Path]:
     """Two different tiny videos (read-only: copy them)."""
     return [make_video("batch_a", 20, 64, 48), make_video("batch_b", 16, 48, 64)]
@@ -167,7 +157,7 @@ def test_a_file_that_is_not_a_results_file_is_refused_and_left_untouched(tmp_pat
 
 
 def test_output_is_written_as_each_video_finishes_and_an_interrupted_run_resumes(
-    videotag: Any, clips: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    small_videotag: Any, clips: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str]
 ) -> None:
     paths = copy_clips(clips, tmp_path / "videos", ["1.mp4", "2.avi", "sub/3.mkv", "sub/4.mp4"])
@@ -179,10 +169,10 @@ def test_output_is_written_as_each_video_finishes_and_an_interrupted_run_resumes
         if path == paths[3]:
             raise KeyboardInterrupt  # Ctrl-C while the 4th video is read
 
-    spy_on_decoding(videotag, monkeypatch, before)
+    spy_on_decoding(small_videotag, monkeypatch, before)
     argv = ["--input_path", str(tmp_path / "videos"), "--output", str(output), "--threshold", "0", "--top_k", "3"]
     with pytest.raises(SystemExit) as info:
-        videotag.run_cmd(argv)
+        small_videotag.run_cmd(argv)
     assert info.value.code == 130
     out, err = capsys.readouterr()
     assert "interrupted" in err and str(output) in err and TRACEBACK not in err
@@ -193,8 +183,8 @@ def test_output_is_written_as_each_video_finishes_and_an_interrupted_run_resumes
     assert [entry["path"] for entry in entries_of(output)] == paths[:3]
 
     monkeypatch.undo()
-    decoded = spy_on_decoding(videotag, monkeypatch)
-    summary = videotag.run_cmd(argv)
+    decoded = spy_on_decoding(small_videotag, monkeypatch)
+    summary = small_videotag.run_cmd(argv)
     assert decoded == [paths[3]]  # the three answered videos were not read again
     assert summary == {"output": str(output), "videos": 4, "skipped": 3, "classified": 1, "failed": 0}
     assert lines_of(output)[:3] == first_lines
@@ -205,7 +195,7 @@ def test_output_is_written_as_each_video_finishes_and_an_interrupted_run_resumes
 
 
 def test_rerun_skips_answered_videos_retries_failed_ones_and_rewrites_a_cut_line(
-    stnet: Any, clips: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_stnet: Any, clips: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     done, failed, cut, new = copy_clips(clips, tmp_path, ["done.mp4", "failed.mp4", "cut.mp4", "new.mp4"])
     output = tmp_path / "results.jsonl"
@@ -216,9 +206,9 @@ def test_rerun_skips_answered_videos_retries_failed_ones_and_rewrites_a_cut_line
     Path(done).unlink()  # were it read again, it would fail
     listing = tmp_path / "list.txt"
     listing.write_text(f"{done}\n{failed}\n{cut}\n{new}\n{new}\n", encoding="utf-8")  # `new` twice: answered once
-    decoded = spy_on_decoding(stnet, monkeypatch)
+    decoded = spy_on_decoding(small_stnet, monkeypatch)
 
-    summary = stnet.run_cmd(["--input_file", str(listing), "--output", str(output), "--top_k", "3"])
+    summary = small_stnet.run_cmd(["--input_file", str(listing), "--output", str(output), "--top_k", "3"])
     assert decoded == [failed, cut, new]
     assert summary == {"output": str(output), "videos": 4, "skipped": 1, "classified": 3, "failed": 0}
     assert lines_of(output)[0] == done_line.encode("utf-8")
@@ -230,7 +220,7 @@ def test_rerun_skips_answered_videos_retries_failed_ones_and_rewrites_a_cut_line
 
 
 def test_exit_status_counts_the_failures_of_this_run_only(
-    videotag: Any, clips: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    small_videotag: Any, clips: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str]
 ) -> None:
     good, late = str(tmp_path / "good.mp4"), str(tmp_path / "late.mp4")
@@ -241,7 +231,7 @@ def test_exit_status_counts_the_failures_of_this_run_only(
     argv = ["--input_file", str(listing), "--output", str(output)]
 
     with pytest.raises(SystemExit) as info:
-        videotag.run_cmd(argv)
+        small_videotag.run_cmd(argv)
     assert info.value.code == 1
     out, err = capsys.readouterr()
     assert ast.literal_eval(out.strip()) == {"output": str(output), "videos": 2, "skipped": 0, "classified": 1,
@@ -251,30 +241,31 @@ def test_exit_status_counts_the_failures_of_this_run_only(
     assert entries_of(output)[1] == {"path": late, "prediction": {}, "error": f"{late}: file not found"}
 
     shutil.copyfile(clips[1], late)  # the failed video is tried again, the answered one is not
-    decoded = spy_on_decoding(videotag, monkeypatch)
-    assert videotag.run_cmd(argv)["classified"] == 1 and decoded == [late]
+    decoded = spy_on_decoding(small_videotag, monkeypatch)
+    assert small_videotag.run_cmd(argv)["classified"] == 1 and decoded == [late]
     assert [set(entry) for entry in entries_of(output)] == [{"path", "prediction"}] * 2
 
     Path(good).unlink()  # everything answered: nothing is read, nothing fails
-    assert videotag.run_cmd(argv) == {"output": str(output), "videos": 2, "skipped": 2, "classified": 0, "failed": 0}
+    summary = {"output": str(output), "videos": 2, "skipped": 2, "classified": 0, "failed": 0}
+    assert small_videotag.run_cmd(argv) == summary
     assert decoded == [late]
 
 
-def test_output_that_is_not_a_results_file_is_a_usage_error(videotag: Any, clips: list[Path], tmp_path: Path,
+def test_output_that_is_not_a_results_file_is_a_usage_error(small_videotag: Any, clips: list[Path], tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("not results\n")
     with pytest.raises(SystemExit) as info:
-        videotag.run_cmd(["--input_path", str(clips[0]), "--output", str(notes)])
+        small_videotag.run_cmd(["--input_path", str(clips[0]), "--output", str(notes)])
     assert info.value.code == 2
     assert f"--output {notes}: line 1 is not a result entry" in capsys.readouterr().err
     assert notes.read_text() == "not results\n"
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device that is always full)")
-def test_a_full_disk_is_one_error_line(stnet: Any, clips: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_full_disk_is_one_error_line(small_stnet: Any, clips: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        stnet.run_cmd(["--input_path", str(clips[0]), "--output", "/dev/full"])
+        small_stnet.run_cmd(["--input_path", str(clips[0]), "--output", "/dev/full"])
     assert info.value.code == 1
     err = capsys.readouterr().err
     assert f"hub run {STNET}: error: cannot write /dev/full: " in err and TRACEBACK not in err
@@ -283,16 +274,16 @@ def test_a_full_disk_is_one_error_line(stnet: Any, clips: list[Path], capsys: py
 # ---------------------------------------------------------------- progress, published output
 
 
-def test_progress_bar_on_stderr_for_more_than_one_video_only(stnet: Any, clips: list[Path], tmp_path: Path,
+def test_progress_bar_on_stderr_for_more_than_one_video_only(small_stnet: Any, clips: list[Path], tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     paths = copy_clips(clips, tmp_path / "two", ["a.mp4", "b.mp4"])
-    results = stnet.run_cmd(["--input_path", str(tmp_path / "two"), "--top_k", "3"])
+    results = small_stnet.run_cmd(["--input_path", str(tmp_path / "two"), "--top_k", "3"])
     out, err = capsys.readouterr()
     assert out == ""  # the results are returned for PaddleHub to print, as before
     assert f"{STNET}: 100%" in err and "2/2" in err
-    assert results == stnet.video_classification({"image": paths}, top_k=3)  # the published result
+    assert results == small_stnet.video_classification({"image": paths}, top_k=3)  # the published result
 
-    (single,) = stnet.run_cmd(["--input_path", paths[0], "--top_k", "3"])
+    (single,) = small_stnet.run_cmd(["--input_path", paths[0], "--top_k", "3"])
     out, err = capsys.readouterr()
     assert out == "" and "1/1" not in err and "%|" not in err
     assert single == results[0]
