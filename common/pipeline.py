@@ -45,6 +45,13 @@ def describe_error(path: str, exc: BaseException) -> str:
     return f"{path}: {type(exc).__name__}: {exc}"
 
 
+def report_failure(path: str, exc: Exception) -> str:
+    """Log why a video failed (with a traceback if the error is not one of ours); its one-line reason."""
+    reason = describe_error(path, exc)
+    logger.warning("%s", reason, exc_info=not isinstance(exc, PaddleHubVideoError))
+    return reason
+
+
 class VideoPipeline(Generic[Inputs, Output]):
     """`load(path) -> inputs` in a background thread, one video ahead of `infer(inputs) -> output`."""
 
@@ -68,6 +75,4 @@ class VideoPipeline(Generic[Inputs, Output]):
         try:
             return VideoOutcome(str(path), output=self.infer(loading.result()))
         except Exception as exc:  # one bad video must not cost the others their results
-            reason = describe_error(path, exc)
-            logger.warning("%s", reason, exc_info=not isinstance(exc, PaddleHubVideoError))
-            return VideoOutcome(str(path), error=reason)
+            return VideoOutcome(str(path), error=report_failure(path, exc))

@@ -24,7 +24,6 @@ Importing this module needs Ray; importing `paddlehub_video` never does.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Mapping
 from typing import Any, Union
@@ -40,11 +39,8 @@ except ImportError as exc:  # ray is an optional extra
     ) from exc
 
 from .config import ConfigOverrides
-from .errors import PaddleHubVideoError
-from .pipeline import describe_error
+from .pipeline import report_failure
 from .postprocess import validate_threshold, validate_top_k
-
-logger = logging.getLogger("paddlehub_video")
 
 ModuleRef = Union[str, "os.PathLike[str]", type]
 Batch = Union[pa.Table, Mapping[str, Any]]
@@ -93,13 +89,6 @@ def _column(batch: Batch, name: str) -> list:
     return column.to_pylist() if isinstance(column, (pa.Array, pa.ChunkedArray)) else list(column)
 
 
-def _failure(path: str, exc: Exception) -> str:
-    """The reason `classify` would give for this video, logged as the pipeline logs it."""
-    reason = describe_error(path, exc)
-    logger.warning("%s", reason, exc_info=not isinstance(exc, PaddleHubVideoError))
-    return reason
-
-
 class DecodeStage:
     """CPU stage: rows {path} -> {path, tensor, shape, dtype, error}; a video that cannot be read gets its error."""
 
@@ -114,7 +103,7 @@ class DecodeStage:
         try:
             tensor = np.ascontiguousarray(self.module.preprocess(path))
         except Exception as exc:  # one bad video must not cost the others their results
-            return {"path": path, "tensor": b"", "shape": [0], "dtype": "", "error": _failure(path, exc)}
+            return {"path": path, "tensor": b"", "shape": [0], "dtype": "", "error": report_failure(path, exc)}
         return {"path": path, "tensor": tensor.tobytes(), "shape": list(tensor.shape), "dtype": tensor.dtype.str,
                 "error": ""}
 
@@ -151,5 +140,5 @@ class ModelStage:
             probs = self.predict(np.frombuffer(tensor, dtype=np.dtype(dtype)).reshape(shape))
             prediction = self.module.postprocess(probs, **self.options)
         except Exception as exc:  # as in `classify`: an inference failure is this video's error
-            return {"path": path, "prediction": "{}", "error": _failure(path, exc)}
+            return {"path": path, "prediction": "{}", "error": report_failure(path, exc)}
         return {"path": path, "prediction": json.dumps(prediction, ensure_ascii=False), "error": ""}

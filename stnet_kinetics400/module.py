@@ -82,8 +82,8 @@ class StNet(VideoModule, hub.Module):
         )
         return model, labels
 
-    def _read_video(self, path: str) -> np.ndarray:
-        """path -> super-images `[1, seg_num, 3*seglen, crop, crop]` float32."""
+    def preprocess(self, path: str) -> np.ndarray:
+        """One video -> its super-images `[1, seg_num, 3*seglen, crop, crop]` float32 (what `predict_fn` takes)."""
         pre, sampling = self.config["preprocess"], self.config["sampling"]
         frames = read_sampled_frames(
             path,
@@ -96,7 +96,7 @@ class StNet(VideoModule, hub.Module):
         return list(self._outcome_stream(paths, use_gpu))
 
     def _outcome_stream(self, paths: list[str], use_gpu: bool) -> Iterator[VideoOutcome]:
-        return VideoPipeline(self._read_video, self.predict_fn(use_gpu)).run(paths)
+        return VideoPipeline(self.preprocess, self.predict_fn(use_gpu)).run(paths)
 
     def video_classification(
         self, data: dict, use_gpu: bool = False, top_k: int = 5, threshold: float = 0.0, **kwargs: Any
@@ -150,11 +150,8 @@ class StNet(VideoModule, hub.Module):
             present=lambda entries: [entry["prediction"] for entry in entries],  # what video_classification gives
         )
 
-    # Public stages of `classify`, for callers that run decoding and inference apart (paddlehub_video.ray_adapter).
-
-    def preprocess(self, path: str) -> np.ndarray:
-        """One video -> the float32 tensor `classify` feeds the model; raises if the video cannot be read."""
-        return self._read_video(path)
+    # With `preprocess` and `predict_fn`: the public stages of `classify`, for callers that run decoding
+    # and inference apart (paddlehub_video.ray_adapter).
 
     def predict_fn(self, use_gpu: bool = False) -> Callable[[np.ndarray], np.ndarray]:
         """The model as a function tensor -> 400 probabilities; fetches and loads it now, once per process."""

@@ -49,14 +49,14 @@ def spy_on_decoding(module: Any, monkeypatch: pytest.MonkeyPatch,
                     before: Callable[[str], None] = lambda path: None) -> list[str]:
     """The paths `module` decodes from now on (this test only); `before(path)` runs first."""
     decoded: list[str] = []
-    read = module._read_video
+    read = module.preprocess
 
     def spy(path: str) -> Any:
         decoded.append(path)
         before(path)
         return read(path)
 
-    monkeypatch.setattr(module, "_read_video", spy)
+    monkeypatch.setattr(module, "preprocess", spy)
     return decoded
 
 

@@ -61,7 +61,7 @@ def test_tsn_features_are_the_tsn_stage(videotag, features: list[dict]) -> None:
     tsn = videotag.predictor(videotag._load_models()[0], False)
     pre = videotag.config["preprocess"]
     for entry in features:
-        frames = videotag._read_video(entry["path"])
+        frames = videotag.preprocess(entry["path"])
         network_input = frames_to_tensor(frames, pre["mean"], pre["std"])[np.newaxis]  # all frames in one run
         np.testing.assert_array_equal(entry["tsn_features"], tsn.run({"image": network_input})[0][0])
 

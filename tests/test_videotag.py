@@ -99,7 +99,7 @@ def raw(videotag, short_video: Path, full_result: dict) -> np.ndarray:
 
 
 def raw_probabilities(module, path: Path) -> np.ndarray:
-    probs = module._predict(False)(module._read_video(str(path)))
+    probs = module.predict_fn(False)(module.preprocess(str(path)))
     return np.asarray(probs, dtype=np.float32).reshape(-1)
 
 
@@ -383,7 +383,7 @@ def test_end_to_end_matches_independent_reference(videotag, full_result: dict, r
     frames = reference_frames(short_video, SEG_NUM)
     assert frames.shape == (SEG_NUM, 3, 224, 224)
     # The network input itself: same frames, same pixels (sampling and preprocessing are exact).
-    crops = videotag._read_video(str(short_video))
+    crops = videotag.preprocess(str(short_video))
     assert crops.shape == (SEG_NUM, 224, 224, 3) and crops.dtype == np.uint8
     pre = videotag.config["preprocess"]
     network_input = np.concatenate(list(tensor_batches(crops, 7, pre["mean"], pre["std"])), axis=1)

@@ -84,8 +84,8 @@ class VideoTag(VideoModule, hub.Module):
         )
         return tsn, lstm, labels
 
-    def _read_video(self, path: str) -> np.ndarray:
-        """path -> the sampled, cropped frames `[seg_num, crop, crop, 3]` uint8."""
+    def preprocess(self, path: str) -> np.ndarray:
+        """One video -> its sampled, cropped frames `[seg_num, crop, crop, 3]` uint8 (what `predict_fn` takes)."""
         pre = self.config["preprocess"]
         frames = read_sampled_frames(
             path,
@@ -113,8 +113,8 @@ class VideoTag(VideoModule, hub.Module):
 
         return run
 
-    def _predict(self, use_gpu: bool) -> Callable[[np.ndarray], np.ndarray]:
-        """sampled frames -> tag probabilities `[num_classes]`."""
+    def predict_fn(self, use_gpu: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+        """The model as a function sampled frames -> 3396 probabilities; fetches and loads it now, once per process."""
         networks = self._networks(use_gpu)
         return lambda video: networks(video).probabilities
 
@@ -135,7 +135,7 @@ class VideoTag(VideoModule, hub.Module):
         if not paths:
             return iter(())
         labels = self._load_models()[2]
-        outcomes = VideoPipeline(self._read_video, self._predict(use_gpu)).run(paths)
+        outcomes = VideoPipeline(self.preprocess, self.predict_fn(use_gpu)).run(paths)
         return (result_entry(o.path, o.output, o.error, labels, top_k, threshold) for o in outcomes)
 
     def extract_features(self, paths: list[str], use_gpu: bool = False) -> list[dict]:
@@ -147,7 +147,7 @@ class VideoTag(VideoModule, hub.Module):
         paths = validate_paths(paths)
         if not paths:
             return []
-        return [features_entry(o) for o in VideoPipeline(self._read_video, self._networks(use_gpu)).run(paths)]
+        return [features_entry(o) for o in VideoPipeline(self.preprocess, self._networks(use_gpu)).run(paths)]
 
     @serving
     def serving_method(self, paths: list[str] | None = None, videos: list | None = None, **options: Any) -> list[dict]:
@@ -162,15 +162,8 @@ class VideoTag(VideoModule, hub.Module):
         return run_batch(NAME, parser, args, lambda paths: self.classify_stream(
             paths, args.use_gpu, args.threshold, args.top_k))
 
-    # Public stages of `classify`, for callers that run decoding and inference apart (paddlehub_video.ray_adapter).
-
-    def preprocess(self, path: str) -> np.ndarray:
-        """One video -> what `predict_fn` takes (its sampled uint8 frames); raises if the video cannot be read."""
-        return self._read_video(path)
-
-    def predict_fn(self, use_gpu: bool = False) -> Callable[[np.ndarray], np.ndarray]:
-        """The model as a function tensor -> 3396 probabilities; fetches and loads it now, once per process."""
-        return self._predict(use_gpu)
+    # With `preprocess` and `predict_fn`: the public stages of `classify`, for callers that run decoding
+    # and inference apart (paddlehub_video.ray_adapter).
 
     def postprocess(self, probs: np.ndarray, top_k: int = 10, threshold: float = 0.5) -> dict[str, float]:
         """Probabilities -> `classify`'s `prediction`: the top_k labels with prob >= threshold, descending."""
