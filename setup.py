@@ -18,6 +18,8 @@ setup(
         "paddlepaddle>=3.0,<4",
         "paddlehub==2.4.0",
         "opencv-python>=4.5",
+        # PyAV: the packet list and planned decoding of paddlehub_video.packet_plan (wheels bundle FFmpeg).
+        "av>=14",
         "numpy>=1.23",
         "pyyaml>=5.4",
         "Pillow>=9.0",

@@ -4,7 +4,8 @@ The publisher read every frame of a video into a list (all of them, full size) a
 300 (VideoTag) or 125 (StNet) of them. We keep its choice of frames but stream: every frame is
 grabbed (demuxed and decoded, cheap), only the sampled ones are retrieved (converted to BGR) and
 passed straight to a caller-supplied transform, so peak memory depends on the number of sampled
-frames and their transformed size, never on the length of the video.
+frames and their transformed size, never on the length of the video. For the usual containers and
+codecs `packet_plan` goes further and decodes only the packets the sampled frames depend on.
 
 Frames are used as stored, whatever rotation the container asks for (a phone's portrait tag):
 the publisher's OpenCV 4.2 ignored that metadata (opencv#15499), OpenCV 4.5-4.10 and 5.x apply it
@@ -25,6 +26,7 @@ import cv2
 import numpy as np
 
 from .errors import VideoDecodeError
+from .packet_plan import decode_frames, read_packet_index
 
 T = TypeVar("T")
 PathType = Union[str, "os.PathLike[str]"]
@@ -63,12 +65,22 @@ def read_sampled_frames(
 ) -> list[T]:
     """Stream-decode `path`, returning `transform(rgb_frame)` for each index `sample_indices(N)` names.
 
-    N is the number of frames actually decoded. The container's frame count is only a first guess:
+    Files that `packet_plan` was checked on (MP4/MOV/MKV with H.264, HEVC or MPEG-4 video) decode
+    only the packets the sampled frames depend on; any other file, or one whose planned decoding
+    falls short, is decoded sequentially, every frame. Both give the same frames.
+
+    Sequentially, N is the number of frames actually decoded. The container's frame count is only a first guess:
     when it turns out wrong, the video is decoded a second time with indices computed from the
     real N. A repeated index is decoded and transformed once; the list then holds the same object
     several times. Raises VideoDecodeError when the file is unusable or holds no video frame.
     """
     source = _validated_path(path)
+    index = read_packet_index(source)
+    if index is not None:
+        indices = _checked_indices(sample_indices(index.frame_count), index.frame_count)
+        kept = decode_frames(source, index, set(indices), transform)
+        if kept is not None:
+            return [kept[i] for i in indices]
     capture = _open(source)
     try:
         guess = _reported_frame_count(capture)

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from paddlehub_video import video
 from paddlehub_video.errors import VideoDecodeError
 from paddlehub_video.video import (
     count_decodable_frames,
@@ -33,7 +34,13 @@ def identity(frame: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture
-def capture_spy(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+def sequential_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decode every frame with OpenCV: no file qualifies for packet_plan's planned decoding."""
+    monkeypatch.setattr(video, "read_packet_index", lambda source: None)
+
+
+@pytest.fixture
+def capture_spy(monkeypatch: pytest.MonkeyPatch, sequential_only: None) -> SimpleNamespace:
     """Wrap cv2.VideoCapture: counts opens/releases; `reported` overrides CAP_PROP_FRAME_COUNT."""
     log = SimpleNamespace(opens=0, releases=0, reported=None)
 
