@@ -2,20 +2,26 @@
 
 Usage (from the repository root; `python bench/run_all.py` runs this section with the others):
 
-    python bench/bench_decode.py                     # 60 s 1280x720 30 fps mp4v, ~1-2 min
-    python bench/bench_decode.py --seconds 20        # shorter clip
+    python bench/bench_decode.py                     # two 60 s 1280x720 30 fps clips, ~3 min
+    python bench/bench_decode.py --seconds 20        # shorter clips
     python bench/bench_decode.py --long-1080p 300    # also a 5 min 1920x1080 clip (slow to write)
 
-The clips (a noise texture, hard to encode and decode) are written once into bench/results/videos/
-and reused by later runs. Each method runs in its own subprocess, which reports its wall time for
-decoding plus sampling 300 frames (TSN rule) and preprocessing them to 224x224 uint8 crops, its peak
-RSS (VmHWM of that process) and a SHA-256 of the crops; the bench fails if the methods disagree
-on a single pixel. Methods:
+Two clips, written once into bench/results/videos/ and reused by later runs:
+- noise mp4v: a scrolling noise texture in MPEG-4 part 2 as cv2.VideoWriter writes it (no B-frames,
+  a keyframe every 12 frames). The worst case for decoding: every frame is hard and a reference.
+- scene h264: camera-like content (common_setup.scene_frames) with libx264's defaults, B-frames
+  included: what most phone and web video looks like to a decoder.
+
+Each method runs in its own subprocess, which reports its wall time for decoding plus sampling
+(300 frames by the TSN rule, or StNet's 25 windows of 5 frames), for TSN also preprocessing them to
+224x224 uint8 crops, its peak RSS (VmHWM of that process) and a SHA-256 of the frames; the bench
+fails if the methods disagree on a single pixel. Methods:
 
 - read_all:     the publisher's way: read() CAP_PROP_FRAME_COUNT times into a list, then sample
 - stream_full:  read_sampled_frames keeping full-size RGB frames, scaled and cropped afterwards
                 (read_all vs stream_full up to the sampled frames: the "decode + sampling" ratio)
 - stream:       read_sampled_frames with scale_and_crop applied as each sampled frame is decoded
+- read_all_stnet, stream_full_stnet: the same two with StNet's sampling
 - baseline:     interpreter + imports only (the RSS floor of every row)
 
 read_all is skipped when its frames would need more than half the available memory.
@@ -29,6 +35,7 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -37,6 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common_setup import (  # noqa: E402
+    CODECS,
     RESULTS_DIR,
     available_bytes,
     cached_video,
@@ -47,15 +55,19 @@ from common_setup import (  # noqa: E402
 )
 
 from paddlehub_video.preprocess import scale_and_crop  # noqa: E402
-from paddlehub_video.video import read_sampled_frames, sample_tsn_indices  # noqa: E402
+from paddlehub_video.video import read_sampled_frames, sample_stnet_indices, sample_tsn_indices  # noqa: E402
 
 RESULTS = RESULTS_DIR / "decode.json"
-METHODS = ("baseline", "read_all", "stream_full", "stream")
-tsn_300 = partial(sample_tsn_indices, seg_num=300)
+METHODS = ("baseline", "read_all", "stream_full", "stream", "read_all_stnet", "stream_full_stnet")
+CLIPS = (("noise", "mp4v"), ("scene", "h264"))
+SAMPLERS = {
+    "tsn": partial(sample_tsn_indices, seg_num=300),
+    "stnet": partial(sample_stnet_indices, seg_num=25, seglen=5),
+}
 crop_224 = partial(scale_and_crop, short_size=256, crop_size=224)
 
 
-def read_all(path: str) -> list[np.ndarray]:
+def read_all(path: str, sampler: Callable[[int], list[int]]) -> list[np.ndarray]:
     """The publisher's loader: every frame in a list first, then the sampled ones (full-size RGB)."""
     capture = cv2.VideoCapture(path)
     frames = []
@@ -66,7 +78,7 @@ def read_all(path: str) -> list[np.ndarray]:
                 frames.append(bgr[:, :, ::-1])  # RGB view, as the publisher did
     finally:
         capture.release()
-    return [frames[i] for i in tsn_300(len(frames))]  # views: no copy beyond the publisher's
+    return [frames[i] for i in sampler(len(frames))]  # views: no copy beyond the publisher's
 
 
 def _digest(arrays: list[np.ndarray]) -> str:
@@ -82,17 +94,21 @@ def worker(method: str, path: str) -> None:
     `sample_seconds` (read_all, stream_full) is decode + sampling alone, up to the sampled full-size
     RGB frames, whose digest is `sampled_sha256`; `seconds` adds the preprocessing to 224x224 crops.
     """
+    stnet = method.endswith("_stnet")
+    base, sampler = method.removesuffix("_stnet"), SAMPLERS["stnet" if stnet else "tsn"]
     start = time.perf_counter()
     sampled = None
-    if method == "read_all":
-        sampled = read_all(path)
-    elif method == "stream_full":
-        sampled = read_sampled_frames(path, tsn_300, np.asarray)
+    if base == "read_all":
+        sampled = read_all(path, sampler)
+    elif base == "stream_full":
+        sampled = read_sampled_frames(path, sampler, np.asarray)
     sample_seconds = time.perf_counter() - start
-    if sampled is not None:
+    if stnet:
+        crops = sampled  # StNet's sampling is timed up to the full-size frames only
+    elif sampled is not None:
         crops = [crop_224(np.ascontiguousarray(f)) for f in sampled]
     elif method == "stream":
-        crops = read_sampled_frames(path, tsn_300, crop_224)
+        crops = read_sampled_frames(path, sampler, crop_224)
     else:
         crops = []
     seconds = time.perf_counter() - start
@@ -112,13 +128,15 @@ def bench_clip(label: str, path: Path, num_frames: int, width: int, height: int)
     rows = {}
     need = num_frames * width * height * 3
     for method in METHODS:
-        if method == "read_all" and need > available_bytes() // 2:
+        if method.startswith("read_all") and need > available_bytes() // 2:
             rows[method] = {"skipped": f"would hold {need / 2**30:.1f} GiB of frames"}
             continue
         rows[method] = run_method(method, path)
-    for key in ("sha256", "sampled_sha256"):
-        digests = {r[key] for m, r in rows.items() if m != "baseline" and key in r}
-        assert len(digests) <= 1, f"{label}: methods returned different pixels ({key}): {rows}"
+    for stnet in (False, True):
+        for key in ("sha256", "sampled_sha256"):
+            same = [r for m, r in rows.items() if m != "baseline" and m.endswith("_stnet") == stnet]
+            digests = {r[key] for r in same if key in r}
+            assert len(digests) <= 1, f"{label}: methods returned different pixels ({key}): {rows}"
     result = {"clip": label, "frames": num_frames, "width": width, "height": height, "methods": rows}
     if "seconds" in rows["read_all"]:
         # The issue's measure: decode + sampling to the same full-size frames, then with preprocessing.
@@ -126,13 +144,18 @@ def bench_clip(label: str, path: Path, num_frames: int, width: int, height: int)
         result["sampling_speedup_vs_read_all"] = read_all_s / stream_s
         result["speedup_vs_read_all"] = rows["read_all"]["seconds"] / rows["stream"]["seconds"]
         result["rss_read_all_over_stream"] = rows["read_all"]["peak_rss_mib"] / rows["stream"]["peak_rss_mib"]
+        stnet_s = rows["read_all_stnet"]["sample_seconds"], rows["stream_full_stnet"]["sample_seconds"]
+        result["stnet_sampling_speedup_vs_read_all"] = stnet_s[0] / stnet_s[1]
     return result
 
 
-def bench_decode(seconds: float = 60, width: int = 1280, height: int = 720) -> dict:
-    """Write (or reuse) a noise clip and compare the methods on it."""
-    label = f"{height}p {seconds:g}s"
-    path, num_frames, wrote_s = cached_video("noise", seconds, width, height)
+def bench_decode(
+    seconds: float = 60, width: int = 1280, height: int = 720, content: str = "noise", codec: str = "mp4v"
+) -> dict:
+    """Write (or reuse) a clip and compare the methods on it."""
+    assert codec in CODECS
+    label = f"{height}p {seconds:g}s {content} {codec}"
+    path, num_frames, wrote_s = cached_video(content, seconds, width, height, codec=codec)
     if wrote_s:
         print(f"wrote {path.name}: {num_frames} frames in {wrote_s:.1f} s", flush=True)
     result = bench_clip(label, path, num_frames, width, height)
@@ -144,17 +167,17 @@ def print_table(result: dict) -> None:
     """One line per method: time, ratio to the fastest streaming run, peak RSS."""
     rows = result["methods"]
     reference = rows["stream"]["seconds"]
-    print(f"\n{result['clip']}: {result['frames']} frames {result['width']}x{result['height']} mp4v")
-    print(f"{'method':<12} {'decode+sample s':>16} {'+preprocess s':>14} {'x stream':>9} {'peak RSS MiB':>13}")
+    print(f"\n{result['clip']}: {result['frames']} frames {result['width']}x{result['height']}")
+    print(f"{'method':<18} {'decode+sample s':>16} {'+preprocess s':>14} {'x stream':>9} {'peak RSS MiB':>13}")
     for method, row in rows.items():
         if "skipped" in row:
-            print(f"{method:<12} skipped: {row['skipped']}")
+            print(f"{method:<18} skipped: {row['skipped']}")
         elif method == "baseline":
-            print(f"{method:<12} {'':>16} {'':>14} {'':>9} {row['peak_rss_mib']:>13.0f}")
+            print(f"{method:<18} {'':>16} {'':>14} {'':>9} {row['peak_rss_mib']:>13.0f}")
         else:
             ratio = row["seconds"] / reference
             sample = f"{row['sample_seconds']:.2f}" if "sample_seconds" in row else ""
-            print(f"{method:<12} {sample:>16} {row['seconds']:>14.2f} {ratio:>9.2f} {row['peak_rss_mib']:>13.0f}")
+            print(f"{method:<18} {sample:>16} {row['seconds']:>14.2f} {ratio:>9.2f} {row['peak_rss_mib']:>13.0f}")
 
 
 def main() -> None:
@@ -168,12 +191,12 @@ def main() -> None:
         worker(*args.worker)
         return
 
-    clips = [(args.seconds, 1280, 720)]
+    clips = [(args.seconds, 1280, 720, content, codec) for content, codec in CLIPS]
     if args.long_1080p:
-        clips.append((args.long_1080p, 1920, 1080))
+        clips.append((args.long_1080p, 1920, 1080, "noise", "mp4v"))
     results = []
-    for seconds, width, height in clips:
-        result = bench_decode(seconds, width, height)
+    for clip in clips:
+        result = bench_decode(*clip)
         print_table(result)
         results.append(result)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

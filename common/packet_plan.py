@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 import av
@@ -33,6 +35,9 @@ PIXEL_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv444p", "yuvj444p"})
 # Where the decoder's "skip non-reference frames" skips only frames no other frame uses. HEVC is
 # not among them: its sub-layer non-reference pictures may serve a higher temporal layer.
 SKIP_NONREF_CODECS = frozenset({"h264", "mpeg4"})
+# Decoders working side by side on one video: beyond a few, reading the file and Python's share of
+# the work (conversion, transform) stop it from scaling.
+MAX_DECODERS = 4
 
 
 @dataclass(frozen=True)
@@ -85,15 +90,67 @@ def decode_frames(
     index: PacketIndex,
     wanted: Collection[int],
     transform: Callable[[np.ndarray], T],
+    decoders: int | None = None,
 ) -> dict[int, T] | None:
     """`transform(rgb_frame)` of each wanted frame (display order), decoding only what they need.
+
+    The packets to decode are shared among up to `decoders` decoders working side by side (default:
+    one per CPU, at most MAX_DECODERS), each from a keyframe on. Groups of pictures do not depend on
+    one another, so this gives the same frames, and it scales better than one decoder's own frame
+    threads (2 cores, H.264: 1.1x from frame threads, 1.4x from two decoders).
 
     None when the decoder did not deliver every wanted frame, or failed: the caller then decodes
     sequentially, which has its own error reporting.
     """
     frame_of_pts = {index.frame_pts[i]: i for i in wanted}
     needed = packets_to_decode(index, frame_of_pts.keys())
-    last = max((pos for pos, need in enumerate(needed) if need), default=-1)
+    cpus = _cpu_count()
+    spans = decoder_spans(index, needed, frame_of_pts.keys(), decoders or min(cpus, MAX_DECODERS))
+    decode = partial(_decode_span, source, index, needed, frame_of_pts, transform)
+    try:
+        if len(spans) == 1:
+            parts = [decode(spans[0], 0)]  # 0: FFmpeg's own choice of threads
+        else:
+            threads = max(1, cpus // len(spans))
+            with ThreadPoolExecutor(len(spans), thread_name_prefix="paddlehub-video-decode") as pool:
+                parts = list(pool.map(decode, spans, [threads] * len(spans)))
+    except (av.FFmpegError, OSError, _Unplanned):
+        return None
+    kept = {i: result for part in parts for i, result in part.items()}
+    return kept if len(kept) == len(frame_of_pts) else None
+
+
+def decoder_spans(
+    index: PacketIndex, needed: list[bool], wanted_pts: Collection[int], count: int
+) -> list[tuple[int, int]]:
+    """Packet ranges [start, stop) of similar decoding work, at most `count`, each decodable alone.
+
+    A range starts at a keyframe whose group has no wanted leading picture (one shown before the
+    keyframe, which may refer to the group before).
+    """
+    total = sum(needed)
+    cuts = [0]
+    done = 0
+    for pos, need in enumerate(needed):
+        if len(cuts) < count and done >= total * len(cuts) / count and pos > 0 and index.keyframe[pos]:
+            if not _has_wanted_leading_picture(index, pos, wanted_pts):
+                cuts.append(pos)
+        done += need
+    cuts.append(len(needed))
+    return [(start, stop) for start, stop in zip(cuts, cuts[1:]) if any(needed[start:stop])]
+
+
+def _decode_span(
+    source: str,
+    index: PacketIndex,
+    needed: list[bool],
+    frame_of_pts: dict[int, int],
+    transform: Callable[[np.ndarray], T],
+    span: tuple[int, int],
+    threads: int,
+) -> dict[int, T]:
+    """Decode the needed packets of positions [start, stop) with a decoder of its own."""
+    start, stop = span
     skip_nonref = index.codec in SKIP_NONREF_CODECS
     kept: dict[int, T] = {}
 
@@ -106,26 +163,24 @@ def decode_frames(
                 raise _Unplanned
             kept[i] = transform(frame.to_ndarray(format="rgb24", interpolation="BICUBIC"))
 
-    try:
-        with _open(source) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"  # frame and slice threads, as OpenCV's decoder
-            context = stream.codec_context
-            pos = 0
-            for packet in container.demux(stream):
-                if packet.size == 0:
-                    continue
-                if pos > last:
-                    break
-                if needed[pos]:
-                    if skip_nonref:
-                        context.skip_frame = "DEFAULT" if packet.pts in frame_of_pts else "NONREF"
-                    keep(context.decode(packet))
-                pos += 1
-            keep(context.decode(None))
-    except (av.FFmpegError, OSError, _Unplanned):
-        return None
-    return kept if len(kept) == len(frame_of_pts) else None
+    with _open(source) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame and slice threads, as OpenCV's decoder
+        stream.codec_context.thread_count = threads
+        context = stream.codec_context
+        pos = 0
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            if pos >= stop:
+                break
+            if pos >= start and needed[pos]:
+                if skip_nonref:
+                    context.skip_frame = "DEFAULT" if packet.pts in frame_of_pts else "NONREF"
+                keep(context.decode(packet))
+            pos += 1
+        keep(context.decode(None))
+    return kept
 
 
 def packets_to_decode(index: PacketIndex, wanted_pts: Collection[int]) -> list[bool]:
@@ -151,6 +206,25 @@ def packets_to_decode(index: PacketIndex, wanted_pts: Collection[int]) -> list[b
         if g > 0 and pts < index.pts[first_of[g]]:
             until[g - 1] = last_of[g - 1]
     return [pos <= until.get(g, -1) for pos, g in enumerate(group)]
+
+
+def _has_wanted_leading_picture(index: PacketIndex, keyframe_pos: int, wanted_pts: Collection[int]) -> bool:
+    """Is a wanted frame of the group starting at `keyframe_pos` shown before its keyframe?"""
+    key_pts = index.pts[keyframe_pos]
+    for pos in range(keyframe_pos + 1, len(index.pts)):
+        if index.keyframe[pos]:
+            return False
+        if index.pts[pos] < key_pts and index.pts[pos] in wanted_pts:
+            return True
+    return False
+
+
+def _cpu_count() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _group_numbers(keyframe: list[bool]) -> list[int]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from paddlehub_video import video
-from paddlehub_video.packet_plan import PacketIndex, packets_to_decode, read_packet_index
+from paddlehub_video.packet_plan import PacketIndex, decode_frames, decoder_spans, packets_to_decode, read_packet_index
 from paddlehub_video.video import read_sampled_frames, sample_stnet_indices, sample_tsn_indices
 from tests.fixtures.videos import frame_index_of, write_encoded_video, write_video
 
@@ -74,6 +74,17 @@ def test_stnet_plan_leaves_groups_of_pictures_out(encoded: dict[str, Path], name
     assert sum(needed) < 0.8 * len(needed)
     keyframes_needed = sum(n and k for n, k in zip(needed, index.keyframe))
     assert keyframes_needed < sum(index.keyframe)
+
+
+@pytest.mark.parametrize("name", ENCODED)
+def test_decoders_side_by_side_give_one_decoders_frames(encoded: dict[str, Path], name: str) -> None:
+    source = str(encoded[name])
+    index = read_packet_index(source)
+    wanted = set(tsn_300(index.frame_count))
+    alone = decode_frames(source, index, wanted, np.copy, decoders=1)
+    side_by_side = decode_frames(source, index, wanted, np.copy, decoders=3)
+    assert alone.keys() == side_by_side.keys() == wanted
+    assert all(np.array_equal(alone[i], side_by_side[i]) for i in wanted)
 
 
 def test_mp4v_from_opencv_is_planned(long_video: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -156,3 +167,28 @@ def test_plan_decodes_the_previous_group_for_a_leading_picture() -> None:
 def test_packets_before_the_first_keyframe_form_their_own_group() -> None:
     index = make_index([0, 1, 2, 3, 4], {2})
     assert packets_to_decode(index, {3}) == [False, False, True, True, False]
+
+
+def test_spans_split_the_work_at_keyframes() -> None:
+    index = make_index(list(range(40)), {0, 10, 20, 30})
+    needed = [True] * 40
+    assert decoder_spans(index, needed, set(), 1) == [(0, 40)]
+    assert decoder_spans(index, needed, set(), 2) == [(0, 20), (20, 40)]
+    assert decoder_spans(index, needed, set(), 4) == [(0, 10), (10, 20), (20, 30), (30, 40)]
+    assert decoder_spans(index, needed, set(), 8) == [(0, 10), (10, 20), (20, 30), (30, 40)]
+
+
+def test_spans_drop_ranges_with_nothing_to_decode() -> None:
+    index = make_index(list(range(40)), {0, 10, 20, 30})
+    needed = [pos < 10 or pos >= 30 for pos in range(40)]
+    assert decoder_spans(index, needed, set(), 2) == [(0, 10), (10, 40)]  # 10 packets each
+    assert decoder_spans(index, needed, set(), 4) == [(0, 10), (20, 40)]  # (10, 20): nothing needed
+
+
+def test_spans_never_cut_before_a_wanted_leading_picture() -> None:
+    # I0 P4 B2 B1 B3 P8 B6 B5 B7 | I11 B9 B10 P14 B12 B13: B9 and B10 are shown before I11.
+    index = make_index([0, 4, 2, 1, 3, 8, 6, 5, 7, 11, 9, 10, 14, 12, 13], {0, 11})
+    assert decoder_spans(index, [True] * 15, {12}, 2) == [(0, 9), (9, 15)]
+    needed = packets_to_decode(index, {10})
+    assert needed == [True] * 12 + [False] * 3
+    assert decoder_spans(index, needed, {10}, 2) == [(0, 15)]
