@@ -3,13 +3,14 @@
 Sequential decoding (`video.py`) decodes every frame of a video to keep 300 or 125 of them. Most of
 that work is not needed. A group of pictures (keyframe to keyframe) with no sampled frame can be
 left out whole. A frame nothing else refers to (an H.264 non-reference picture, an MPEG-4 B-frame)
-can be left out unless it is sampled itself. Reading the packets first (demuxing: no decoding, a
-few milliseconds a minute) tells which is which, and gives each packet its place in display order,
-which is how frames are numbered.
+can be left out unless it is sampled itself. Reading the packets first (demuxing, no decoding:
+30-90 ms for a minute of 720p) tells which is which, and gives each packet its place in display
+order, which is how frames are numbered. Groups of pictures do not depend on one another, so the
+decoding is shared among decoders working side by side, each from a keyframe on.
 
-The frames are the ones sequential decoding gives, pixel for pixel (tests/test_video.py compares
-the two). That was checked for the containers, codecs and pixel formats below; for any other file
-`read_packet_index` returns None and the caller decodes sequentially.
+The frames are the ones sequential decoding gives, pixel for pixel (tests/test_packet_plan.py
+compares the two). That was checked for the containers, codecs and pixel formats below; for any
+other file `read_packet_index` returns None and the caller decodes sequentially.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ T = TypeVar("T")
 CONTAINERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})
 CODECS = frozenset({"h264", "hevc", "mpeg4"})
 # 10-bit formats come out of PyAV's conversion to RGB slightly different from OpenCV's.
-PIXEL_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv444p", "yuvj444p"})
+PIXEL_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv444p"})
 # Where the decoder's "skip non-reference frames" skips only frames no other frame uses. HEVC is
 # not among them: its sub-layer non-reference pictures may serve a higher temporal layer.
 SKIP_NONREF_CODECS = frozenset({"h264", "mpeg4"})
-# Decoders working side by side on one video: beyond a few, reading the file and Python's share of
-# the work (conversion, transform) stop it from scaling.
+# Decoders working side by side on one video, at most: each holds its own reference frames, and
+# more than 2 were never measured (the bench machine has 2 cores).
 MAX_DECODERS = 4
 
 

@@ -18,13 +18,17 @@ stnet_25x5 = partial(sample_stnet_indices, seg_num=25, seglen=5)
 SAMPLERS = {"tsn": tsn_300, "stnet": stnet_25x5}
 
 GOP_10 = "keyint=10:min-keyint=10:scenecut=0"
-# name: (encoder, file suffix, encoder options). All 400 frames of 96x64 with a keyframe every 10,
-# so that StNet's 25 windows (one every 16 frames) leave some groups of pictures out.
+BT709 = "colorprim=bt709:transfer=bt709:colormatrix=bt709"
+# name: (encoder, file suffix, encoder options, pixel format). All 400 frames of 96x64 with a
+# keyframe every 10, so that StNet's 25 windows (one every 16 frames) leave some groups out.
 ENCODED = {
-    "h264_bframes": ("libx264", ".mp4", {"preset": "veryfast", "x264-params": f"{GOP_10}:bframes=3:b-pyramid=normal"}),
-    "h264_open_gop": ("libx264", ".mkv", {"preset": "veryfast", "x264-params": f"{GOP_10}:bframes=3:open-gop=1"}),
-    "hevc": ("libx265", ".mp4", {"x265-params": f"{GOP_10}:log-level=error"}),
-    "mpeg4_bframes": ("mpeg4", ".mp4", {"bf": "2", "g": "10"}),
+    "h264_bframes": ("libx264", ".mp4", {"x264-params": f"{GOP_10}:bframes=3:b-pyramid=normal"}, "yuv420p"),
+    "h264_open_gop": ("libx264", ".mkv", {"x264-params": f"{GOP_10}:bframes=3:open-gop=1"}, "yuv420p"),
+    "h264_bt709_tagged": ("libx264", ".mp4", {"x264-params": f"{GOP_10}:{BT709}"}, "yuv420p"),
+    "h264_full_range": ("libx264", ".mp4", {"x264-params": GOP_10}, "yuvj420p"),
+    "h264_444": ("libx264", ".mp4", {"x264-params": GOP_10}, "yuv444p"),
+    "hevc": ("libx265", ".mp4", {"x265-params": f"{GOP_10}:log-level=error"}, "yuv420p"),
+    "mpeg4_bframes": ("mpeg4", ".mp4", {"bf": "2", "g": "10"}, "yuv420p"),
 }
 
 
@@ -33,8 +37,8 @@ def encoded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Each ENCODED video, written once per session."""
     directory = tmp_path_factory.mktemp("encoded")
     return {
-        name: write_encoded_video(directory / f"{name}{suffix}", 400, 96, 64, codec, options)
-        for name, (codec, suffix, options) in ENCODED.items()
+        name: write_encoded_video(directory / f"{name}{suffix}", 400, 96, 64, codec, options, pix_fmt)
+        for name, (codec, suffix, options, pix_fmt) in ENCODED.items()
     }
 
 
