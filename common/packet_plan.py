@@ -16,6 +16,7 @@ other file `read_packet_index` returns None and the caller decodes sequentially.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -113,8 +114,7 @@ def decode_frames(
             parts = [decode(spans[0], 0)]  # 0: FFmpeg's own choice of threads
         else:
             threads = max(1, cpus // len(spans))
-            with ThreadPoolExecutor(len(spans), thread_name_prefix="paddlehub-video-decode") as pool:
-                parts = list(pool.map(decode, spans, [threads] * len(spans)))
+            parts = list(_decoder_pool().map(decode, spans, [threads] * len(spans)))
     except (av.FFmpegError, OSError, _Unplanned):
         return None
     kept = {i: result for part in parts for i, result in part.items()}
@@ -218,6 +218,34 @@ def _has_wanted_leading_picture(index: PacketIndex, keyframe_pos: int, wanted_pt
         if index.pts[pos] < key_pts and index.pts[pos] in wanted_pts:
             return True
     return False
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _decoder_pool() -> ThreadPoolExecutor:
+    """The threads that decode spans, created once per process and kept for the next video.
+
+    New threads for every video would each get a malloc arena of their own, and RSS would creep
+    up over the first hundred calls instead of settling.
+    """
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            size = min(_cpu_count(), MAX_DECODERS)
+            _pool = ThreadPoolExecutor(size, thread_name_prefix="paddlehub-video-decode")
+        return _pool
+
+
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool threads do not exist here, and its lock may be held."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _cpu_count() -> int:

@@ -196,3 +196,15 @@ def test_spans_never_cut_before_a_wanted_leading_picture() -> None:
     needed = packets_to_decode(index, {10})
     assert needed == [True] * 12 + [False] * 3
     assert decoder_spans(index, needed, {10}, 2) == [(0, 15)]
+
+
+def test_forked_child_decodes_with_threads_of_its_own(encoded: dict[str, Path]) -> None:
+    import multiprocessing
+
+    source = str(encoded["h264_bframes"])
+    index = read_packet_index(source)
+    wanted = set(tsn_300(index.frame_count))
+    in_parent = decode_frames(source, index, wanted, np.copy, decoders=2)  # the pool exists now
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        in_child = pool.apply_async(decode_frames, (source, index, wanted, np.copy, 2)).get(timeout=60)
+    assert all(np.array_equal(in_parent[i], in_child[i]) for i in wanted)
