@@ -67,7 +67,8 @@ def read_sampled_frames(
 
     Files that `packet_plan` was checked on (MP4/MOV/MKV with H.264, HEVC or MPEG-4 video) decode
     only the packets the sampled frames depend on; any other file, or one whose planned decoding
-    falls short, is decoded sequentially, every frame. Both give the same frames.
+    falls short, is decoded sequentially, every frame. Both give the same frames. Planned, N is the
+    number of frames in the packet list (edit-list discarded packets excluded).
 
     Sequentially, N is the number of frames actually decoded. The container's frame count is only a first guess:
     when it turns out wrong, the video is decoded a second time with indices computed from the
