@@ -100,7 +100,7 @@ def decode_frames(
     one per CPU, at most MAX_DECODERS), each from a keyframe on. Groups of pictures do not depend on
     one another, so this gives the same frames, and it scales better than one decoder's own frame
     threads (2 cores, 60 s 720p H.264, TSN's frames: one decoder with frame threads 2.3-2.7 s, two
-    single-threaded decoders side by side 1.8-2.0 s).
+    single-threaded decoders side by side 2.0 s, three 1.8 s).
 
     None when the decoder did not deliver every wanted frame, or failed: the caller then decodes
     sequentially, which has its own error reporting.
