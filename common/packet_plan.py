@@ -64,9 +64,7 @@ def read_packet_index(source: str) -> PacketIndex | None:
                 return None
             stream = container.streams.video[0]
             pixel_format = stream.codec_context.format
-            if stream.codec_context.name not in CODECS or pixel_format is None:
-                return None
-            if pixel_format.name not in PIXEL_FORMATS:
+            if stream.codec_context.name not in CODECS or getattr(pixel_format, "name", None) not in PIXEL_FORMATS:
                 return None
             pts: list[int] = []
             keyframe: list[bool] = []
