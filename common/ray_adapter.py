@@ -4,9 +4,10 @@ Use the two callable classes with `Dataset.map_batches` (see README, "Scale out 
 
     ds = ray.data.from_items([{"path": p} for p in paths])
     ds = ds.map_batches(DecodeStage, fn_constructor_kwargs={"module": "videotag_tsn_lstm"},
-                        batch_format="pyarrow", batch_size=4, concurrency=4)
+                        batch_format="pyarrow", batch_size=4, compute=ray.data.ActorPoolStrategy(size=4))
     ds = ds.map_batches(ModelStage, fn_constructor_kwargs={"module": "videotag_tsn_lstm", "top_k": 5},
-                        batch_format="pyarrow", batch_size=4, concurrency=2, num_gpus=1)
+                        batch_format="pyarrow", batch_size=4,
+                        compute=ray.data.ActorPoolStrategy(size=2), num_gpus=1)
 
 Columns, plain Arrow types so that any sink (parquet, json, csv) can write them:
 

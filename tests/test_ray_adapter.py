@@ -84,7 +84,8 @@ LABEL_FILES = {"videotag_tsn_lstm": "label_3396.txt", "stnet_kinetics400": "kine
 
 def run_stages(ray: Any, adapter: ModuleType, videos: list[str], env: dict, **kwargs: Any) -> dict[str, dict]:
     """Both stages over `videos`, as the README shows them; the result rows by path."""
-    common = {"batch_format": "pyarrow", "batch_size": 2, "concurrency": 1, "runtime_env": env}
+    common = {"batch_format": "pyarrow", "batch_size": 2, "runtime_env": env,
+              "compute": ray.data.ActorPoolStrategy(size=1)}
     model_options = {key: kwargs.pop(key) for key in ("top_k", "threshold") if key in kwargs}
     ds = ray.data.from_items([{"path": p} for p in videos])
     ds = ds.map_batches(adapter.DecodeStage, fn_constructor_kwargs=kwargs, **common)
