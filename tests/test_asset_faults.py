@@ -9,6 +9,7 @@ test_assets.py; two modules starting cold in two processes at once are in test_c
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -30,7 +31,7 @@ from paddlehub_video.errors import AssetError, WeightsError
 from paddlehub_video.weights import expected_parameters
 from tests.fixtures.http_server import FileServer
 from tests.fixtures.publisher import PROXY_VARS, SMALL, PublisherHost
-from tests.fixtures.weights import pdparams_bytes, write_weights_tar
+from tests.fixtures.weights import inflating_pickle, pdparams_bytes, write_weights_tar
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEOTAG, STNET = "videotag_tsn_lstm", "stnet_kinetics400"
@@ -185,6 +186,82 @@ def test_a_cut_transfer_resumes_where_it_stopped(host: FileServer, publisher_hos
     path = publisher_host.small_module(STNET).asset("weights")
     assert path.read_bytes() == (host.root / "STNET.pdparams").read_bytes()
     assert [r.range for r in host.requests_for("STNET.pdparams")] == [None, f"bytes={1 << 20}-"]
+
+
+# ---------------------------------------------------------------- hostile or broken files from a mirror
+
+
+BAD_WEIGHTS = {
+    "captive portal page": b"<!DOCTYPE html><html><body>Sign in to the Wi-Fi</body></html>\n",
+    "zeros": bytes(4 << 20),
+    "inflating pickle": inflating_pickle(30),
+}
+
+
+@pytest.mark.parametrize("served", BAD_WEIGHTS)
+def test_bad_weights_from_a_mirror_are_a_weights_error_and_fetched_again_once_fixed(
+    host: FileServer, publisher_host: PublisherHost, served: str
+) -> None:
+    replace_served(host, "STNET.pdparams", BAD_WEIGHTS[served])  # no sha256 is pinned for the weights
+    stnet = publisher_host.small_module(STNET)
+
+    with pytest.raises(WeightsError) as error:
+        stnet._load_models()
+
+    message = str(error.value)
+    assert message.startswith(str(cache_root() / "downloads" / "STNET.pdparams")), message
+    assert message.endswith("; the download was deleted, the next run fetches it again")
+    assert not [name for name in leftovers() if "STNET" in name or name.startswith("inference/")]
+    replace_served(host, "STNET.pdparams", b"the fixed file")  # small: what counts is that it is fetched
+    assert stnet.asset("weights").read_bytes() == b"the fixed file"
+    assert len(host.requests_for("STNET.pdparams")) == 2
+
+
+def test_an_archive_without_the_member_is_deleted_and_fetched_again(
+    host: FileServer, publisher_host: PublisherHost
+) -> None:
+    good = (host.root / "video_tag_tsn.tar").read_bytes()
+    (host.root / "video_tag_tsn.tar").unlink()
+    write_weights_tar(host.root / "video_tag_tsn.tar", {"video_tag_tsn/tsn.pdopt": b"", "video_tag_tsn/x": b"x"})
+    videotag = publisher_host.small_module(VIDEOTAG)
+    with pytest.raises(AssetError, match=f"no member '{TSN_MEMBER}' in the archive; it holds: "
+                                         f"video_tag_tsn/tsn.pdopt, video_tag_tsn/x; the download was deleted"):
+        videotag._load_models()
+    assert not [name for name in leftovers() if "video_tag_tsn" in name]
+    replace_served(host, "video_tag_tsn.tar", good)
+    assert videotag.asset("tsn_weights").stat().st_size > 0
+    assert len(host.requests_for("video_tag_tsn.tar")) == 2
+
+
+def test_a_label_file_with_the_wrong_count_is_deleted_when_it_came_unpinned(
+    host: FileServer, publisher_host: PublisherHost
+) -> None:
+    import paddlehub as hub
+
+    labels = json.loads((host.root / "kinetics_labels.json").read_text())
+    replace_served(host, "kinetics_labels.json", json.dumps(labels[:399]).encode())
+    config = {**SMALL, "assets": {"labels": {"sha256": None}}}  # as a user's override without a digest
+    stnet = hub.Module(directory=str(REPO / STNET), config=config)
+    with pytest.raises(AssetError, match="expected 400 labels, found 399; the download was deleted, "
+                                         "the next run fetches it again"):
+        stnet._load_models()
+    assert "downloads/kinetics_labels.json" not in leftovers()
+    assert not (cache_root() / "inference").exists()  # refused before the conversion
+
+
+def test_offline_the_error_names_every_missing_file_of_the_module(
+    host: FileServer, publisher_host: PublisherHost, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    local = tmp_path / "offline"
+    local.mkdir()
+    shutil.copy(host.root / "label_3396.txt", local)
+    monkeypatch.setenv(assets.ENV_ASSETS, str(local))
+    with pytest.raises(AssetError) as error:
+        publisher_host.small_module(VIDEOTAG)._load_models()
+    lines = str(error.value).splitlines()
+    assert lines[0] == f"{VIDEOTAG}: 2 model files missing: not in {assets.ENV_ASSETS}={local}", lines
+    assert [line.split()[0] for line in lines[2:]] == ["video_tag_tsn.tar", "video_tag_lstm.tar"]
+    assert host.requests == []
 
 
 # ---------------------------------------------------------------- an unusable cache

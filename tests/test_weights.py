@@ -8,7 +8,7 @@ import pytest
 
 from paddlehub_video.errors import WeightsError
 from paddlehub_video.weights import check_parameters, expected_parameters, load_checked_weights, load_pdparams
-from tests.fixtures.weights import make_state, pdparams_bytes, write_pdparams
+from tests.fixtures.weights import inflating_pickle, make_state, pdparams_bytes, write_pdparams
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "upstream_param_shapes.json"
 NETWORKS = {"videotag_tsn_resnet101": 520, "videotag_attention_lstm": 15, "stnet_resnet50_kinetics400": 301}
@@ -105,20 +105,6 @@ def test_pickle_with_code_is_refused(tmp_path):
 # --- hostile files: every one a WeightsError naming the file, within a small memory bound ------
 
 _LOAD_PEAK_LIMIT = 32 << 20  # bytes: what reading a few hundred bytes may allocate at most, generously
-
-
-def _binunicode(text: str) -> bytes:
-    data = text.encode("utf-8")
-    return b"X" + len(data).to_bytes(4, "little") + data
-
-
-def inflating_pickle(steps: int) -> bytes:
-    """`encode(encode(...encode("ab" * 32, "latin1")..., "hex"), "hex")`: made only of allowed
-    globals, it doubles at each of its `steps` if the reader lets it (2 ** 30 bytes from ~370)."""
-    get_encode = b"h\x00"
-    body = _binunicode("ab" * 32) + _binunicode("latin1") + b"\x86R"
-    return (b"\x80\x02}q\x01" + _binunicode("w") + b"c_codecs\nencode\nq\x00" + get_encode * steps
-            + body + (_binunicode("hex") + b"\x86R") * steps + b"s.")
 
 
 class _Reduced:
