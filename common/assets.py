@@ -4,17 +4,22 @@ Resolution order of `fetch_asset`: the module directory, `$PADDLEHUB_VIDEO_ASSET
 no network), the cache under `$HUB_HOME/paddlehub_video`, then a download from
 `$PADDLEHUB_VIDEO_MIRROR` or the publisher's URL. A cached file exists under its final name only
 once it is complete and verified; everything in flight lives in a `.part` or `.tmp` file.
+
+Whatever comes from the network is bounded: each asset has a size limit (weights: what the
+network's parameters can take, from configs/params/; other files: `max_bytes`, default 1 MiB), and
+each download a total deadline. A download that fails any check (digest, archive, member, or the
+caller's own reading with `read_fetched`) is deleted, so the next run fetches it again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import gzip
 import hashlib
 import http.client
 import os
 import re
-import shutil
 import socket
 import sys
 import tarfile
@@ -26,18 +31,26 @@ import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Callable, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import filelock
 from tqdm import tqdm
 
 from .errors import AssetError
+from .weights import max_file_bytes
 
 ENV_ASSETS = "PADDLEHUB_VIDEO_ASSETS"
 ENV_MIRROR = "PADDLEHUB_VIDEO_MIRROR"
 ENV_TIMEOUT = "PADDLEHUB_VIDEO_TIMEOUT"
+ENV_DEADLINE = "PADDLEHUB_VIDEO_DEADLINE"
 DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_MAX_BYTES = 1 << 20  # label files are tens of kB
+# The default deadline of a download: a minute, plus the asset's size limit at this rate.
+_DEADLINE_BASE_S = 60.0
+_SLOWEST_RATE = 100_000  # bytes per second
+# An archive may hold, besides the member, files about as large (the publisher's: .pdopt, .pdmodel).
+_ARCHIVE_MARGIN_BYTES = 16 << 20
 # Module attributes rather than constants so tests (and impatient users) can shorten them.
 RETRIES = 3
 RETRY_DELAY_S = 1.0
@@ -45,6 +58,11 @@ _CHUNK = 1 << 16
 _USER_AGENT = "paddlehub-video-assets/1"
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _STAMP_SUFFIX = ".sha256"
+T = TypeVar("T")
+
+
+class DownloadError(AssetError):
+    """An asset could not be downloaded (unreachable, HTTP error, timeout, deadline, size limit)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,7 @@ class AssetSpec:
     sha256: str | None = None
     member: str | None = None
     module_file: str | None = None
+    max_bytes: int = DEFAULT_MAX_BYTES  # of the file itself, the member for an archive
 
     def __post_init__(self) -> None:
         """Normalise the digest and refuse unsafe archive member paths."""
@@ -70,7 +89,7 @@ class AssetSpec:
 
     @classmethod
     def from_dict(cls, name: str, d: Mapping[str, Any]) -> AssetSpec:
-        """Build a spec from a YAML manifest entry; keys other layers use (e.g. `network`) are ignored."""
+        """Build a spec from a YAML manifest entry; a `network` sets the size limit from its parameters."""
         if not isinstance(d, Mapping) or not d.get("url"):
             raise AssetError(f"asset {name!r}: the manifest entry needs a 'url' (got {d!r})")
 
@@ -78,8 +97,17 @@ class AssetSpec:
             value = d.get(key)
             return None if value is None else str(value)
 
+        if d.get("network"):
+            max_bytes = max_file_bytes(str(d["network"]))
+        else:
+            max_bytes = int(d.get("max_bytes") or DEFAULT_MAX_BYTES)
         return cls(name=name, url=str(d["url"]), sha256=opt("sha256"), member=opt("member"),
-                   module_file=opt("module_file"))
+                   module_file=opt("module_file"), max_bytes=max_bytes)
+
+    @property
+    def download_bytes(self) -> int:
+        """Size limit of the downloaded file: the asset's, or room for it and its companions in an archive."""
+        return 2 * self.max_bytes + _ARCHIVE_MARGIN_BYTES if self.member else self.max_bytes
 
 
 def cache_root() -> Path:
@@ -108,42 +136,74 @@ def url_file_name(url: str) -> str:
 def fetch_asset(spec: AssetSpec, module_dir: Path | None = None, progress: bool = True,
                 timeout: float | None = None) -> Path:
     """Local path of the asset's file (the member itself for archives), downloading it if needed."""
+    return fetch_assets([spec], module_dir, progress, timeout, owner=f"asset {spec.name!r}")[0]
+
+
+def fetch_assets(specs: list[AssetSpec], module_dir: Path | None = None, progress: bool = True,
+                 timeout: float | None = None, owner: str = "paddlehub_video") -> list[Path]:
+    """`fetch_asset` of each spec, but every file is looked for locally first, so that when some
+    cannot be had (no network, or $PADDLEHUB_VIDEO_ASSETS lacks them) one error names them all."""
+    found = [_find_local(spec, module_dir) for spec in specs]
+    missing = [spec for spec, path in zip(specs, found) if path is None]
+    local_dir = os.environ.get(ENV_ASSETS)
+    if missing and local_dir:
+        directory = Path(local_dir).expanduser()
+        raise AssetError(_missing_message(owner, missing, f"not in {ENV_ASSETS}={directory}", directory))
+    for i, spec in enumerate(specs):
+        if found[i] is not None:
+            continue
+        try:
+            found[i] = _from_cache_or_network(spec, progress, _timeout(timeout))
+        except DownloadError as exc:
+            raise DownloadError(_missing_message(owner, missing[missing.index(spec):], str(exc))) from exc
+    return [path for path in found if path is not None]
+
+
+def _missing_message(owner: str, specs: list[AssetSpec], reason: str, local_dir: Path | None = None) -> str:
+    """One message naming every missing file, its URL, and where to put it."""
+    count = f"{len(specs)} model file" + ("s" if len(specs) > 1 else "")
+    if local_dir is not None:
+        where = f"Downloads are disabled while {ENV_ASSETS} is set: put these files in {local_dir} (or unset it):"
+    else:
+        where = (f"Fetch these files where there is network access, put them in one directory and set "
+                 f"{ENV_ASSETS}=<that directory> (or set {ENV_MIRROR}=<base url> of a server that serves them):")
+    lines = [f"{owner}: {count} missing: {reason}", where]
+    for spec in specs:
+        also = f" (or its member {PurePosixPath(spec.member).name}, extracted)" if spec.member else ""
+        lines.append(f"  {url_file_name(spec.url)}{also}  from {spec.url}")
+    return "\n".join(lines)
+
+
+# --- local sources ---------------------------------------------------------------------------
+
+
+def _find_local(spec: AssetSpec, module_dir: Path | None) -> Path | None:
+    """The asset from the module directory, $PADDLEHUB_VIDEO_ASSETS or the cache; None if none has it."""
     if module_dir is not None and spec.module_file:
         candidate = Path(module_dir) / spec.module_file
         if candidate.is_file():
             return candidate
     local_dir = os.environ.get(ENV_ASSETS)
     if local_dir:
-        return _from_local_dir(spec, Path(local_dir).expanduser())
-    return _from_cache_or_network(spec, progress, _timeout(timeout))
+        path = _from_local_dir(spec, Path(local_dir).expanduser())
+        if path is not None:
+            return path
+    return _cached(spec)
 
 
-# --- local sources ---------------------------------------------------------------------------
-
-
-def _from_local_dir(spec: AssetSpec, directory: Path) -> Path:
-    """Resolve from $PADDLEHUB_VIDEO_ASSETS, falling back to the cache but never to the network."""
-    file_name = url_file_name(spec.url)
+def _from_local_dir(spec: AssetSpec, directory: Path) -> Path | None:
+    """The asset from $PADDLEHUB_VIDEO_ASSETS (extracting an archive into the cache), or None."""
     if spec.member:
         for candidate in (directory / spec.member, directory / PurePosixPath(spec.member).name):
             if candidate.is_file():
                 return candidate
-    source = directory / file_name
-    if source.is_file():
-        if spec.member and _stamp_matches(_extracted_path(spec), spec.sha256):
-            return _extracted_path(spec)
-        _verify_local(source, spec.sha256)
-        return _extract(spec, source) if spec.member else source
-    cached = _cached(spec)
-    if cached is not None:
-        return cached
-    wanted = file_name
-    if spec.member:
-        wanted += f" (or its extracted member {PurePosixPath(spec.member).name})"
-    raise AssetError(
-        f"{ENV_ASSETS}={directory}: {wanted} not found there; expected {source}. "
-        f"Downloads are disabled while {ENV_ASSETS} is set: put the file from {spec.url} there "
-        f"or unset {ENV_ASSETS}.")
+    source = directory / url_file_name(spec.url)
+    if not source.is_file():
+        return None
+    if spec.member and _stamp_matches(_extracted_path(spec), spec.sha256):
+        return _extracted_path(spec)
+    _verify_local(source, spec.sha256)
+    return _extract(spec, source) if spec.member else source
 
 
 def _verify_local(path: Path, sha256: str | None) -> None:
@@ -220,17 +280,26 @@ def _source_url(spec: AssetSpec) -> str:
 
 def _timeout(timeout: float | None) -> float:
     """Socket timeout: the argument, else $PADDLEHUB_VIDEO_TIMEOUT, else the default."""
-    if timeout is not None:
-        return float(timeout)
-    raw = os.environ.get(ENV_TIMEOUT)
+    return float(timeout) if timeout is not None else _seconds_from_env(ENV_TIMEOUT, DEFAULT_TIMEOUT_S)
+
+
+def _deadline(spec: AssetSpec) -> float:
+    """Seconds one download may take in all: $PADDLEHUB_VIDEO_DEADLINE, else a minute plus the
+    asset's size limit at 100 kB/s."""
+    return _seconds_from_env(ENV_DEADLINE, _DEADLINE_BASE_S + spec.download_bytes / _SLOWEST_RATE)
+
+
+def _seconds_from_env(variable: str, default: float) -> float:
+    """A positive number of seconds from the environment variable, else `default`."""
+    raw = os.environ.get(variable)
     if not raw:
-        return DEFAULT_TIMEOUT_S
+        return default
     try:
         value = float(raw)
     except ValueError:
-        raise AssetError(f"{ENV_TIMEOUT}={raw!r} is not a number of seconds") from None
+        raise AssetError(f"{variable}={raw!r} is not a number of seconds") from None
     if value <= 0:
-        raise AssetError(f"{ENV_TIMEOUT}={raw!r} must be a positive number of seconds")
+        raise AssetError(f"{variable}={raw!r} must be a positive number of seconds")
     return value
 
 
@@ -248,7 +317,7 @@ def _from_cache_or_network(spec: AssetSpec, progress: bool, timeout: float) -> P
             return cached
         if not _stamp_matches(dest, spec.sha256) and not _adopt_unstamped(dest, spec.sha256):
             _clear_stamp(dest)
-            _download(_source_url(spec), dest, spec.sha256, progress, timeout)
+            _download(_source_url(spec), dest, spec, progress, timeout)
             _write_stamp(dest, spec.sha256)
         return _extract(spec, dest, downloaded=True) if spec.member else dest
 
@@ -305,39 +374,57 @@ class _Transient(Exception):
     """A failure worth retrying (connection trouble, short read, 5xx); the message is the reason."""
 
 
-def _download(url: str, dest: Path, sha256: str | None, progress: bool, timeout: float) -> None:
+@dataclass(frozen=True)
+class _Limits:
+    """What one download may take: seconds without data, bytes, and when it must be done."""
+
+    timeout: float
+    max_bytes: int
+    deadline_s: float
+    ends_at: float
+
+    def check_time(self, url: str) -> None:
+        """Raise once the download has run past its deadline (the partial file stays, resumable)."""
+        if time.monotonic() > self.ends_at:
+            raise DownloadError(_network_message(
+                url, f"not complete after {self.deadline_s:g} s, the deadline of one download "
+                     f"(raise {ENV_DEADLINE} on a slow connection)"))
+
+
+def _download(url: str, dest: Path, spec: AssetSpec, progress: bool, timeout: float) -> None:
     """Download `url` to `dest` via `<dest>.part` with resume and retries, then verify and rename."""
     part = dest.with_name(dest.name + ".part")
+    deadline = _deadline(spec)
+    limits = _Limits(timeout, spec.download_bytes, deadline, time.monotonic() + deadline)
     attempt = 0
     while True:
         try:
-            total = _transfer(url, part, progress, timeout)
+            total = _transfer(url, part, progress, limits)
             break
         except _Transient as exc:
             attempt += 1
             if attempt > RETRIES:
                 tries = f"{attempt} attempt" + ("s" if attempt > 1 else "")
-                raise AssetError(_network_message(url, f"{exc} (after {tries})")) from exc
-            time.sleep(RETRY_DELAY_S * attempt)
-    _verify_download(part, url, sha256, total)
+                raise DownloadError(_network_message(url, f"{exc} (after {tries})")) from exc
+            time.sleep(min(RETRY_DELAY_S * attempt, max(0.0, limits.ends_at - time.monotonic())))
+            limits.check_time(url)
+    _verify_download(part, url, spec.sha256, total)
     with _disk_errors(dest.parent):
         os.replace(part, dest)
 
 
 def _network_message(url: str, reason: str) -> str:
-    """Error text naming the URL and how to work without network access."""
-    name = url_file_name(url)
-    return (f"could not download {url}: {reason}. To use a copy obtained another way, put {name} in a "
-            f"directory and set {ENV_ASSETS}=<dir holding {name}>, or set {ENV_MIRROR}=<base url> "
-            f"of a server that serves {name}.")
+    """Error text naming the URL and the reason (`fetch_assets` adds how to do without the network)."""
+    return f"could not download {url}: {reason}"
 
 
-def _transfer(url: str, part: Path, progress: bool, timeout: float) -> int | None:
+def _transfer(url: str, part: Path, progress: bool, limits: _Limits) -> int | None:
     """One HTTP attempt, resuming from the `.part` size; returns the full size if the server said."""
     offset = part.stat().st_size if part.is_file() else 0
     headers = {"User-Agent": _USER_AGENT}
     if offset:
         headers["Range"] = f"bytes={offset}-"
+    timeout = limits.timeout
     try:
         resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as exc:
@@ -346,11 +433,14 @@ def _transfer(url: str, part: Path, progress: bool, timeout: float) -> int | Non
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         if isinstance(getattr(exc, "reason", exc), socket.gaierror):
             # An unknown host name does not come back within seconds; retrying only delays the advice.
-            raise AssetError(_network_message(url, _reason(exc, timeout))) from exc
+            raise DownloadError(_network_message(url, _reason(exc, timeout))) from exc
         raise _Transient(_reason(exc, timeout)) from exc
     with resp:
         offset, total = _resume_point(resp, part, offset)
-        _copy_body(resp, part, offset, total, progress, timeout)
+        if total is not None and total > limits.max_bytes:
+            part.unlink(missing_ok=True)
+            raise DownloadError(_too_big(url, f"announces {total} bytes", limits.max_bytes))
+        _copy_body(resp, url, part, offset, total, progress, limits)
     size = part.stat().st_size
     if total is not None and size < total:
         raise _Transient(f"connection closed after {size} of {total} bytes")
@@ -368,7 +458,7 @@ def _http_error(url: str, exc: urllib.error.HTTPError, part: Path, offset: int) 
         raise _Transient(f"HTTP 416 for bytes={offset}-, restarting from 0")
     if exc.code >= 500 or exc.code == 429:
         raise _Transient(f"HTTP {exc.code} {exc.reason}")
-    raise AssetError(_network_message(url, f"HTTP {exc.code} {exc.reason}"))
+    raise DownloadError(_network_message(url, f"HTTP {exc.code} {exc.reason}"))
 
 
 def _reason(exc: BaseException, timeout: float) -> str:
@@ -398,20 +488,33 @@ def _resume_point(resp: Any, part: Path, offset: int) -> tuple[int, int | None]:
     return 0, (int(length) if length and length.isdigit() else None)
 
 
-def _copy_body(resp: Any, part: Path, offset: int, total: int | None, progress: bool,
-               timeout: float) -> None:
-    """Stream the response into the `.part` file (append when resuming) with a progress bar."""
+def _too_big(url: str, what: str, max_bytes: int) -> str:
+    return (f"{url}: {what}, more than the {max_bytes} bytes this file can be; the download was "
+            f"deleted (the server or mirror serves something else)")
+
+
+def _copy_body(resp: Any, url: str, part: Path, offset: int, total: int | None, progress: bool,
+               limits: _Limits) -> None:
+    """Stream the response into the `.part` file (append when resuming) with a progress bar,
+    within the size limit and the deadline."""
     bar_args = {"total": total, "initial": offset, "unit": "B", "unit_scale": True, "unit_divisor": 1024,
                 "desc": part.name[: -len(".part")], "file": sys.stderr, "disable": None if progress else True,
                 "leave": False}
+    size = offset
     with _disk_errors(part.parent), open(part, "ab" if offset else "wb") as fh, tqdm(**bar_args) as bar:
         while True:
+            limits.check_time(url)
             try:
-                chunk = resp.read(_CHUNK)
+                chunk = resp.read1(_CHUNK)  # returns what arrived: a dripping server meets the deadline
             except (OSError, http.client.HTTPException) as exc:
-                raise _Transient(_reason(exc, timeout)) from exc
+                raise _Transient(_reason(exc, limits.timeout)) from exc
             if not chunk:
                 return
+            size += len(chunk)
+            if size > limits.max_bytes:
+                fh.close()
+                part.unlink(missing_ok=True)
+                raise DownloadError(_too_big(url, f"sent more than {size - len(chunk)} bytes", limits.max_bytes))
             fh.write(chunk)
             bar.update(len(chunk))
 
@@ -444,74 +547,151 @@ def _check_member_path(name: str, member: str) -> None:
                          f"(absolute, '..' or a drive/backslash)")
 
 
+class _BadArchive(AssetError):
+    """The archive's content is not what the asset needs (no such member, sparse, too large)."""
+
+
 def _extract(spec: AssetSpec, archive: Path, downloaded: bool = False) -> Path:
     """Extract the spec's member from a (gzip) tar into the cache via a temp file and rename.
 
-    A `downloaded` archive that cannot be read is deleted, so the next run fetches it again instead
-    of finding the broken file in the cache; a user's own file (from $PADDLEHUB_VIDEO_ASSETS) is kept.
+    A `downloaded` archive that cannot be read or lacks a good member is deleted, so the next run
+    fetches it again instead of finding it in the cache; a user's own file (from
+    $PADDLEHUB_VIDEO_ASSETS) is kept.
     """
     assert spec.member is not None
     out = _extracted_path(spec)
     _ensure_dir(out.parent)
     _clear_stamp(out)
     try:
-        _check_gzip_stream(archive)
+        _check_gzip_stream(archive, 2 * spec.download_bytes)
         with tarfile.open(archive, "r:*") as tar:
             info = _find_member(tar, spec.member, archive)
+            _check_member_size(info, spec.max_bytes, archive)
             src = tar.extractfile(info)
             assert src is not None  # _find_member only returns regular files
             _write_atomically(src, out, info.size, archive)
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+    except (_BadArchive, tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         advice = "replace it with a good copy"
         if downloaded:
-            _clear_stamp(archive)
-            with _disk_errors(archive.parent):
-                archive.unlink(missing_ok=True)
+            _delete_cached(archive)
             advice = "the download was deleted, the next run fetches it again"
-        raise AssetError(f"{archive}: cannot read the archive ({exc}); {advice}") from exc
+        reason = str(exc) if isinstance(exc, _BadArchive) else f"{archive}: cannot read the archive ({exc})"
+        raise AssetError(f"{reason}; {advice}") from exc
     _write_stamp(out, spec.sha256)
     return out
 
 
-def _check_gzip_stream(archive: Path) -> None:
+def _check_gzip_stream(archive: Path, max_bytes: int) -> None:
     """Read a gzip file to its end, so that a truncated or corrupted one fails the size and CRC check
     of its trailer (tarfile stops reading at the member it wants, before that trailer). The archives
-    are not all pinned by a sha256, so this is what catches a damaged one. Plain tars pass as they are."""
+    are not all pinned by a sha256, so this is what catches a damaged one. Plain tars pass as they are.
+    A stream that inflates past `max_bytes` is refused (a gzip bomb)."""
     with open(archive, "rb") as raw:
         if raw.read(2) != b"\x1f\x8b":
             return
+    size = 0
     with gzip.open(archive, "rb") as stream:
-        while stream.read(_CHUNK * 16):
-            pass
+        while block := stream.read(_CHUNK * 16):
+            size += len(block)
+            if size > max_bytes:
+                raise _BadArchive(f"{archive}: decompresses to more than {max_bytes} bytes, "
+                                  f"more than this asset's archive can hold")
 
 
 def _find_member(tar: tarfile.TarFile, member: str, archive: Path) -> tarfile.TarInfo:
-    """The regular-file entry named `member` (ignoring a leading './'), or an error listing entries."""
-    seen: list[str] = []
-    for info in tar:
-        name = info.name
-        while name.startswith("./"):
-            name = name[2:]
-        if name == member:
+    """The regular-file entry named `member` (ignoring a leading './'), else the only regular file
+    of that file name anywhere in the archive, else an error listing the entries."""
+    seen: list[tarfile.TarInfo] = list(tar)
+    for info in seen:
+        if _normalised(info.name) == member:
             if not info.isfile():
-                raise AssetError(f"{archive}: member {member!r} is not a regular file (a link or directory)")
+                raise _BadArchive(f"{archive}: member {member!r} is not a regular file (a link or directory)")
             return info
-        seen.append(info.name)
-    listing = ", ".join(seen[:10]) + (f", ... ({len(seen)} entries)" if len(seen) > 10 else "")
-    raise AssetError(f"{archive}: no member {member!r} in the archive; it holds: {listing or 'nothing'}")
+    file_name = PurePosixPath(member).name
+    same_name = [info for info in seen if info.isfile() and PurePosixPath(_normalised(info.name)).name == file_name]
+    if len(same_name) == 1:
+        return same_name[0]
+    names = [info.name for info in seen]
+    listing = ", ".join(names[:10]) + (f", ... ({len(names)} entries)" if len(names) > 10 else "")
+    several = f" and {len(same_name)} files named {file_name!r} elsewhere" if same_name else ""
+    raise _BadArchive(f"{archive}: no member {member!r} in the archive{several}; it holds: {listing or 'nothing'}")
+
+
+def _normalised(name: str) -> str:
+    """A member name without leading './'."""
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+def _check_member_size(info: tarfile.TarInfo, max_bytes: int, archive: Path) -> None:
+    """Refuse a sparse member (a few bytes in the archive, any size on disk) or one larger than the asset."""
+    if info.issparse():
+        raise _BadArchive(f"{archive}: member {info.name!r} is a sparse file, which no weights file is")
+    if info.size > max_bytes:
+        raise _BadArchive(f"{archive}: member {info.name!r} is {info.size} bytes, more than the {max_bytes} "
+                          f"bytes this asset can be")
 
 
 def _write_atomically(src: Any, out: Path, size: int, archive: Path) -> None:
-    """Copy a stream to `out` through a temp file in the same directory, renamed only when complete."""
+    """Copy a stream of `size` bytes to `out` through a temp file in the same directory, renamed only
+    when complete; never more than `size` bytes are written."""
     with _disk_errors(out.parent):
         fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")
     tmp = Path(tmp_name)
     try:
+        written = 0
         with _disk_errors(out.parent), os.fdopen(fd, "wb") as fh:
-            shutil.copyfileobj(src, fh, _CHUNK)
-        if tmp.stat().st_size != size:
-            raise AssetError(f"{archive}: member {out.name} is truncated in the archive")
+            while written < size and (block := src.read(min(_CHUNK, size - written))):
+                fh.write(block)
+                written += len(block)
+        if written != size:
+            raise _BadArchive(f"{archive}: member {out.name} is truncated in the archive")
         with _disk_errors(out.parent):
             os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# --- what failed a check after the download ---------------------------------------------------
+
+
+def _delete_cached(path: Path) -> None:
+    """Delete a cached file and its digest stamp."""
+    _clear_stamp(path)
+    with _disk_errors(path.parent):
+        path.unlink(missing_ok=True)
+
+
+def discard_download(path: Path) -> str | None:
+    """If `path` came from the network (a download in the cache, or a member extracted from one),
+    delete it, with the archive it came from, so that the next run fetches it again. Returns what
+    was done, for the error message; None for a file of the user's (never deleted)."""
+    path = Path(path)
+    downloads, extracted = cache_root() / "downloads", cache_root() / "extracted"
+    if path.parent == downloads:
+        _delete_cached(path)
+        return "the download was deleted, the next run fetches it again"
+    if extracted not in path.parents:
+        return None
+    _delete_cached(path)
+    stem = path.relative_to(extracted).parts[0]
+    archives = [p for p in downloads.glob(f"{glob.escape(stem)}.*") if _archive_stem(p.name) == stem
+                and not p.name.endswith((".lock", ".part", _STAMP_SUFFIX))]
+    for archive in archives:
+        _delete_cached(archive)
+    if archives:
+        return "the download was deleted, the next run fetches it again"
+    return "the copy extracted into the cache was deleted"
+
+
+def read_fetched(path: Path, read: Callable[[Path], T]) -> T:
+    """`read(path)`; when that fails with an AssetError, a downloaded file is deleted (see
+    `discard_download`) and the message says so."""
+    try:
+        return read(path)
+    except AssetError as exc:
+        note = discard_download(path)
+        if note:
+            exc.args = (f"{exc}; {note}", *exc.args[1:])
+        raise

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .assets import AssetSpec, fetch_asset
+from .assets import AssetSpec, fetch_assets
 from .config import ConfigOverrides, load_module_config
 from .predictor import Predictor, shared_predictor
 
@@ -59,7 +59,12 @@ class VideoModule:
 
     def asset(self, key: str) -> Path:
         """Local path of the asset `key` of the config's `assets`, fetched on first use."""
-        return fetch_asset(AssetSpec.from_dict(key, self.config["assets"][key]), module_dir=self.module_dir)
+        return self.assets(key)[0]
+
+    def assets(self, *keys: str) -> list[Path]:
+        """Local paths of the assets `keys`; all are looked for first, so one error names every missing file."""
+        specs = [AssetSpec.from_dict(key, self.config["assets"][key]) for key in keys]
+        return fetch_assets(specs, module_dir=self.module_dir, owner=self.NAME)
 
     def predictor(self, model_prefix: Path, use_gpu: bool, use_onednn: bool | None = None) -> Predictor:
         """The process-wide predictor of a converted model, on CPU or GPU as asked for this call."""

@@ -15,6 +15,7 @@ import numpy as np
 import paddlehub as hub
 from paddlehub.module.module import moduleinfo, runnable, serving
 
+from paddlehub_video.assets import read_fetched
 from paddlehub_video.cli import build_parser, run_batch
 from paddlehub_video.config import ConfigOverrides
 from paddlehub_video.inference_model import cached_inference_model
@@ -74,8 +75,8 @@ class StNet(VideoModule, hub.Module):
         )
         weights = self.config["assets"]["weights"]
         # Every file first: a failed download or a wrong label file is reported before any conversion.
-        weights_file = self.asset("weights")
-        labels = read_labels(self.asset("labels"), expected_count=self.config["model"]["num_classes"])
+        weights_file, labels_file = self.assets("weights", "labels")
+        labels = read_fetched(labels_file, partial(read_labels, expected_count=self.config["model"]["num_classes"]))
         model = cached_inference_model(
             f"stnet_seg{sampling['seg_num']}", self.config["program_version"], build,
             {weights["network"]: weights_file},

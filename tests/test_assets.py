@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip as gzip_module
 import hashlib
 import io
 import os
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +20,9 @@ import pytest
 from paddlehub_video import assets
 from paddlehub_video.assets import AssetSpec, cache_root, fetch_asset, sha256_file
 from paddlehub_video.errors import AssetError
+from paddlehub_video.weights import max_file_bytes
 from tests.fixtures.http_server import FileServer
+from tests.fixtures.weights import sparse_tar_member
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +86,10 @@ def test_spec_from_dict_ignores_other_keys_and_validates() -> None:
         "url": "https://videotag.bj.bcebos.com/video_tag_tsn.tar", "member": "video_tag_tsn/tsn.pdparams",
         "module_file": "weights/tsn.pdparams", "network": "videotag_tsn_resnet101"})
     assert spec == AssetSpec("tsn_weights", "https://videotag.bj.bcebos.com/video_tag_tsn.tar", None,
-                             "video_tag_tsn/tsn.pdparams", "weights/tsn.pdparams")
+                             "video_tag_tsn/tsn.pdparams", "weights/tsn.pdparams",
+                             max_bytes=max_file_bytes("videotag_tsn_resnet101"))
+    assert AssetSpec.from_dict("labels", {"url": "http://h/l.txt"}).max_bytes == assets.DEFAULT_MAX_BYTES
+    assert AssetSpec.from_dict("labels", {"url": "http://h/l.txt", "max_bytes": 5}).max_bytes == 5
     assert AssetSpec("x", "http://h/f", sha256="AB" * 32).sha256 == "ab" * 32
     with pytest.raises(AssetError, match="url"):
         AssetSpec.from_dict("labels", {"sha256": "0" * 64})
@@ -193,7 +200,7 @@ def test_stalled_server_times_out(http_server: FileServer, monkeypatch: pytest.M
     start = time.monotonic()
     with pytest.raises(AssetError, match="timed out") as err:
         fetch_asset(spec, progress=False)
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 60  # 2 attempts of 0.3 s; only a hang is this slow
     assert spec.url in str(err.value) and assets.ENV_TIMEOUT in str(err.value)
     assert not (_downloads() / "slow.bin").exists()
 
@@ -272,8 +279,11 @@ def test_archive_missing_member_lists_contents(http_server: FileServer) -> None:
 
 
 def test_two_processes_download_once(http_server: FileServer) -> None:
+    """The server holds the first request until the other process says it waits for the lock: an
+    event, not a guess of how long starting a process takes."""
     data, spec = _serve(http_server, "shared.bin", 200_000)
-    http_server.set_fault("shared.bin", delay_s=1.5)  # keep the first holder busy while the second starts
+    gate = threading.Event()
+    http_server.set_fault("shared.bin", hold=gate)
     code = textwrap.dedent("""
         import sys
         from paddlehub_video.assets import AssetSpec, fetch_asset
@@ -281,11 +291,30 @@ def test_two_processes_download_once(http_server: FileServer) -> None:
     """)
     procs = [subprocess.Popen([sys.executable, "-c", code, spec.url, spec.sha256 or ""],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    results = [p.communicate(timeout=60) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], results
-    assert {out.strip() for out, _ in results} == {str(_downloads() / "shared.bin")}
+    errs: list[list[str]] = [[], []]
+
+    def watch(i: int) -> None:
+        assert procs[i].stderr is not None
+        for line in procs[i].stderr:
+            errs[i].append(line)
+            if "waiting for another process" in line:
+                gate.set()
+
+    watchers = [threading.Thread(target=watch, args=(i,), daemon=True) for i in range(2)]
+    for watcher in watchers:
+        watcher.start()
+    try:
+        outs = [p.stdout.read() if p.stdout else "" for p in procs]
+        codes = [p.wait(timeout=300) for p in procs]
+    finally:
+        gate.set()
+        for p in procs:
+            p.kill()
+    for watcher in watchers:
+        watcher.join(timeout=60)
+    assert codes == [0, 0], errs
+    assert {out.strip() for out in outs} == {str(_downloads() / "shared.bin")}
     assert len(http_server.requests_for("shared.bin")) == 1
-    assert any("waiting for another process" in errs for _, errs in results)
     assert (_downloads() / "shared.bin").read_bytes() == data
 
 
@@ -378,3 +407,157 @@ def test_changed_digest_in_manifest_downloads_again(http_server: FileServer) -> 
     path = fetch_asset(AssetSpec(spec.name, spec.url, sha256=_sha(new)), progress=False)
     assert path.read_bytes() == new
     assert len(http_server.requests_for("labels.json")) == 2
+
+
+# --- hostile archives and mirrors: a clear error, and nothing left that the next run would trust -----
+
+
+def _cache_files() -> list[str]:
+    """Files in the cache other than (released, empty) lock files."""
+    return sorted(str(p.relative_to(cache_root())) for p in cache_root().rglob("*")
+                  if p.is_file() and p.suffix != ".lock")
+
+
+def _cache_bytes() -> int:
+    """Disk blocks the cache uses (a sparse file counts what is really written)."""
+    return sum(p.stat().st_blocks * 512 for p in cache_root().rglob("*") if p.is_file())
+
+
+TSN = "video_tag_tsn/tsn.pdparams"
+
+
+@pytest.mark.parametrize("damage", ["sparse member", "member larger than the asset", "no such member"])
+def test_a_bad_archive_is_refused_and_deleted_and_fetched_again(http_server: FileServer, damage: str) -> None:
+    if damage == "sparse member":
+        archive = gzip_module.compress(sparse_tar_member(TSN, 1 << 30))  # ~110 bytes for 1 GiB
+    elif damage == "member larger than the asset":
+        archive = _targz({TSN: _payload(20_000)})
+    else:
+        archive = _targz({"video_tag_tsn/tsn.pdopt": b"opt", "video_tag_tsn/README": b"r"})
+    http_server.put("video_tag_tsn.tar", archive)
+    spec = AssetSpec("tsn", http_server.url_for("video_tag_tsn.tar"), member=TSN, max_bytes=10_000)
+
+    with pytest.raises(AssetError) as err:
+        fetch_asset(spec, progress=False)
+
+    expected = {"sparse member": f"member '{TSN}' is a sparse file",
+                "member larger than the asset": f"member '{TSN}' is 20000 bytes, more than the 10000 bytes",
+                "no such member": f"no member '{TSN}' in the archive; it holds: video_tag_tsn/tsn.pdopt, "
+                                  f"video_tag_tsn/README"}[damage]
+    message = str(err.value)
+    assert str(_downloads() / "video_tag_tsn.tar") in message and expected in message, message
+    assert message.endswith("the download was deleted, the next run fetches it again")
+    assert _cache_files() == [] and _cache_bytes() < 1 << 20
+    good = _payload(5_000)
+    http_server.put("video_tag_tsn.tar", _targz({TSN: good}))  # the mirror is fixed
+    assert fetch_asset(spec, progress=False).read_bytes() == good
+    assert len(http_server.requests_for("video_tag_tsn.tar")) == 2
+
+
+@pytest.mark.parametrize("gzip", [True, False])
+def test_the_only_file_of_the_members_name_is_found_under_another_folder(http_server: FileServer, gzip: bool) -> None:
+    weights = _payload(5_000)
+    http_server.put("video_tag_tsn.tar", _targz({"release/v1/tsn.pdparams": weights, "release/v1/tsn.pdopt": b""},
+                                                gzip))
+    spec = AssetSpec("tsn", http_server.url_for("video_tag_tsn.tar"), member=TSN)
+    assert fetch_asset(spec, progress=False).read_bytes() == weights
+    http_server.put("video_tag_lstm.tar", _targz({"a/tsn.pdparams": weights, "b/tsn.pdparams": weights}, gzip))
+    spec = AssetSpec("tsn", http_server.url_for("video_tag_lstm.tar"), member=TSN)
+    with pytest.raises(AssetError, match=f"no member '{TSN}' in the archive and 2 files named 'tsn.pdparams' "
+                                         f"elsewhere; it holds: a/tsn.pdparams, b/tsn.pdparams"):
+        fetch_asset(spec, progress=False)
+
+
+@pytest.mark.parametrize("body", ["endless", "announced too large"])
+def test_a_body_larger_than_the_asset_is_cut_off(http_server: FileServer, body: str) -> None:
+    http_server.put("label_3396.txt", b"label\n" * 1000)
+    if body == "endless":
+        http_server.set_fault("label_3396.txt", endless=True)
+    else:
+        http_server.set_fault("label_3396.txt", announce=50 << 20)
+    spec = AssetSpec("labels", http_server.url_for("label_3396.txt"))
+    with pytest.raises(assets.DownloadError) as err:
+        fetch_asset(spec, progress=False)
+    what = "sent more than" if body == "endless" else f"announces {50 << 20} bytes"
+    assert f"{spec.url}: {what}" in str(err.value), err.value
+    assert f"more than the {assets.DEFAULT_MAX_BYTES} bytes this file can be" in str(err.value)
+    assert _cache_files() == []
+    assert len(http_server.requests_for("label_3396.txt")) == 1  # not retried
+
+
+def test_a_dripping_mirror_meets_the_deadline(http_server: FileServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    http_server.put("label_3396.txt", b"label\n" * 1000)
+    http_server.set_fault("label_3396.txt", drip_s=0.05)  # never silent for the 3 s read timeout
+    monkeypatch.setenv(assets.ENV_TIMEOUT, "3")
+    monkeypatch.setenv(assets.ENV_DEADLINE, "1")
+    spec = AssetSpec("labels", http_server.url_for("label_3396.txt"))
+    started = time.monotonic()
+    with pytest.raises(assets.DownloadError, match=f"not complete after 1 s, the deadline of one download "
+                                                   f"\\(raise {assets.ENV_DEADLINE} on a slow connection\\)"):
+        fetch_asset(spec, progress=False)
+    assert time.monotonic() - started < 60  # the drip alone would take 300 s
+    assert not (_downloads() / "label_3396.txt").exists()
+    assert 0 < (_downloads() / "label_3396.txt.part").stat().st_size < 6000  # resumable
+
+
+def test_the_default_deadline_follows_the_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert assets._deadline(AssetSpec("labels", "http://h/l.txt")) == 60 + (1 << 20) / 100_000
+    monkeypatch.setenv(assets.ENV_DEADLINE, "soon")
+    with pytest.raises(AssetError, match=f"{assets.ENV_DEADLINE}='soon' is not a number of seconds"):
+        assets._deadline(AssetSpec("labels", "http://h/l.txt"))
+
+
+def test_a_download_that_fails_the_callers_check_is_deleted(http_server: FileServer, tmp_path: Path) -> None:
+    http_server.put("kinetics_labels.json", b"<html>captive portal</html>")
+    path = fetch_asset(AssetSpec("labels", http_server.url_for("kinetics_labels.json")), progress=False)
+
+    def refuse(p: Path) -> None:
+        raise AssetError(f"{p}: not a label file")
+
+    with pytest.raises(AssetError, match="not a label file; the download was deleted, the next run fetches it again"):
+        assets.read_fetched(path, refuse)
+    assert _cache_files() == []
+    mine = tmp_path / "labels.json"
+    mine.write_text("[]")
+    with pytest.raises(AssetError, match="not a label file$"):
+        assets.read_fetched(mine, refuse)
+    assert mine.read_text() == "[]"  # a user's file is never deleted
+
+
+# --- offline: one message names every missing file ------------------------------------------------
+
+
+def _module_specs(base_url: str) -> list[AssetSpec]:
+    """videotag's three assets, served from `base_url`."""
+    lstm = "attention_lstm/attention_lstm.pdparams"
+    return [AssetSpec("tsn_weights", f"{base_url}/video_tag_tsn.tar", member=TSN),
+            AssetSpec("lstm_weights", f"{base_url}/video_tag_lstm.tar", member=lstm),
+            AssetSpec("labels", f"{base_url}/label_3396.txt")]
+
+
+def test_a_local_directory_lacking_files_names_them_all(http_server: FileServer, monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    (tmp_path / "label_3396.txt").write_text("a\n")
+    monkeypatch.setenv(assets.ENV_ASSETS, str(tmp_path))
+    with pytest.raises(AssetError) as err:
+        assets.fetch_assets(_module_specs(http_server.base_url), owner="videotag_tsn_lstm")
+    assert str(err.value).splitlines() == [
+        f"videotag_tsn_lstm: 2 model files missing: not in {assets.ENV_ASSETS}={tmp_path}",
+        f"Downloads are disabled while {assets.ENV_ASSETS} is set: put these files in {tmp_path} (or unset it):",
+        f"  video_tag_tsn.tar (or its member tsn.pdparams, extracted)  from {http_server.url_for('video_tag_tsn.tar')}",
+        f"  video_tag_lstm.tar (or its member attention_lstm.pdparams, extracted)  from "
+        f"{http_server.url_for('video_tag_lstm.tar')}"]
+    assert http_server.requests == []
+
+
+def test_without_network_every_missing_file_is_named_at_once() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there
+    with pytest.raises(assets.DownloadError) as err:
+        assets.fetch_assets(_module_specs(f"http://127.0.0.1:{port}"), progress=False, owner="videotag_tsn_lstm")
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith(f"videotag_tsn_lstm: 3 model files missing: could not download "
+                               f"http://127.0.0.1:{port}/video_tag_tsn.tar: "), lines
+    assert f"set {assets.ENV_ASSETS}=<that directory> (or set {assets.ENV_MIRROR}=<base url>" in lines[1]
+    assert [line.split()[0] for line in lines[2:]] == ["video_tag_tsn.tar", "video_tag_lstm.tar", "label_3396.txt"]

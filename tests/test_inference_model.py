@@ -109,3 +109,47 @@ def test_predictor_rejects_unknown_inputs_and_gpu_on_cpu_build(tiny_network, tmp
         pytest.skip("this Paddle build has CUDA")
     with pytest.raises(DeviceError, match="CUDA"):
         Predictor(prefix, use_gpu=True)
+
+
+@pytest.mark.parametrize("damage", ["weights changed in place", "truncated", "digests missing"])
+def test_a_changed_or_damaged_converted_model_is_converted_again(tiny_network, tmp_path, caplog, damage):
+    weights = write_pdparams(tiny_network, tmp_path / "tiny.pdparams")
+    prefix = cached_inference_model("tiny", 1, build_tiny, {"tiny": weights})
+    params = Path(f"{prefix}.pdiparams")
+    good = params.read_bytes()
+    stat = params.stat()
+    if damage == "weights changed in place":
+        changed = bytearray(good)
+        changed[-8:] = np.float32([7.0, -7.0]).tobytes()  # two values of the bias: same size
+        params.write_bytes(bytes(changed))
+        os.utime(params, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same time: only a digest sees it
+    elif damage == "truncated":
+        params.write_bytes(good[: len(good) // 2])
+    else:
+        (prefix.parent / "digests.json").unlink()
+    build, calls = counting(build_tiny)
+
+    with caplog.at_level("WARNING", logger="paddlehub_video"):
+        assert cached_inference_model("tiny", 1, build, {"tiny": weights}) == prefix
+
+    assert len(calls) == 1 and params.read_bytes() == good
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{prefix.parent}: the converted model differs from the digest recorded when it was made "
+        f"(changed or damaged since); converting it again"]
+    image = np.random.default_rng(2).normal(size=(1, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(Predictor(prefix).run({"image": image})[0], reference_conv(tiny_network, image),
+                               atol=1e-5)
+    assert sorted(p.name for p in prefix.parent.parent.iterdir() if not p.name.endswith(".lock")) == [
+        prefix.parent.name]  # the bad copy is gone, no temp left
+
+
+def test_weights_that_came_from_a_download_and_fail_the_check_are_deleted(tiny_network, tmp_path):
+    downloads = tmp_path / "hub" / "paddlehub_video" / "downloads"
+    weights = write_pdparams({"tiny_w": tiny_network["tiny_w"]}, downloads / "tiny.pdparams")
+    mine = write_pdparams({"tiny_w": tiny_network["tiny_w"]}, tmp_path / "mine.pdparams")
+    with pytest.raises(WeightsError, match="missing tiny_b; the download was deleted, the next run fetches it again"):
+        cached_inference_model("tiny", 1, build_tiny, {"tiny": weights})
+    assert not weights.exists()
+    with pytest.raises(WeightsError, match="missing tiny_b$"):
+        cached_inference_model("tiny", 1, build_tiny, {"tiny": mine})
+    assert mine.exists()  # a user's own file is never deleted

@@ -8,7 +8,7 @@ import pytest
 
 from paddlehub_video.errors import WeightsError
 from paddlehub_video.weights import check_parameters, expected_parameters, load_checked_weights, load_pdparams
-from tests.fixtures.weights import make_state, pdparams_bytes, write_pdparams
+from tests.fixtures.weights import inflating_pickle, make_state, pdparams_bytes, write_pdparams
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "upstream_param_shapes.json"
 NETWORKS = {"videotag_tsn_resnet101": 520, "videotag_attention_lstm": 15, "stnet_resnet50_kinetics400": 301}
@@ -59,7 +59,7 @@ def test_pdparams_round_trip_in_publisher_format(tmp_path, lstm_state):
 def test_extra_keys_are_ignored(tmp_path, monkeypatch):
     expected = {"w": (2, 3)}
     monkeypatch.setattr("paddlehub_video.weights.expected_parameters", lambda network: expected)
-    state = {"w": np.ones((2, 3), np.float32), "fc_0.w_0": np.zeros((3, 3), np.float32)}
+    state = {"w": np.ones((2, 3), np.float32), "fc_0.w_0": np.zeros((2, 2), np.float32)}
     loaded = load_checked_weights(write_pdparams(state, tmp_path / "w.pdparams"), "small")
     assert list(loaded) == ["w"]
 
@@ -100,3 +100,92 @@ def test_pickle_with_code_is_refused(tmp_path):
     path.write_bytes(pickle.dumps({"a": Evil()}, protocol=2))
     with pytest.raises(WeightsError, match="print' is not allowed"):
         load_pdparams(path)
+
+
+# --- hostile files: every one a WeightsError naming the file, within a small memory bound ------
+
+_LOAD_PEAK_LIMIT = 32 << 20  # bytes: what reading a few hundred bytes may allocate at most, generously
+
+
+class _Reduced:
+    """Pickles as `reduce_value` (a tuple as `__reduce__` returns it)."""
+
+    def __init__(self, reduce_value):
+        self.reduce_value = reduce_value
+
+    def __reduce__(self):
+        return self.reduce_value
+
+
+def _hostile(kind: str) -> bytes:
+    from numpy._core.multiarray import _reconstruct
+
+    if kind == "inflating _codecs.encode":
+        return inflating_pickle(30)
+    if kind == "huge _reconstruct shape":
+        value = _Reduced((_reconstruct, (np.ndarray, (1 << 40,), b"b")))
+    elif kind == "huge shape in the array state":
+        value = _Reduced((_reconstruct, (np.ndarray, (0,), b"b"), (1, (1 << 20, 1 << 20), np.dtype("f4"), False, b"")))
+    elif kind == "data shorter than the shape":
+        value = _Reduced((_reconstruct, (np.ndarray, (0,), b"b"), (1, (64,), np.dtype("f4"), False, b"\0" * 8)))
+    else:  # "object array"
+        value = _Reduced((_reconstruct, (np.ndarray, (0,), b"b"), (1, (1,), np.dtype("O"), False, [1])))
+    return pickle.dumps({"w": value}, protocol=2)
+
+
+HOSTILE = ["inflating _codecs.encode", "huge _reconstruct shape", "huge shape in the array state",
+           "data shorter than the shape", "object array"]
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_hostile_pickles_are_a_weights_error_without_allocating(tmp_path, kind):
+    import tracemalloc
+
+    path = tmp_path / "STNET.pdparams"
+    path.write_bytes(_hostile(kind))
+    assert path.stat().st_size < 1000
+    tracemalloc.start()
+    try:
+        with pytest.raises(WeightsError) as info:
+            load_pdparams(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(info.value).startswith(f"{path}: not a readable .pdparams file"), info.value
+    assert peak < _LOAD_PEAK_LIMIT, f"reading {kind} allocated {peak} bytes"
+
+
+def test_the_inflating_pickle_does_inflate_without_the_guard():
+    """The hostile file above is what it claims: a plain unpickler builds 2 ** steps times more."""
+    assert len(pickle.loads(inflating_pickle(4))["w"]) == 64 * 2**4
+
+
+def test_an_array_larger_than_all_parameters_is_refused_before_allocating(tmp_path, monkeypatch):
+    monkeypatch.setattr("paddlehub_video.weights.expected_parameters", lambda network: {"w": (2, 3)})
+    state = {"w": np.ones((2, 3), np.float32), "extra": np.ones(1000, np.float32)}
+    path = write_pdparams(state, tmp_path / "w.pdparams")
+    with pytest.raises(WeightsError, match=r"shape \[1000\] \(4000 bytes\) is larger than all parameters") as info:
+        load_checked_weights(path, "small")
+    assert str(path) in str(info.value)
+
+
+def test_a_file_larger_than_the_network_can_be_is_refused_unread(tmp_path, monkeypatch):
+    from paddlehub_video import weights
+
+    monkeypatch.setattr(weights, "expected_parameters", lambda network: {"w": (2, 3)})
+    limit = weights.max_file_bytes("small")
+    assert limit == 2 * 24 + 1024 + (16 << 20)
+    path = tmp_path / "w.pdparams"
+    with path.open("wb") as f:
+        f.truncate(limit + 1)  # sparse: nothing is written
+    monkeypatch.setattr(weights, "load_pdparams", lambda *a, **k: pytest.fail("read"))
+    with pytest.raises(WeightsError, match=f"{limit + 1} bytes, more than the {limit} bytes"):
+        load_checked_weights(path, "small")
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_real_size_limits_hold_a_genuine_file(network):
+    """Protocol 2 stores each data byte as 1 or 2 bytes of UTF-8: the limit allows the worst case."""
+    from paddlehub_video.weights import max_file_bytes, parameter_bytes
+
+    assert 2 * parameter_bytes(network) < max_file_bytes(network) < 2 * parameter_bytes(network) + (17 << 20)

@@ -13,6 +13,7 @@ import numpy as np
 import paddlehub as hub
 from paddlehub.module.module import moduleinfo, runnable, serving
 
+from paddlehub_video.assets import read_fetched
 from paddlehub_video.cli import build_parser, run_batch
 from paddlehub_video.inference_model import cached_inference_model
 from paddlehub_video.module_base import VideoModule
@@ -68,8 +69,8 @@ class VideoTag(VideoModule, hub.Module):
         version = self.config["program_version"]
         assets = self.config["assets"]
         # Every file first: a failed download or a wrong label file is reported before any conversion.
-        tsn_weights, lstm_weights = self.asset("tsn_weights"), self.asset("lstm_weights")
-        labels = read_labels(self.asset("labels"), expected_count=self.config["model"]["num_classes"])
+        tsn_weights, lstm_weights, labels_file = self.assets("tsn_weights", "lstm_weights", "labels")
+        labels = read_fetched(labels_file, partial(read_labels, expected_count=self.config["model"]["num_classes"]))
         tsn = cached_inference_model(
             "videotag_tsn",
             version,
