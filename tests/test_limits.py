@@ -17,7 +17,7 @@ from paddlehub_video.errors import VideoDecodeError
 from paddlehub_video.limits import DecodeLimits, applied_limits, check_video
 from paddlehub_video.pipeline import VideoPipeline
 from tests.fixtures.publisher import SMALL
-from tests.fixtures.videos import MakeVideo
+from tests.fixtures.videos import MakeVideo, write_encoded_video
 
 REPO = Path(__file__).resolve().parents[1]
 HUGE = 8192  # pixels on each side: 67 million per frame, ~190 MB to decode one, 37 MB to probe
@@ -94,11 +94,20 @@ def test_module_with_config_limits_refuses_before_decoding(name, huge_video, mon
     assert decoded == []
 
 
-def test_frame_limit_counts_the_packets(clip):
-    check_video(clip, DecodeLimits(max_frames=40))  # exactly at the limit: accepted
+@pytest.mark.parametrize("codec", ["mp4v", "lossless"])  # MP4 (sample count from its boxes), MKV (packets counted)
+def test_frame_limit(codec, make_video):
+    video = make_video(f"limits_{codec}", 40, 64, 48, codec=codec)
+    check_video(video, DecodeLimits(max_frames=40))  # exactly at the limit: accepted
     with pytest.raises(VideoDecodeError) as caught:
-        check_video(clip, DecodeLimits(max_frames=39))
-    assert str(caught.value) == f"{clip}: holds more than 39 frames, the limit per video (limits.max_frames)"
+        check_video(video, DecodeLimits(max_frames=39))
+    assert str(caught.value) == f"{video}: holds more than 39 frames, the limit per video (limits.max_frames)"
+
+
+def test_an_mp4_of_too_many_frames_is_refused_before_ffmpeg_indexes_it(tmp_path, monkeypatch):
+    many = write_encoded_video(tmp_path / "many.mp4", 3000, 16, 16, "libx264", {"preset": "ultrafast"})
+    monkeypatch.setattr("paddlehub_video.limits.av.open", lambda *a, **k: pytest.fail("opened by FFmpeg"))
+    with pytest.raises(VideoDecodeError, match="many.mp4: holds more than 1000 frames"):
+        check_video(many, DecodeLimits(max_frames=1000))
 
 
 def test_limits_are_off_by_default_and_cost_nothing(clip, monkeypatch):
