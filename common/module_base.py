@@ -2,14 +2,21 @@
 from __future__ import annotations
 
 import inspect
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import numpy as np
 
 from .assets import AssetSpec, fetch_assets
 from .config import ConfigOverrides, load_module_config
+from .limits import DecodeLimits, check_video, effective_limits
 from .predictor import Predictor, shared_predictor
+from .video import read_sampled_frames
+
+T = TypeVar("T")
 
 
 class HubRunEntry:
@@ -71,3 +78,15 @@ class VideoModule:
         runtime = self.config["runtime"]
         onednn = runtime["use_onednn"] if use_onednn is None else use_onednn
         return shared_predictor(model_prefix, bool(use_gpu), runtime["cpu_threads"], onednn)
+
+    def decode_limits(self) -> DecodeLimits:
+        """The config's `limits`, made stricter by any the caller applied (`limits.applied_limits`)."""
+        return effective_limits(DecodeLimits.from_config(self.config.get("limits")))
+
+    def read_frames(
+        self, path: str | os.PathLike[str], sample_indices: Callable[[int], Sequence[int]],
+        transform: Callable[[np.ndarray], T],
+    ) -> list[T]:
+        """`video.read_sampled_frames`, after checking the video against `decode_limits()` (if any)."""
+        check_video(path, self.decode_limits())
+        return read_sampled_frames(path, sample_indices, transform)

@@ -5,6 +5,7 @@ entry and the others are still answered, in input order.
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 from collections.abc import Iterator
@@ -64,12 +65,16 @@ class VideoPipeline(Generic[Inputs, Output]):
         if not paths:
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="paddlehub_video-decode") as pool:
-            pending = pool.submit(self.load, paths[0])
+            pending = self._submit(pool, paths[0])
             for index, path in enumerate(paths):
                 current = pending
                 if index + 1 < len(paths):
-                    pending = pool.submit(self.load, paths[index + 1])
+                    pending = self._submit(pool, paths[index + 1])
                 yield self._infer_one(path, current)
+
+    def _submit(self, pool: ThreadPoolExecutor, path: str) -> Future:
+        """`load(path)` in the pool, in a copy of the caller's context (it carries e.g. applied limits)."""
+        return pool.submit(contextvars.copy_context().run, self.load, path)
 
     def _infer_one(self, path: str, loading: Future) -> VideoOutcome[Output]:
         try:

@@ -4,25 +4,43 @@ PaddleHub 2.4 passes the JSON body of `POST /predict/<module>` as keyword argume
 `@serving` method and wraps what it returns as `{"status": "000", "msg": "", "results": ...}`; an
 exception becomes `{"status": "101", "msg": str(exc), "results": ""}`. Its Flask app is built inside
 PaddleHub after the modules are loaded and is never exposed, so a body-size limit cannot be set on it:
-the upload limit is enforced here, on the base64 text, before anything is decoded or written.
+the limits are enforced here, before anything is decoded or written. PaddleHub answers one request
+at a time, so each is bounded: items per request, base64 bytes, frames and pixels per video (a probe
+before decoding, `limits.py`), and one temporary file at a time. Server paths are refused unless
+they lie in a directory the operator named.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import inspect
+import math
 import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .limits import DecodeLimits, applied_limits
 from .pipeline import validate_paths
 
 MAX_UPLOAD_ENV = "PADDLEHUB_VIDEO_MAX_UPLOAD_MB"
 DEFAULT_MAX_UPLOAD_MB = 100.0
+MAX_ITEMS_ENV = "PADDLEHUB_VIDEO_MAX_ITEMS"
+DEFAULT_MAX_ITEMS = 8  # about 8 minutes of one core for videotag: other clients wait that long at most
+MAX_FRAMES_ENV = "PADDLEHUB_VIDEO_MAX_FRAMES"
+DEFAULT_MAX_FRAMES = 18_000  # 10 minutes at 30 fps
+MAX_PIXELS_ENV = "PADDLEHUB_VIDEO_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 3840 * 2160  # 4K UHD: ~100 MB to decode a frame; 16384x8192 took 1.6 GB
+SERVING_DIRS_ENV = "PADDLEHUB_VIDEO_SERVING_DIRS"
+MAX_PATH_CHARS = 4096  # Linux's PATH_MAX
+# One answer for every refused path, whatever is (or is not) there: a client must not learn from it
+# whether a file exists, is a directory, is empty or is readable.
+PATH_REFUSED = (f"refused: server paths are read only from the directories named by {SERVING_DIRS_ENV} "
+                f"on the server (none when unset); send the video in 'videos' instead")
 TEMP_PREFIX = "paddlehub_video-serving-"
 _DATA_URL = re.compile(r"^data:[^,]*;base64,")  # what a browser's FileReader.readAsDataURL gives
 _WHITESPACE = re.compile(rb"\s+")  # `base64` wraps its output at 76 columns
@@ -32,51 +50,120 @@ Classify = Callable[..., list[dict]]
 
 
 @dataclass
-class Upload:
-    """One item of `videos`: how results name it, its base64 text, or why it cannot be used."""
+class Item:
+    """One video of a request: how results name it, and its resolved server path, its base64 text,
+    or why it cannot be used."""
 
     label: str
     text: str = ""
     error: str | None = None
+    path: str | None = None
+
+
+def _env_positive(name: str, default: float, kind: str, parse: Callable[[str], float] = float) -> float:
+    """A positive, finite number from $`name` (read on every request), else `default`."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = parse(raw) if raw else default
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name}={raw!r}: expected a positive {kind}")
+    return value
 
 
 def max_upload_bytes() -> int:
-    """The upload limit from $PADDLEHUB_VIDEO_MAX_UPLOAD_MB (read on every request), in bytes."""
-    raw = os.environ.get(MAX_UPLOAD_ENV, "").strip()
+    """The upload limit from $PADDLEHUB_VIDEO_MAX_UPLOAD_MB, in bytes."""
+    return int(_env_positive(MAX_UPLOAD_ENV, DEFAULT_MAX_UPLOAD_MB, "number of megabytes") * 1024 * 1024)
+
+
+def max_items() -> int:
+    """Most videos (paths and uploads together) in one request, from $PADDLEHUB_VIDEO_MAX_ITEMS."""
+    return int(_env_positive(MAX_ITEMS_ENV, DEFAULT_MAX_ITEMS, "whole number", int))
+
+
+def serving_limits() -> DecodeLimits:
+    """Frames per video and pixels per frame, from $PADDLEHUB_VIDEO_MAX_FRAMES and _MAX_PIXELS."""
+    return DecodeLimits(
+        int(_env_positive(MAX_FRAMES_ENV, DEFAULT_MAX_FRAMES, "whole number", int)),
+        int(_env_positive(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS, "whole number", int)),
+        frames_setting=MAX_FRAMES_ENV,
+        pixels_setting=MAX_PIXELS_ENV,
+    )
+
+
+def serving_dirs() -> list[str]:
+    """The directories server paths may come from ($PADDLEHUB_VIDEO_SERVING_DIRS, resolved); [] when unset."""
+    entries = [entry for entry in os.environ.get(SERVING_DIRS_ENV, "").split(os.pathsep) if entry.strip()]
+    relative = [entry for entry in entries if not os.path.isabs(entry)]
+    if relative:
+        raise ValueError(f"{SERVING_DIRS_ENV}: {relative[0]!r} is not an absolute path")
+    return [os.path.realpath(entry) for entry in entries]
+
+
+def server_paths(paths: list[object], dirs: list[str]) -> list[Item]:
+    """One Item per entry of `paths`: its resolved path if it lies in one of `dirs`, else PATH_REFUSED."""
+    return [_server_path(index, path, dirs) for index, path in enumerate(paths)]
+
+
+def _server_path(index: int, path: object, dirs: list[str]) -> Item:
+    if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS:
+        label = f"paths[{index}]"
+        what = f"a path of {len(path)} characters" if isinstance(path, str) else type(path).__name__
+        return Item(label, error=f"{label}: expected a path string of 1 to {MAX_PATH_CHARS} characters, got {what}")
+    resolved = _resolved_inside(path, dirs)
+    if resolved is None:
+        return Item(path, error=f"{path}: {PATH_REFUSED}")
+    return Item(path, path=resolved)
+
+
+def _resolved_inside(path: str, dirs: list[str]) -> str | None:
+    """`path` with every symlink resolved, if that lies in one of `dirs`; else None.
+
+    The video is then opened by this resolved name, so a link changed after the check is not followed.
+    """
+    if not dirs or "\0" in path:
+        return None
     try:
-        megabytes = float(raw) if raw else DEFAULT_MAX_UPLOAD_MB
-    except ValueError:
-        megabytes = -1.0
-    if not megabytes > 0:
-        raise ValueError(f"{MAX_UPLOAD_ENV}={raw!r}: expected a positive number of megabytes")
-    return int(megabytes * 1024 * 1024)
+        resolved = os.path.realpath(path)
+    except (OSError, ValueError):
+        return None
+    return resolved if any(os.path.commonpath([resolved, folder]) == folder for folder in dirs) else None
 
 
-def parse_uploads(videos: object) -> list[Upload]:
-    """`videos`: a list of base64 strings or `{"data": base64, "name": optional label}`; one Upload each."""
+def parse_uploads(videos: object) -> list[Item]:
+    """`videos`: a list of base64 strings or `{"data": base64, "name": optional label}`; one Item each."""
     if not isinstance(videos, (list, tuple)):
         raise ValueError(f"videos must be a list of base64 strings, got {type(videos).__name__}")
     return [_parse_upload(index, item) for index, item in enumerate(videos)]
 
 
-def _parse_upload(index: int, item: object) -> Upload:
+def _parse_upload(index: int, item: object) -> Item:
     """One item of `videos` (the `index`-th), or the reason it is not a usable one."""
     label = f"videos[{index}]"
     if isinstance(item, str):
-        return Upload(label, item)
+        return Item(label, item)
     if not isinstance(item, Mapping):
-        return Upload(label, error=f"{label}: expected a base64 string or {{'data': ..., 'name': ...}}, "
-                                  f"got {type(item).__name__}")
+        return Item(label, error=f"{label}: expected a base64 string or {{'data': ..., 'name': ...}}, "
+                                f"got {type(item).__name__}")
     name = item.get("name")
-    if isinstance(name, str) and name.strip():
+    if isinstance(name, str) and name.strip() and len(name) <= MAX_PATH_CHARS:
         label = name
     data = item.get("data")
     if not isinstance(data, str):
-        return Upload(label, error=f"{label}: 'data' must be a base64 string, got {type(data).__name__}")
-    return Upload(label, data)
+        return Item(label, error=f"{label}: 'data' must be a base64 string, got {type(data).__name__}")
+    return Item(label, data)
 
 
-def check_upload_size(uploads: list[Upload]) -> None:
+def check_item_count(count: int) -> None:
+    """Refuse a request of more videos than $PADDLEHUB_VIDEO_MAX_ITEMS, before any is looked at."""
+    limit = max_items()
+    if count > limit:
+        raise ValueError(f"too many videos: {count} in one request, over the limit of {limit} "
+                         f"(set {MAX_ITEMS_ENV} on the server to change it)")
+
+
+def check_upload_size(uploads: list[Item]) -> None:
     """Refuse the whole request when its base64 text is over the limit, before decoding any of it."""
     total, limit = sum(len(upload.text) for upload in uploads), max_upload_bytes()
     if total > limit:
@@ -92,8 +179,8 @@ def decode_base64(text: str) -> bytes:
     return base64.b64decode(raw, validate=True)
 
 
-def _write_upload(upload: Upload, folder: Path, index: int) -> Path | None:
-    """Decode `upload` into a file of `folder`; None (and `upload.error` set) if it is not base64."""
+def _write_upload(upload: Item, folder: Path, index: int) -> Path | None:
+    """Decode `upload` into a file of `folder`; None (and `upload.error` set) if that fails."""
     try:
         data = decode_base64(upload.text)
     except (binascii.Error, UnicodeEncodeError) as exc:
@@ -103,15 +190,34 @@ def _write_upload(upload: Upload, folder: Path, index: int) -> Path | None:
     # is kept, as a hint for the demuxer.
     suffix = _SUFFIX.search(upload.label)
     path = folder / f"video_{index}{suffix.group(0) if suffix else '.mp4'}"
-    path.write_bytes(data)
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        upload.error = f"{upload.label}: the server could not store the upload ({exc.strerror})"
+        return None
     return path
 
 
-def _relabel(entry: dict, temp_path: Path, label: str) -> dict:
-    """A result of `classify` on a temporary file, named by the client's label instead."""
+@contextmanager
+def _video_file(item: Item, folder: Path, index: int) -> Iterator[str | None]:
+    """The file to classify for `item` (None if it is unusable); an upload's file is removed on exit."""
+    if item.error is not None or item.path is not None:
+        yield item.path
+        return
+    written = _write_upload(item, folder, index)
+    try:
+        yield None if written is None else str(written)
+    finally:
+        if written is not None:
+            written.unlink(missing_ok=True)
+
+
+def _relabel(entry: dict, file: str, label: str) -> dict:
+    """A result of `classify` on `file` (a temporary or resolved path), named by the client's label."""
     entry = {**entry, "path": label}
     if "error" in entry:
-        entry["error"] = entry["error"].replace(str(temp_path), label)
+        entry["error"] = entry["error"].replace(file, label)
     return entry
 
 
@@ -120,32 +226,52 @@ def check_options(classify: Classify, options: Mapping[str, Any]) -> None:
     accepted = [name for name in inspect.signature(classify).parameters if name != "paths"]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}; accepted: paths, videos, "
-                         f"{', '.join(accepted)}")
+        raise ValueError(f"unknown field(s) {', '.join(repr(name[:100]) for name in unknown)}; accepted: paths, "
+                         f"videos, {', '.join(accepted)}")
+
+
+def readable_json() -> None:
+    """Make the Flask app serving this request answer in UTF-8 and keep our key order.
+
+    PaddleHub sets `JSON_AS_ASCII = False`, which Flask 2.3+ ignores (its JSON provider's
+    `ensure_ascii` replaced it), so Chinese labels came back as `\\u5c11\\u513f`; and Flask sorts keys,
+    which put the predictions in label order. The app is within reach only while it handles a
+    request (`flask.current_app`), before it serialises the answer; outside one this does nothing.
+    """
+    import flask  # here, not at the top: a library user never pays for it
+
+    if flask.has_app_context():
+        provider = flask.current_app.json
+        provider.ensure_ascii = False
+        provider.sort_keys = False
 
 
 def classify_request(classify: Classify, paths: object, videos: object, options: Mapping[str, Any]) -> list[dict]:
-    """`classify(paths + decoded videos, **options)`: results for `paths` then `videos`, in order.
+    """`classify` of each of `paths` then `videos`, one at a time, with the serving limits: their results in order.
 
-    Each base64 video is written to a private temporary folder, removed before returning. An item
-    that is not base64 or not a video gets `{'path': label, 'prediction': {}, 'error': reason}`,
-    `label` being its `name` or `videos[i]`; the other items are answered all the same.
+    Each base64 video is written to a private temporary folder just before it is classified and
+    removed right after. An item that cannot be used (a refused path, not base64, not a video, over
+    a limit) gets `{'path': label, 'prediction': {}, 'error': reason}`, `label` being the path, its
+    `name` or `videos[i]`; the other items are answered all the same.
     """
+    readable_json()
     check_options(classify, options)
     if paths is None and videos is None:
         raise ValueError("give 'paths' (video files on the server) and/or 'videos' (base64-encoded video files)")
     paths = [] if paths is None else validate_paths(paths)
     uploads = [] if videos is None else parse_uploads(videos)
+    check_item_count(len(paths) + len(uploads))
     check_upload_size(uploads)
-    with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as folder:
-        files = [_write_upload(u, Path(folder), i) if u.error is None else None for i, u in enumerate(uploads)]
-        results = classify([*paths, *(str(f) for f in files if f is not None)], **options)
-    answered = iter(results[len(paths):])
-    return results[: len(paths)] + [_upload_result(u, f, answered) for u, f in zip(uploads, files)]
+    items = [*(server_paths(paths, serving_dirs()) if paths else []), *uploads]
+    limits = serving_limits()
+    classify([], **options)  # the options checked once, before any file is written
+    with applied_limits(limits), tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as folder:
+        return [_answer(classify, item, Path(folder), index, options) for index, item in enumerate(items)]
 
 
-def _upload_result(upload: Upload, temp_path: Path | None, answered: Iterator[dict]) -> dict:
-    """The entry of one upload: its error if it was never classified, else its (relabelled) result."""
-    if temp_path is None:
-        return {"path": upload.label, "prediction": {}, "error": upload.error}
-    return _relabel(next(answered), temp_path, upload.label)
+def _answer(classify: Classify, item: Item, folder: Path, index: int, options: Mapping[str, Any]) -> dict:
+    """The result entry of one item, classified on its own."""
+    with _video_file(item, folder, index) as file:
+        if file is None:
+            return {"path": item.label, "prediction": {}, "error": item.error}
+        return _relabel(classify([file], **options)[0], file, item.label)

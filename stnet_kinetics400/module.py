@@ -31,7 +31,7 @@ from paddlehub_video.postprocess import (
 )
 from paddlehub_video.preprocess import frames_to_tensor, scale_and_crop, to_super_images
 from paddlehub_video.serving import classify_request
-from paddlehub_video.video import read_sampled_frames, sample_stnet_indices
+from paddlehub_video.video import sample_stnet_indices
 
 NAME = "stnet_kinetics400"
 logger = logging.getLogger("paddlehub_video")
@@ -86,7 +86,7 @@ class StNet(VideoModule, hub.Module):
     def preprocess(self, path: str) -> np.ndarray:
         """One video -> its super-images `[1, seg_num, 3*seglen, crop, crop]` float32 (what `predict_fn` takes)."""
         pre, sampling = self.config["preprocess"], self.config["sampling"]
-        frames = read_sampled_frames(
+        frames = self.read_frames(
             path,
             partial(sample_stnet_indices, seg_num=sampling["seg_num"], seglen=sampling["seglen"]),
             partial(scale_and_crop, short_size=pre["short_size"], crop_size=pre["crop_size"]),

@@ -2,22 +2,28 @@
 
 One server serves both modules (`-m videotag_tsn_lstm stnet_kinetics400`), installed first with
 `hub install`, with this run's HUB_HOME, the simulated publisher host, the SMALL settings through
-$PADDLEHUB_VIDEO_CONFIG and a 1 MB upload limit. Its answers are checked against `classify` of the
-same module settings in this process. The unit tests at the end need no server and no model.
+$PADDLEHUB_VIDEO_CONFIG, a 1 MB upload limit, a 50-frame limit and one served directory (the
+default item and pixel limits). Its answers are checked against `classify` of the same module
+settings in this process; hostile requests (too many items, frames or pixels, probing paths, bad
+bodies) against their one clear error, with the server still answering and no temporary file left.
+The unit tests at the end need no server and no model.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,15 +33,25 @@ import pytest
 import yaml
 
 from paddlehub_video.serving import (
+    DEFAULT_MAX_ITEMS,
+    MAX_FRAMES_ENV,
+    MAX_ITEMS_ENV,
+    MAX_PIXELS_ENV,
     MAX_UPLOAD_ENV,
+    PATH_REFUSED,
+    SERVING_DIRS_ENV,
     TEMP_PREFIX,
     classify_request,
     decode_base64,
+    max_items,
     max_upload_bytes,
+    serving_dirs,
+    serving_limits,
 )
 from tests.fixtures.publisher import SMALL, PublisherHost
 from tests.fixtures.videos import MakeVideo
 from tests.test_hub_cli import HUB_TIMEOUT_S, describe, run_hub
+from tests.test_limits import write_huge_video
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEOTAG, STNET = "videotag_tsn_lstm", "stnet_kinetics400"
@@ -47,6 +63,7 @@ SERVE = [sys.executable, "-c", "import sys, flask; run = flask.Flask.run; "
 START_TIMEOUT_S = 180  # bounds on a busy 2-core machine: a hang fails instead of blocking
 REQUEST_TIMEOUT_S = 300
 LIMIT_MB = 1
+MAX_FRAMES = 50
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 never goes through a proxy
 
 
@@ -92,11 +109,24 @@ class Server:
 
     def post(self, module: str, body: Any) -> dict:
         """POST `body` as JSON to /predict/<module>; PaddleHub's answer {status, msg, results}."""
+        status, answer = self.post_bytes(module, json.dumps(body).encode("utf-8"))
+        assert status == 200, (status, answer[:2000])
+        return json.loads(answer)
+
+    def post_bytes(self, module: str, body: bytes) -> tuple[int, bytes]:
+        """POST `body` as it is, typed as JSON; the HTTP status and the answer's bytes."""
         self.wait_until_up()
-        request = urllib.request.Request(f"{self.url}/predict/{module}", data=json.dumps(body).encode("utf-8"),
+        request = urllib.request.Request(f"{self.url}/predict/{module}", data=body,
                                          headers={"Content-Type": "application/json"})
-        with NO_PROXY.open(request, timeout=REQUEST_TIMEOUT_S) as response:
-            return json.load(response)
+        try:
+            with NO_PROXY.open(request, timeout=REQUEST_TIMEOUT_S) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def temp_files(self) -> list[Path]:
+        """What requests left in the server's temporary folder."""
+        return [p for p in self.tmpdir.iterdir() if p.name.startswith(TEMP_PREFIX)]
 
     def stop(self) -> None:
         """SIGTERM the server's whole process group, SIGKILL if it lingers."""
@@ -137,7 +167,13 @@ def same_entry(served: dict, expected: dict, path: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def server(hub_env: dict[str, str], publisher_host: PublisherHost,
+def served_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one directory the server may read `paths` from."""
+    return tmp_path_factory.mktemp("served")
+
+
+@pytest.fixture(scope="module")
+def server(hub_env: dict[str, str], publisher_host: PublisherHost, served_dir: Path,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Both modules installed and served with the SMALL settings; waited for on first use, always stopped."""
     folder = tmp_path_factory.mktemp("serving")
@@ -145,6 +181,7 @@ def server(hub_env: dict[str, str], publisher_host: PublisherHost,
     config.write_text(yaml.safe_dump({m: publisher_host.config(m, **SMALL) for m in (VIDEOTAG, STNET)}))
     (folder / "tmp").mkdir()
     served = Server(folder, {**hub_env, "PADDLEHUB_VIDEO_CONFIG": str(config), MAX_UPLOAD_ENV: str(LIMIT_MB),
+                             MAX_FRAMES_ENV: str(MAX_FRAMES), SERVING_DIRS_ENV: str(served_dir),
                              "TMPDIR": str(folder / "tmp")})
     try:
         yield served
@@ -159,9 +196,20 @@ def videotag(mirror: PublisherHost) -> Any:
 
 
 @pytest.fixture(scope="module")
-def clips(make_video: MakeVideo) -> tuple[Path, Path]:
-    """Two different short videos."""
-    return make_video("serving_a", 40, 64, 48), make_video("serving_b", 30, 48, 64)
+def clips(make_video: MakeVideo, served_dir: Path) -> tuple[Path, Path]:
+    """Two different short videos, in the served directory."""
+    copies = []
+    for made in (make_video("serving_a", 40, 64, 48), make_video("serving_b", 30, 48, 64)):
+        copies.append(served_dir / made.name)
+        shutil.copyfile(made, copies[-1])
+    return copies[0], copies[1]
+
+
+def assert_still_serving(server: Server, clip: Path) -> None:
+    """The server answers a normal request, and no request left a temporary file behind."""
+    answer = server.post(VIDEOTAG, {"videos": [b64(clip)], "top_k": 1})
+    assert answer["status"] == "000" and "error" not in answer["results"][0], answer
+    assert server.temp_files() == []
 
 
 def test_paths_and_base64_videos_answer_as_classify(server, videotag, clips):
@@ -177,9 +225,9 @@ def test_paths_and_base64_videos_answer_as_classify(server, videotag, clips):
         assert len(entry["prediction"]) == 3, entry
 
 
-def test_bad_items_get_their_error_and_the_others_their_results(server, videotag, clips, tmp_path):
+def test_bad_items_get_their_error_and_the_others_their_results(server, videotag, clips, served_dir):
     a, b = clips
-    missing = tmp_path / "missing.mp4"
+    missing = served_dir / "missing.mp4"  # in the served directory: its error may be detailed
     expected = videotag.classify([str(a), str(b)])
     answer = server.post(VIDEOTAG, {"paths": [str(missing)], "videos": [
         b64(a), "this is not base64!", {"name": "junk.mp4", "data": base64.b64encode(b"not a video").decode()},
@@ -194,7 +242,7 @@ def test_bad_items_get_their_error_and_the_others_their_results(server, videotag
     assert empty["error"] == "empty.mp4: file is empty (0 bytes)", empty
     for entry in (not_b64, junk, number, empty):
         assert entry["prediction"] == {} and TEMP_PREFIX not in entry["error"], entry
-    assert not [p for p in server.tmpdir.iterdir() if p.name.startswith(TEMP_PREFIX)]  # nothing left behind
+    assert server.temp_files() == []  # nothing left behind
 
 
 def test_oversize_upload_is_one_clear_error_and_the_server_goes_on(server, clips):
@@ -228,6 +276,91 @@ def test_stnet_serves_paths_and_base64_as_classify(server, mirror, clips):
     assert len(first["prediction"]) == 5  # StNet's classify defaults: top 5, no threshold
 
 
+def test_answers_are_utf8_with_the_predictions_in_descending_order(server, clips):
+    status, raw = server.post_bytes(VIDEOTAG, json.dumps({"videos": [b64(clips[0])], "top_k": 10}).encode())
+    assert status == 200 and "标签".encode() in raw and b"\\u" not in raw, raw[:500]
+    prediction = json.loads(raw)["results"][0]["prediction"]  # json keeps the order of the answer
+    values = list(prediction.values())
+    assert len(values) == 10 and values == sorted(values, reverse=True), prediction
+
+
+def test_too_many_items_are_one_clear_error_before_any_is_written(server, clips):
+    answer = server.post(VIDEOTAG, {"videos": ["AAAA"] * 20_000})  # the issue's 156 KB body
+    assert answer == {"status": "101", "results": "", "msg": (
+        f"too many videos: 20000 in one request, over the limit of {DEFAULT_MAX_ITEMS} "
+        f"(set {MAX_ITEMS_ENV} on the server to change it)")}
+    assert_still_serving(server, clips[0])
+
+
+def test_a_video_over_the_frame_limit_gets_its_error_and_the_others_their_results(
+        server, videotag, clips, make_video, served_dir):
+    made = make_video("serving_long", MAX_FRAMES + 10, 64, 48)
+    long = served_dir / made.name
+    shutil.copyfile(made, long)
+    expected = videotag.classify([str(clips[0])])[0]
+    answer = server.post(VIDEOTAG, {"paths": [str(long)], "videos": [{"name": "long.mp4", "data": b64(long)},
+                                                                     b64(clips[0])]})
+    assert answer["status"] == "000", answer
+    as_path, as_upload, fine = answer["results"]
+    reason = f"holds more than {MAX_FRAMES} frames, the limit per video ({MAX_FRAMES_ENV})"
+    assert as_path == {"path": str(long), "prediction": {}, "error": f"{long}: {reason}"}
+    assert as_upload == {"path": "long.mp4", "prediction": {}, "error": f"long.mp4: {reason}"}
+    assert same_entry(fine, expected, "videos[1]"), fine
+    assert_still_serving(server, clips[0])
+
+
+@pytest.mark.slow
+def test_a_frame_over_the_pixel_limit_is_refused_unread(server, clips, tmp_path):
+    huge = write_huge_video(tmp_path / "huge.mp4")  # two 8192x8192 frames, 200 KB; the default limit is 4K UHD
+    answer = server.post(STNET, {"videos": [{"name": "huge.mp4", "data": b64(huge)}]})
+    assert answer["status"] == "000", answer
+    assert answer["results"] == [{"path": "huge.mp4", "prediction": {}, "error": (
+        f"huge.mp4: 8192x8192 frames (67108864 pixels) are over the limit of {3840 * 2160} pixels per frame "
+        f"({MAX_PIXELS_ENV})")}]
+    assert_still_serving(server, clips[0])
+
+
+def test_paths_outside_the_served_directory_get_one_answer_whatever_is_there(server, clips, served_dir, tmp_path):
+    outside = tmp_path / "outside.mp4"
+    shutil.copyfile(clips[0], outside)  # a real video, refused all the same
+    (served_dir / "link_out.mp4").symlink_to(outside)
+    (served_dir / "passwd.mp4").symlink_to("/etc/passwd")
+    probes = ["/etc/does-not-exist", "/etc", "/proc/self/environ", "/etc/passwd", str(outside),
+              str(served_dir / "link_out.mp4"), str(served_dir / "passwd.mp4"),
+              str(served_dir / ".." / tmp_path.name / "outside.mp4")]
+    answer = server.post(VIDEOTAG, {"paths": probes})
+    assert answer["status"] == "000", answer
+    assert answer["results"] == [{"path": p, "prediction": {}, "error": f"{p}: {PATH_REFUSED}"} for p in probes]
+    (served_dir / "link_in.mp4").symlink_to(clips[0])  # a link that stays inside is followed
+    (inside,) = server.post(VIDEOTAG, {"paths": [str(served_dir / "link_in.mp4")]})["results"]
+    assert inside["path"] == str(served_dir / "link_in.mp4") and inside["prediction"], inside
+    assert_still_serving(server, clips[0])
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b'"paths"', b"[" * 5000 + b"]" * 5000],
+                         ids=["array", "string", "5000-deep"])
+def test_bodies_paddlehub_fails_on_are_http_500_and_the_server_goes_on(server, clips, body):
+    # PaddleHub's view fails on these before it calls any method of the module (README, Serving).
+    status, _ = server.post_bytes(VIDEOTAG, body)
+    assert status == 500
+    assert_still_serving(server, clips[0])
+
+
+def test_hostile_values_in_a_body_get_clear_errors(server, clips):
+    deep = functools.reduce(lambda inner, _: [inner], range(500), [])
+    answer = server.post(VIDEOTAG, {"paths": [deep, 5, ""], "videos": [deep, {"name": deep, "data": deep}]})
+    assert answer["status"] == "000", answer
+    errors = [entry["error"] for entry in answer["results"]]
+    assert errors == ["paths[0]: expected a path string of 1 to 4096 characters, got list",
+                      "paths[1]: expected a path string of 1 to 4096 characters, got int",
+                      "paths[2]: expected a path string of 1 to 4096 characters, got a path of 0 characters",
+                      "videos[0]: expected a base64 string or {'data': ..., 'name': ...}, got list",
+                      "videos[1]: 'data' must be a base64 string, got list"], answer
+    answer = server.post(VIDEOTAG, {"videos": [], "top_k": deep})
+    assert answer["status"] == "101" and answer["msg"].startswith("top_k must be a positive integer"), answer
+    assert_still_serving(server, clips[0])
+
+
 # ---------------------------------------------------------------- no server, no model
 
 
@@ -255,10 +388,75 @@ def test_temporary_files_are_gone_when_classify_fails(monkeypatch, tmp_path):
 
     def classify(paths: list[str], top_k: int = 1) -> list[dict]:
         seen.extend(Path(p) for p in paths)
-        assert all(p.is_file() for p in seen)
+        assert all(Path(p).is_file() for p in paths)
+        if paths and paths[0].endswith(".mkv"):
+            raise RuntimeError("the model failed")
+        return [{"path": p, "prediction": {"a": 1.0}} for p in paths]
+
+    with pytest.raises(RuntimeError, match="the model failed"):
+        classify_request(classify, None, ["QUJD", {"name": "b.mkv", "data": "REVG"}], {"top_k": 1})
+    assert [p.suffix for p in seen] == [".mp4", ".mkv"]
+    assert not list(tmp_path.iterdir())
+
+
+def test_uploads_are_written_one_at_a_time_and_removed_when_done(monkeypatch, tmp_path):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    on_disk: list[list[str]] = []
+
+    def classify(paths: list[str]) -> list[dict]:
+        on_disk.append(sorted(p.name for p in tmp_path.rglob("*") if p.is_file()))
+        return [{"path": p, "prediction": {}, "error": f"{p}: not a video"} for p in paths]
+
+    results = classify_request(classify, None, ["QUJD", "bad base64!", {"name": "c.mkv", "data": "REVG"}], {})
+    assert on_disk == [[], ["video_0.mp4"], ["video_2.mkv"]]  # the option check, then one file per upload
+    assert [r["error"] for r in results] == [
+        "videos[0]: not a video", "videos[1]: invalid base64 (Only base64 data is allowed)", "c.mkv: not a video"]
+    assert not list(tmp_path.iterdir())
+
+
+def test_option_mistakes_are_refused_before_any_file_is_written(monkeypatch, tmp_path):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+
+    def classify(paths: list[str], top_k: int = 1) -> list[dict]:
+        assert not list(tmp_path.iterdir())
         raise ValueError("top_k must be positive")
 
     with pytest.raises(ValueError, match="top_k"):
-        classify_request(classify, None, ["QUJD", {"name": "b.mkv", "data": "REVG"}], {"top_k": 0})
-    assert [p.suffix for p in seen] == [".mp4", ".mkv"]
-    assert not list(tmp_path.iterdir())
+        classify_request(classify, None, ["QUJD"], {"top_k": 0})
+
+
+def test_server_paths_are_off_unless_directories_are_named(monkeypatch, tmp_path):
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    asked: list[list[str]] = []
+
+    def classify(paths: list[str]) -> list[dict]:
+        asked.append(paths)
+        return [{"path": p, "prediction": {"a": 1.0}} for p in paths]
+
+    monkeypatch.delenv(SERVING_DIRS_ENV, raising=False)
+    (entry,) = classify_request(classify, [str(video)], None, {})
+    assert entry == {"path": str(video), "prediction": {}, "error": f"{video}: {PATH_REFUSED}"} and asked == [[]]
+    monkeypatch.setenv(SERVING_DIRS_ENV, f"/nonexistent{os.pathsep}{tmp_path}")
+    assert classify_request(classify, [str(video)], None, {}) == [{"path": str(video), "prediction": {"a": 1.0}}]
+    assert asked[-1] == [os.path.realpath(video)]  # opened by the resolved name
+    monkeypatch.setenv(SERVING_DIRS_ENV, "relative/dir")
+    with pytest.raises(ValueError, match=f"{SERVING_DIRS_ENV}: 'relative/dir' is not an absolute path"):
+        serving_dirs()
+
+
+def test_request_limits_from_the_environment(monkeypatch):
+    for name in (MAX_ITEMS_ENV, MAX_FRAMES_ENV, MAX_PIXELS_ENV):
+        monkeypatch.delenv(name, raising=False)
+    assert max_items() == DEFAULT_MAX_ITEMS
+    limits = serving_limits()
+    assert (limits.max_frames, limits.max_pixels) == (18_000, 3840 * 2160)
+    monkeypatch.setenv(MAX_ITEMS_ENV, "3")
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1000")
+    assert max_items() == 3 and serving_limits().max_pixels == 1000
+    for name in (MAX_ITEMS_ENV, MAX_FRAMES_ENV, MAX_PIXELS_ENV):
+        for bad in ("many", "0", "-3", "2.5"):
+            monkeypatch.setenv(name, bad)
+            with pytest.raises(ValueError, match=f"{name}={bad!r}: expected a positive whole number"):
+                max_items() if name == MAX_ITEMS_ENV else serving_limits()
+        monkeypatch.delenv(name)

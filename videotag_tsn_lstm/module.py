@@ -23,7 +23,7 @@ from paddlehub_video.pipeline import VideoOutcome, VideoPipeline, validate_paths
 from paddlehub_video.postprocess import read_labels, result_entry, top_k_predictions, validate_threshold, validate_top_k
 from paddlehub_video.preprocess import scale_and_crop, tensor_batches
 from paddlehub_video.serving import classify_request
-from paddlehub_video.video import read_sampled_frames, sample_tsn_indices
+from paddlehub_video.video import sample_tsn_indices
 
 NAME = "videotag_tsn_lstm"
 
@@ -88,7 +88,7 @@ class VideoTag(VideoModule, hub.Module):
     def preprocess(self, path: str) -> np.ndarray:
         """One video -> its sampled, cropped frames `[seg_num, crop, crop, 3]` uint8 (what `predict_fn` takes)."""
         pre = self.config["preprocess"]
-        frames = read_sampled_frames(
+        frames = self.read_frames(
             path,
             partial(sample_tsn_indices, seg_num=self.config["sampling"]["seg_num"]),
             partial(scale_and_crop, short_size=pre["short_size"], crop_size=pre["crop_size"]),
