@@ -9,6 +9,7 @@ from typing import Any
 
 from .assets import AssetSpec, fetch_asset
 from .config import ConfigOverrides, load_module_config
+from .postprocess import read_labels
 from .predictor import Predictor, shared_predictor
 
 
@@ -60,6 +61,15 @@ class VideoModule:
     def asset(self, key: str) -> Path:
         """Local path of the asset `key` of the config's `assets`, fetched on first use."""
         return fetch_asset(AssetSpec.from_dict(key, self.config["assets"][key]), module_dir=self.module_dir)
+
+    @property
+    def labels(self) -> list[str]:
+        """The class names, index = class id (`hub run <module> --list_labels` prints them).
+
+        Reads the label file only (fetched on first use, a small file): no weights are fetched or
+        converted. A new list on each access.
+        """
+        return read_labels(self.asset("labels"), expected_count=self.config["model"]["num_classes"])
 
     def predictor(self, model_prefix: Path, use_gpu: bool, use_onednn: bool | None = None) -> Predictor:
         """The process-wide predictor of a converted model, on CPU or GPU as asked for this call."""
