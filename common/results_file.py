@@ -31,6 +31,7 @@ from .errors import PaddleHubVideoError
 MAX_LINE_BYTES = 1 << 20
 # How every line the writer emits starts (json.dumps keeps the key order of result_entry).
 ENTRY_START = b'{"path": "'
+LEFT_AS_IT_WAS = "the file was left as it was (name a new file, or one written by hub run --output)"
 ENTRY_KEYS = ({"path", "prediction"}, {"path", "prediction", "error"})
 FILE_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket",
               stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
@@ -38,6 +39,10 @@ FILE_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)", 
 
 class ResultsFileError(PaddleHubVideoError):
     """The --output file is not a results file (so it is left untouched), or cannot be written."""
+
+
+class NotResultsFile(ResultsFileError):
+    """Why a file is not a results file of hub run (so it is never written)."""
 
 
 class Scan(NamedTuple):
@@ -87,48 +92,61 @@ def is_cut_entry(tail: bytes) -> bool:
     return True
 
 
-def file_problem(path: Path) -> str | None:
-    """Why `path` (symlinks followed) cannot be a results file to append to, or None (also if it is absent)."""
+def check_usable(path: Path) -> bool:
+    """Whether `path` (symlinks followed) exists; NotResultsFile if it cannot be a results file to append to."""
     try:
         info = os.stat(path)
     except FileNotFoundError:
-        return None
-    except OSError as exc:
-        return f"cannot open it: {exc.strerror}"
+        return False
     if not stat.S_ISREG(info.st_mode):
-        return f"it is {FILE_KINDS.get(stat.S_IFMT(info.st_mode), 'not a regular file')}, not a results file"
+        raise NotResultsFile(f"it is {FILE_KINDS.get(stat.S_IFMT(info.st_mode), 'not a regular file')}")
     # The mode bits are checked even for root: a rewrite by rename would ignore them.
     if not info.st_mode & 0o222 or not os.access(path, os.W_OK):
-        return "it is read-only"
+        raise NotResultsFile("it is read-only")
     if info.st_nlink > 1:  # a rewrite (a new file renamed over this name) would split them
-        return f"it has {info.st_nlink - 1} other hard link(s)"
-    return None
+        raise NotResultsFile(f"it has {info.st_nlink - 1} other hard link(s)")
+    return True
 
 
-def open_for_reading(path: Path) -> BinaryIO:
-    """`path` opened to read, without blocking (a FIFO put there meanwhile), refused unless regular."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+def open_regular(path: Path, flags: int) -> int:
+    """A descriptor of `path` opened with `flags`, without blocking should a FIFO have been put there
+    since it was checked; NotResultsFile unless it is a regular file."""
+    fd = os.open(path, flags | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o666)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise ResultsFileError("it is not a regular file, not a results file")
-    return os.fdopen(fd, "rb")
+        raise NotResultsFile("it is not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def keep_answered(target: Path) -> set[str]:
+    """The paths answered in the results file `target` (none if absent), once its failed entries and
+    a cut-short last line are dropped; NotResultsFile if it is not a results file."""
+    if not check_usable(target):
+        return set()
+    with os.fdopen(open_regular(target, os.O_RDONLY), "rb") as fh:
+        found = scan(fh)
+        if found.rewrite:
+            fh.seek(0)
+            replace_atomically(target, answered_lines(fh))
+    return found.done
 
 
 def read_lines(fh: BinaryIO) -> Iterator[bytes]:
-    """The lines of `fh` with their newline (the last may lack it); ResultsFileError past MAX_LINE_BYTES."""
+    """The lines of `fh` with their newline (the last may lack it); NotResultsFile past MAX_LINE_BYTES."""
     for number in itertools.count(1):
         line = fh.readline(MAX_LINE_BYTES + 1)
         if not line:
             return
         if len(line) > MAX_LINE_BYTES:
-            raise ResultsFileError(f"line {number} is longer than {MAX_LINE_BYTES} bytes, not a result entry")
+            raise NotResultsFile(f"line {number} is longer than {MAX_LINE_BYTES} bytes, not a result entry")
         yield line
 
 
 def scan(fh: BinaryIO) -> Scan:
     """Check that `fh` is a results file; the answered paths, and whether some line must be dropped.
 
-    Raises ResultsFileError with the reason when it is not one.
+    Raises NotResultsFile with the reason when it is not one.
     """
     done: set[str] = set()
     rewrite, entries = False, 0
@@ -139,7 +157,7 @@ def scan(fh: BinaryIO) -> Scan:
             return Scan(done, True)  # a run was killed while writing this line: it is redone
         if entry is None:
             where = f"line {number}" if complete else f"its last line (line {number}, without a newline)"
-            raise ResultsFileError(f"{where} is not a result entry of hub run")
+            raise NotResultsFile(f"{where} is not a result entry of hub run")
         entries += 1
         rewrite |= not complete or "error" in entry  # a newline to add, a failed video to try again
         if "error" not in entry:
@@ -197,31 +215,15 @@ class ResultsFile:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.done: set[str] = set()
         target = Path(os.path.realpath(self.path))
-        problem = file_problem(target)
-        if problem is not None:
-            raise ResultsFileError(refusal(problem))
-        if target.exists():
-            self._keep_answered(target)
         try:
-            self._file: IO[str] = open(target, "a", encoding="utf-8", newline="\n")
-        except OSError as exc:
-            raise ResultsFileError(f"cannot open it to write: {exc.strerror}") from exc
-
-    def _keep_answered(self, target: Path) -> None:
-        """Refuse a file that is not a results file; drop its failed entries and a cut-short last line."""
-        try:
-            with open_for_reading(target) as fh:
-                found = scan(fh)
-                if found.rewrite:
-                    fh.seek(0)
-                    replace_atomically(target, answered_lines(fh))
-        except ResultsFileError as exc:
-            raise ResultsFileError(refusal(str(exc))) from None
-        except OSError as exc:
-            raise ResultsFileError(f"cannot read or rewrite it: {exc.strerror or exc}") from exc
-        self.done = found.done
+            self.done = keep_answered(target)
+            fd = open_regular(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        except NotResultsFile as exc:
+            raise ResultsFileError(f"refused: {exc}; {LEFT_AS_IT_WAS}") from None
+        except OSError as exc:  # the rewrite renames only a complete new file: the old one is still whole
+            raise ResultsFileError(f"cannot use it ({exc.strerror or exc}); {LEFT_AS_IT_WAS}") from exc
+        self._file: IO[str] = open(fd, "a", encoding="utf-8", newline="\n")
 
     def append(self, entry: dict) -> None:
         """Write one entry as a line and flush it, so a killed run keeps every finished video."""
@@ -245,7 +247,3 @@ class ResultsFile:
                  trace: TracebackType | None) -> None:
         self.close()
 
-
-def refusal(reason: str) -> str:
-    """The message of a refused --output file."""
-    return f"refused: {reason}; the file was left as it was (name a new file, or one written by hub run --output)"
