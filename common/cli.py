@@ -1,4 +1,8 @@
-"""The command line shared by both modules' `hub run`: input options and the device switch."""
+"""The command line shared by both modules' `hub run`: input options, the device switch, --list_labels.
+
+Exit status: 0 success; 1 a video or the model failed (no weights, no GPU); 2 a usage error (a bad
+argument, no input, an --output file that is not a results file).
+"""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +20,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .errors import PaddleHubVideoError
+from .postprocess import validate_threshold, validate_top_k
 from .results_file import ResultsFile, ResultsFileError
 
 T = TypeVar("T")
@@ -42,8 +47,25 @@ def parse_bool(text: str) -> bool:
     return value
 
 
+def top_k_option(text: str) -> int:
+    """--top_k: a positive integer, else a usage error."""
+    try:
+        return validate_top_k(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+
+
+def threshold_option(text: str) -> float:
+    """--threshold: a number in [0, 1], else a usage error."""
+    try:
+        return validate_threshold(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+
+
 def build_parser(module_name: str, description: str, top_k: int, threshold: float) -> argparse.ArgumentParser:
-    """`hub run <module_name>` options: --input_path / --input_file, --use_gpu, --top_k, --threshold."""
+    """`hub run <module_name>` options: --input_path / --input_file, --output, --use_gpu, --top_k, --threshold,
+    --list_labels."""
     parser = argparse.ArgumentParser(prog=f"hub run {module_name}", description=description)
     inputs = parser.add_argument_group("input (at least one)")
     inputs.add_argument(
@@ -59,10 +81,11 @@ def build_parser(module_name: str, description: str, top_k: int, threshold: floa
     # PaddleHub's own `hub run` offered --batch_size for video modules; accepted so old scripts keep
     # working. Videos always go through one at a time (the next one decodes meanwhile).
     parser.add_argument("--batch_size", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--top_k", type=int, default=top_k, help=f"labels kept per video (default {top_k})")
-    parser.add_argument(
-        "--threshold", type=float, default=threshold, help=f"minimum probability kept (default {threshold})"
-    )
+    parser.add_argument("--top_k", type=top_k_option, default=top_k, help=f"labels kept per video (default {top_k})")
+    parser.add_argument("--threshold", type=threshold_option, default=threshold,
+                        help=f"minimum probability kept, 0 to 1 (default {threshold})")
+    parser.add_argument("--list_labels", action="store_true",
+                        help="print the labels (class id, a tab, the name; one per line) and exit")
     return parser
 
 
@@ -127,7 +150,7 @@ def input_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> li
 
 @contextlib.contextmanager
 def fatal_errors(module_name: str) -> Iterator[None]:
-    """A fatal error (no weights, no GPU, bad arguments) becomes one line on stderr and exit status 1.
+    """A fatal error (no weights, no GPU, a bad configuration) becomes one line on stderr and exit status 1.
 
     PaddleHub's CLI would let the exception through as a traceback.
     """
@@ -164,13 +187,33 @@ def errors_of(entries: Iterable[dict]) -> list[str]:
     return [entry["error"] for entry in entries if "error" in entry]
 
 
+def print_labels(module_name: str, labels: Callable[[], list[str]]) -> None:
+    """--list_labels: `id<TAB>name` lines on stdout in UTF-8 (whatever the locale), then exit 0.
+
+    Exits rather than returns: PaddleHub's `hub run` would print the returned value after them.
+    """
+    with fatal_errors(module_name):
+        names = labels()
+    sys.stdout.flush()
+    try:
+        sys.stdout.buffer.write("".join(f"{index}\t{name}\n" for index, name in enumerate(names)).encode("utf-8"))
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:  # `| head` read what it wanted; Python's own flush at exit must not complain
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(0)
+
+
 def run_batch(module_name: str, parser: argparse.ArgumentParser, args: argparse.Namespace,
-              classify_stream: ClassifyStream, present: Callable[[list[dict]], object] = list) -> object:
+              classify_stream: ClassifyStream, labels: Callable[[], list[str]],
+              present: Callable[[list[dict]], object] = list) -> object:
     """`hub run`: classify the videos of the input options, with --output into a results file.
 
     `classify_stream(paths)` yields classify-style entries in order, each as its video finishes;
-    `present(entries)` is what is printed without --output (the module's published result).
+    `labels()` is the module's label list (for --list_labels); `present(entries)` is what is
+    printed without --output (the module's published result).
     """
+    if args.list_labels:
+        print_labels(module_name, labels)
     paths = input_paths(parser, args)
     if args.output:
         return run_into_file(module_name, parser, args.output, paths, classify_stream)

@@ -5,14 +5,16 @@ import inspect
 import os
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from .assets import AssetSpec, fetch_assets
+from .assets import AssetSpec, fetch_assets, read_fetched
 from .config import ConfigOverrides, load_module_config
 from .limits import DecodeLimits, check_video, effective_limits
+from .postprocess import read_labels
 from .predictor import Predictor, shared_predictor
 from .video import read_sampled_frames
 
@@ -72,6 +74,19 @@ class VideoModule:
         """Local paths of the assets `keys`; all are looked for first, so one error names every missing file."""
         specs = [AssetSpec.from_dict(key, self.config["assets"][key]) for key in keys]
         return fetch_assets(specs, module_dir=self.module_dir, owner=self.NAME)
+
+    @property
+    def labels(self) -> list[str]:
+        """The class names, index = class id (`hub run <module> --list_labels` prints them).
+
+        Reads the label file only (fetched on first use, a small file): no weights are fetched or
+        converted. A new list on each access.
+        """
+        return self.read_label_file(self.asset("labels"))
+
+    def read_label_file(self, path: Path) -> list[str]:
+        """The class names in the fetched label file `path`; a downloaded file that fails the check is deleted."""
+        return read_fetched(path, partial(read_labels, expected_count=self.config["model"]["num_classes"]))
 
     def predictor(self, model_prefix: Path, use_gpu: bool, use_onednn: bool | None = None) -> Predictor:
         """The process-wide predictor of a converted model, on CPU or GPU as asked for this call."""

@@ -3,85 +3,227 @@
 A rerun with the same file goes on where the last one stopped: videos with an answer in the file
 are skipped (matched by their path as written), failed ones are tried again (their old line is
 dropped), and a last line cut short by a killed run is dropped and written again.
+
+Only a file this project wrote is ever changed. A results file is recognised positively: every
+complete line is a result entry (a JSON object with exactly the keys `path`, `prediction` and,
+for a failed video, `error`), and the only damage tolerated is a last line without its newline
+that is such an entry, or, after at least one entry, the start of one (a run killed mid-write).
+Anything else (a token, a config, a binary file, a directory, a FIFO, a device, a read-only file,
+a file with other hard links) is refused before a byte is written, and left as it was.
 """
 from __future__ import annotations
 
+import codecs
+import itertools
 import json
 import os
-import shutil
+import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, BinaryIO, NamedTuple
 
 from .errors import PaddleHubVideoError
+
+# Longer than any line this project writes (3,396 labels with their probabilities and a 4 KiB path
+# stay under 0.5 MiB), so a huge file without newlines is refused after reading this much of it.
+MAX_LINE_BYTES = 1 << 20
+# How every line the writer emits starts (json.dumps keeps the key order of result_entry).
+ENTRY_START = b'{"path": "'
+LEFT_AS_IT_WAS = "the file was left as it was (name a new file, or one written by hub run --output)"
+ENTRY_KEYS = ({"path", "prediction"}, {"path", "prediction", "error"})
+FILE_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket",
+              stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
 
 
 class ResultsFileError(PaddleHubVideoError):
     """The --output file is not a results file (so it is left untouched), or cannot be written."""
 
 
+class NotResultsFile(ResultsFileError):
+    """Why a file is not a results file of hub run (so it is never written)."""
+
+
+class Scan(NamedTuple):
+    """What reading a results file found: the answered paths, and whether lines must be dropped."""
+
+    done: set[str]
+    rewrite: bool
+
+
 def parse_entry(line: bytes) -> dict | None:
-    """The result entry a line holds, or None if it holds none (e.g. a line cut short)."""
+    """The result entry a line holds, or None if it holds none: exactly the shape the writer gives."""
+    if not (line.startswith(ENTRY_START) and line.endswith(b"}")):  # no other spacing, no \r
+        return None
     try:
         entry = json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return None
-    if isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("prediction"), dict):
-        return entry
-    return None
+    if not isinstance(entry, dict) or set(entry) not in ENTRY_KEYS:
+        return None
+    path, prediction, error = entry["path"], entry["prediction"], entry.get("error", "")
+    if not (isinstance(path, str) and isinstance(prediction, dict) and isinstance(error, str)):
+        return None
+    if "error" in entry and prediction:  # a failed video has no prediction
+        return None
+    if not all(is_probability(value) for value in prediction.values()):
+        return None
+    return entry
 
 
-def read_results(data: bytes) -> list[tuple[bytes, dict]]:
-    """(line, entry) for every complete entry of a file's `data`; a last line without newline may be cut short."""
-    lines = data.split(b"\n")
-    tail = lines.pop()  # what follows the last newline: b"" unless a run was killed mid-line
-    results = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        entry = parse_entry(line)
+def is_probability(value: object) -> bool:
+    """A JSON number in [0, 1] (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+
+
+def is_cut_entry(tail: bytes) -> bool:
+    """Whether `tail` can be the start of a line the writer emits, cut short (possibly inside a character).
+
+    The writer escapes control characters, so a cut line holds none; it is UTF-8 up to its last byte.
+    """
+    starts_right = tail.startswith(ENTRY_START) or ENTRY_START.startswith(tail)
+    if not starts_right or any(byte < 0x20 for byte in tail):
+        return False
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(tail, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def check_usable(path: Path) -> bool:
+    """Whether `path` (symlinks followed) exists; NotResultsFile if it cannot be a results file to append to."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(info.st_mode):
+        raise NotResultsFile(f"it is {FILE_KINDS.get(stat.S_IFMT(info.st_mode), 'not a regular file')}")
+    # The mode bits are checked even for root: a rewrite by rename would ignore them.
+    if not info.st_mode & 0o222 or not os.access(path, os.W_OK):
+        raise NotResultsFile("it is read-only")
+    if info.st_nlink > 1:  # a rewrite (a new file renamed over this name) would split them
+        raise NotResultsFile(f"it has {info.st_nlink - 1} other hard link(s)")
+    return True
+
+
+def open_regular(path: Path, flags: int) -> int:
+    """A descriptor of `path` opened with `flags`, without blocking should a FIFO have been put there
+    since it was checked; NotResultsFile unless it is a regular file."""
+    fd = os.open(path, flags | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o666)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotResultsFile("it is not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def keep_answered(target: Path) -> set[str]:
+    """The paths answered in the results file `target` (none if absent), once its failed entries and
+    a cut-short last line are dropped; NotResultsFile if it is not a results file."""
+    if not check_usable(target):
+        return set()
+    with os.fdopen(open_regular(target, os.O_RDONLY), "rb") as fh:
+        found = scan(fh)
+        if found.rewrite:
+            fh.seek(0)
+            replace_atomically(target, answered_lines(fh))
+    return found.done
+
+
+def read_lines(fh: BinaryIO) -> Iterator[bytes]:
+    """The lines of `fh` with their newline (the last may lack it); NotResultsFile past MAX_LINE_BYTES."""
+    for number in itertools.count(1):
+        line = fh.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE_BYTES:
+            raise NotResultsFile(f"line {number} is longer than {MAX_LINE_BYTES} bytes, not a result entry")
+        yield line
+
+
+def scan(fh: BinaryIO) -> Scan:
+    """Check that `fh` is a results file; the answered paths, and whether some line must be dropped.
+
+    Raises NotResultsFile with the reason when it is not one.
+    """
+    done: set[str] = set()
+    rewrite, entries = False, 0
+    for number, line in enumerate(read_lines(fh), 1):
+        complete = line.endswith(b"\n")
+        entry = parse_entry(line[:-1] if complete else line)
+        if entry is None and not complete and entries and is_cut_entry(line):
+            return Scan(done, True)  # a run was killed while writing this line: it is redone
         if entry is None:
-            # Not our file (or edited by hand): refuse rather than rewrite and lose what it holds.
-            raise ResultsFileError(f"line {number} is not a result entry of hub run; is this the right file?")
-        results.append((line, entry))
-    entry = parse_entry(tail) if tail.strip() else None
-    if entry is not None:  # complete, only its newline was never written
-        results.append((tail, entry))
-    return results
+            where = f"line {number}" if complete else f"its last line (line {number}, without a newline)"
+            raise NotResultsFile(f"{where} is not a result entry of hub run")
+        entries += 1
+        rewrite |= not complete or "error" in entry  # a newline to add, a failed video to try again
+        if "error" not in entry:
+            done.add(entry["path"])
+    return Scan(done, rewrite)
 
 
-def replace_contents(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file, so a kill leaves the old or the new file."""
+def answered_lines(fh: BinaryIO) -> Iterator[bytes]:
+    """The lines of a scanned results file that are kept: complete answers, each with its newline."""
+    for line in read_lines(fh):
+        entry = parse_entry(line.rstrip(b"\n"))
+        if entry is not None and "error" not in entry:
+            yield line if line.endswith(b"\n") else line + b"\n"
+
+
+def replace_atomically(path: Path, lines: Iterator[bytes]) -> None:
+    """Write `lines` to `path` through a synced temporary file renamed over it, keeping its mode.
+
+    A crash leaves the old file or the new one, never half of either.
+    """
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as fh:
-            fh.write(data)
-        shutil.copymode(path, temporary)
+            fh.writelines(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode))
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    sync_directory(path.parent)
+
+
+def sync_directory(folder: Path) -> None:
+    """Make a rename in `folder` durable (where the platform allows opening a directory)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a directory; the rename itself is still atomic
+    finally:
+        os.close(fd)
 
 
 class ResultsFile:
-    """An open --output file: `done` holds the paths answered by earlier runs; `append` adds one entry."""
+    """An open --output file: `done` holds the paths answered by earlier runs; `append` adds one entry.
+
+    A symlink is followed: its target is read, rewritten in place and appended to, and the link
+    stays a link (appending follows it anyway, so the rewrite must too).
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.done: set[str] = set()
-        if self.path.is_file():  # not /dev/stdout, say: nothing to resume there, and reading could block
-            self._keep_answered()
-        self._file: IO[str] = open(self.path, "a", encoding="utf-8", newline="\n")
-
-    def _keep_answered(self) -> None:
-        """Drop failed entries (tried again) and a cut-short last line; remember the answered paths."""
-        data = self.path.read_bytes()
-        answered = [(line, entry) for line, entry in read_results(data) if "error" not in entry]
-        self.done = {entry["path"] for _, entry in answered}
-        kept = b"".join(line + b"\n" for line, _ in answered)
-        if kept != data:
-            replace_contents(self.path, kept)
+        target = Path(os.path.realpath(self.path))
+        try:
+            self.done = keep_answered(target)
+            fd = open_regular(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        except NotResultsFile as exc:
+            raise ResultsFileError(f"refused: {exc}; {LEFT_AS_IT_WAS}") from None
+        except OSError as exc:  # the rewrite renames only a complete new file: the old one is still whole
+            raise ResultsFileError(f"cannot use it ({exc.strerror or exc}); {LEFT_AS_IT_WAS}") from exc
+        self._file: IO[str] = open(fd, "a", encoding="utf-8", newline="\n")
 
     def append(self, entry: dict) -> None:
         """Write one entry as a line and flush it, so a killed run keeps every finished video."""
@@ -104,3 +246,4 @@ class ResultsFile:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self.close()
+

@@ -15,7 +15,6 @@ import numpy as np
 import paddlehub as hub
 from paddlehub.module.module import moduleinfo, runnable, serving
 
-from paddlehub_video.assets import read_fetched
 from paddlehub_video.cli import build_parser, run_batch
 from paddlehub_video.config import ConfigOverrides
 from paddlehub_video.inference_model import cached_inference_model
@@ -23,7 +22,6 @@ from paddlehub_video.module_base import VideoModule
 from paddlehub_video.networks.stnet import build_stnet_program
 from paddlehub_video.pipeline import VideoOutcome, VideoPipeline, validate_paths
 from paddlehub_video.postprocess import (
-    read_labels,
     result_entry,
     top_k_predictions,
     validate_threshold,
@@ -76,7 +74,7 @@ class StNet(VideoModule, hub.Module):
         weights = self.config["assets"]["weights"]
         # Every file first: a failed download or a wrong label file is reported before any conversion.
         weights_file, labels_file = self.assets("weights", "labels")
-        labels = read_fetched(labels_file, partial(read_labels, expected_count=self.config["model"]["num_classes"]))
+        labels = self.read_label_file(labels_file)
         model = cached_inference_model(
             f"stnet_seg{sampling['seg_num']}", self.config["program_version"], build,
             {weights["network"]: weights_file},
@@ -148,6 +146,7 @@ class StNet(VideoModule, hub.Module):
         return run_batch(
             NAME, parser, args,
             lambda paths: self.classify_stream(paths, args.use_gpu, args.threshold, args.top_k),
+            labels=lambda: self.labels,
             present=lambda entries: [entry["prediction"] for entry in entries],  # what video_classification gives
         )
 

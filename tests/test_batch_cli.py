@@ -6,17 +6,24 @@ are shared with the other test files); one runs a real `hub run` in a subprocess
 from __future__ import annotations
 
 import ast
+import errno
+import hashlib
+import io
 import json
+import os
 import shutil
+import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import yaml
 
+from paddlehub_video import results_file
 from paddlehub_video.cli import VIDEO_EXTENSIONS, build_parser, expand_input_path, input_paths
-from paddlehub_video.results_file import ResultsFile, ResultsFileError
+from paddlehub_video.results_file import MAX_LINE_BYTES, ResultsFile, ResultsFileError
 from tests.fixtures.publisher import KINETICS_LABELS, SMALL, VIDEOTAG_LABELS, PublisherHost
 from tests.fixtures.videos import MakeVideo
 from tests.test_hub_cli import TRACEBACK, describe, run_hub
@@ -128,29 +135,204 @@ def test_a_file_is_taken_as_given_even_with_pattern_characters(tmp_path: Path) -
 # ---------------------------------------------------------------- the results file
 
 
+ANSWER = b'{"path": "a.mp4", "prediction": {"x": 0.5}}\n'
+FAILED = b'{"path": "b.mp4", "prediction": {}, "error": "b.mp4: file not found"}\n'
+# Contents that are not a results file of hub run, each with (part of) the reason it is refused.
+NOT_RESULTS = {
+    "an API token, no newline": (b"ghp_0123456789abcdefABCDEF", "its last line (line 1, without a newline)"),
+    "minified JSON, no newline": (b'{"name":"demo","version":1}', "its last line (line 1, without a newline)"),
+    "one JSON object of another shape": (b'{\n  "path": "a.mp4",\n  "prediction": {}\n}\n', "line 1 is not"),
+    "a result-like object, no newline": (b'{"path": "a.mp4", "prediction": {}}'[:-1], "its last line (line 1"),
+    "binary, no newline byte": (bytes(b for b in range(256) if b != 0x0A) * 4, "its last line (line 1"),
+    "JSON Lines of other records": (b'{"id": 1, "text": "a"}\n{"id": 2, "text": "b"}\n', "line 1 is not"),
+    "entries with another key": (b'{"path": "a.mp4", "prediction": {}, "score": 1}\n', "line 1 is not"),
+    "a probability that is no probability": (b'{"path": "a.mp4", "prediction": {"x": "high"}}\n', "line 1 is not"),
+    "a failed entry with a prediction": (b'{"path": "a.mp4", "prediction": {"x": 0.5}, "error": "e"}\n',
+                                         "line 1 is not"),
+    "NUL bytes after an entry": (ANSWER + b"\x00" * 64 + b"\n", "line 2 is not"),
+    "NUL bytes in a last line after an entry": (ANSWER + b'{"path": "\x00\x00', "its last line (line 2"),
+    "invalid UTF-8": (b'{"path": "a\xff.mp4", "prediction": {}}\n', "line 1 is not"),
+    "invalid UTF-8 in a last line after an entry": (ANSWER + b'{"path": "\xff\xfe', "its last line (line 2"),
+    "text after an entry, no newline": (ANSWER + b"my notes", "its last line (line 2"),
+    "the start of an entry, alone": (b'{"path": "a.mp4", "predic', "its last line (line 1"),
+    "a blank line": (ANSWER + b"\n", "line 2 is not"),
+    "Windows line ends": (ANSWER.replace(b"\n", b"\r\n"), "line 1 is not"),
+    "notes": (b"my notes\nmore notes\n", "line 1 is not"),
+}
+
+
+class Snapshot(NamedTuple):
+    """What must not change about a refused --output path: the entry itself and the file's bytes."""
+
+    link: str | None
+    kind: int
+    inode: int
+    mode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    digest: str | None
+
+
+def snapshot(path: Path, digest_limit: int = 64 << 20) -> Snapshot:
+    """The path (not followed), what it points at, and a digest of the bytes of a regular file."""
+    info = path.stat()  # what --output would read and write
+    link = os.readlink(path) if path.is_symlink() else None
+    digest = None
+    if stat.S_ISREG(info.st_mode):
+        with path.open("rb") as fh:  # a huge file: its first bytes (its size and times cover the rest)
+            digest = hashlib.sha256(fh.read(min(info.st_size, digest_limit))).hexdigest()
+    return Snapshot(link, stat.S_IFMT(info.st_mode), info.st_ino, info.st_mode, info.st_size, info.st_mtime_ns,
+                    info.st_ctime_ns, digest)
+
+
+def refused(path: Path, reason: str) -> None:
+    """ResultsFile(path) is refused naming `reason`; nothing in the folder or about the path changed."""
+    before, listing = snapshot(path), sorted(os.listdir(path.parent))
+    with pytest.raises(ResultsFileError, match="refused: ") as info:
+        ResultsFile(path)
+    assert reason in str(info.value) and "left as it was" in str(info.value)
+    assert snapshot(path) == before
+    assert sorted(os.listdir(path.parent)) == listing  # no temporary file left behind
+
+
 def test_results_file_keeps_answers_drops_failures_and_a_cut_last_line(tmp_path: Path) -> None:
     output = tmp_path / "r.jsonl"
     answered = '{"path": "a.mp4", "prediction": {"跑步": 0.5}}'
     complete_tail = '{"path": "d.mp4", "prediction": {}}'  # killed between the entry and its newline
-    output.write_text(f'{answered}\n{{"path": "b.mp4", "prediction": {{}}, "error": "b.mp4: file not found"}}\n\n'
+    output.write_text(f'{answered}\n{{"path": "b.mp4", "prediction": {{}}, "error": "b.mp4: file not found"}}\n'
                       f'{complete_tail}', encoding="utf-8")
+    output.chmod(0o640)
     with ResultsFile(output) as results:
         assert results.done == {"a.mp4", "d.mp4"}
     assert output.read_text(encoding="utf-8") == f"{answered}\n{complete_tail}\n"
+    assert stat.S_IMODE(output.stat().st_mode) == 0o640  # the rewrite keeps the mode
     output.write_bytes(output.read_bytes() + '{"path": "c.mp4", "prediction": {"跑'.encode()[:-1])  # cut in a char
     with ResultsFile(output) as results:
         assert results.done == {"a.mp4", "d.mp4"}
         results.append({"path": "c.mp4", "prediction": {"跑步": 0.25}})
     assert output.read_text(encoding="utf-8") == (
         f'{answered}\n{complete_tail}\n{{"path": "c.mp4", "prediction": {{"跑步": 0.25}}}}\n')
+    assert sorted(os.listdir(tmp_path)) == ["r.jsonl"]
 
 
-def test_a_file_that_is_not_a_results_file_is_refused_and_left_untouched(tmp_path: Path) -> None:
-    output = tmp_path / "notes.txt"
-    output.write_text("my notes\nmore notes\n")
-    with pytest.raises(ResultsFileError, match="line 1 is not a result entry"):
+def test_a_line_cut_at_any_byte_after_an_entry_is_dropped(tmp_path: Path) -> None:
+    # What the writer emits for an answer, with escapes and multi-byte characters to cut through.
+    line = json.dumps({"path": '视频 \\ "1".mp4', "prediction": {"跑步": 0.25}}, ensure_ascii=False).encode("utf-8")
+    output = tmp_path / "r.jsonl"
+    for cut in range(1, len(line)):
+        output.write_bytes(ANSWER + line[:cut])
+        with ResultsFile(output) as results:
+            assert results.done == {"a.mp4"}, line[:cut]
+        assert output.read_bytes() == ANSWER, line[:cut]
+
+
+def test_an_empty_or_absent_file_is_a_new_results_file(tmp_path: Path) -> None:
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    for name in ("empty.jsonl", "absent.jsonl"):
+        with ResultsFile(tmp_path / name) as results:
+            assert results.done == set()
+            results.append({"path": "a.mp4", "prediction": {"x": 0.5}})
+        assert (tmp_path / name).read_bytes() == ANSWER
+
+
+@pytest.mark.parametrize("case", list(NOT_RESULTS))
+def test_a_file_that_is_not_a_results_file_is_refused_and_left_byte_for_byte(tmp_path: Path, case: str) -> None:
+    data, reason = NOT_RESULTS[case]
+    output = tmp_path / "user file"
+    output.write_bytes(data)
+    refused(output, reason)
+    assert output.read_bytes() == data
+
+
+def test_a_huge_file_is_refused_after_its_first_line(tmp_path: Path) -> None:
+    huge = tmp_path / "disk.img"
+    with huge.open("wb") as fh:  # sparse: 1 GiB of NUL bytes that take no disk; read whole, the test would crawl
+        fh.write(ANSWER)
+        fh.truncate(1 << 30)
+    refused(huge, f"line 2 is longer than {MAX_LINE_BYTES} bytes")
+
+
+def test_a_directory_a_fifo_and_a_device_are_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    finished, outcome = threading.Event(), []
+
+    def refuse_all() -> None:  # in a thread, so that a blocking open fails the test instead of hanging it
+        try:
+            refused(tmp_path, "it is a directory")
+            refused(fifo, "it is a FIFO")  # opening it to write would wait for a reader forever
+            if Path("/dev/null").exists():
+                refused(Path("/dev/null"), "it is a character device")
+            outcome.append("refused")
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+        finally:
+            finished.set()
+
+    threading.Thread(target=refuse_all, daemon=True).start()
+    assert finished.wait(timeout=120), "opening a special file blocked"
+    assert outcome == ["refused"], outcome
+
+
+def test_a_read_only_results_file_is_refused_even_for_root(tmp_path: Path) -> None:
+    output = tmp_path / "r.jsonl"
+    output.write_bytes(ANSWER + FAILED)  # a rerun would rewrite it to drop the failed entry
+    output.chmod(0o444)
+    refused(output, "it is read-only")
+
+
+def test_a_file_with_other_hard_links_is_refused(tmp_path: Path) -> None:
+    output = tmp_path / "r.jsonl"
+    output.write_bytes(ANSWER + FAILED)
+    os.link(output, tmp_path / "backup.jsonl")  # a rewrite by rename would leave the backup behind
+    refused(output, "it has 1 other hard link(s)")
+
+
+def test_a_symlink_to_a_results_file_stays_a_symlink_and_its_target_is_rewritten(tmp_path: Path) -> None:
+    (tmp_path / "runs").mkdir()
+    target = tmp_path / "runs" / "r.jsonl"
+    target.write_bytes(ANSWER + FAILED)
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(Path("runs") / "r.jsonl")
+    with ResultsFile(link) as results:
+        assert results.done == {"a.mp4"}
+        results.append({"path": "b.mp4", "prediction": {}})
+    assert link.is_symlink() and os.readlink(link) == str(Path("runs") / "r.jsonl")
+    assert target.read_bytes() == ANSWER + b'{"path": "b.mp4", "prediction": {}}\n'
+    assert sorted(os.listdir(tmp_path / "runs")) == ["r.jsonl"]
+
+
+def test_a_symlink_to_another_file_or_to_itself_is_refused_and_kept(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_bytes(b"secret-token")
+    link = tmp_path / "out.jsonl"
+    link.symlink_to(token)
+    refused(link, "its last line (line 1, without a newline)")
+    assert link.is_symlink() and token.read_bytes() == b"secret-token"
+    loop = tmp_path / "loop.jsonl"
+    loop.symlink_to(loop)
+    with pytest.raises(ResultsFileError, match="cannot use it"):
+        ResultsFile(loop)
+    assert loop.is_symlink() and os.readlink(loop) == str(loop)
+
+
+def test_a_rewrite_that_fails_leaves_the_old_file_and_no_temporary(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    output = tmp_path / "r.jsonl"
+    output.write_bytes(ANSWER + FAILED)
+    synced: list[int] = []
+    monkeypatch.setattr(results_file.os, "fsync", synced.append)
+
+    def crash(source: str, destination: str) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(results_file.os, "replace", crash)
+    before = snapshot(output)
+    with pytest.raises(ResultsFileError, match="cannot use it"):
         ResultsFile(output)
-    assert output.read_text() == "my notes\nmore notes\n"
+    assert synced  # the new contents were synced before the rename was tried
+    assert snapshot(output) == before and sorted(os.listdir(tmp_path)) == ["r.jsonl"]
 
 
 # ---------------------------------------------------------------- hub run --output (in process)
@@ -258,17 +440,28 @@ def test_output_that_is_not_a_results_file_is_a_usage_error(small_videotag: Any,
     with pytest.raises(SystemExit) as info:
         small_videotag.run_cmd(["--input_path", str(clips[0]), "--output", str(notes)])
     assert info.value.code == 2
-    assert f"--output {notes}: line 1 is not a result entry" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"error: --output {notes}: refused: line 1 is not a result entry of hub run; the file was left" in err
     assert notes.read_text() == "not results\n"
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device that is always full)")
-def test_a_full_disk_is_one_error_line(small_stnet: Any, clips: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_full_disk_is_one_error_line(small_stnet: Any, clips: list[Path], tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    class FullDisk(io.StringIO):
+        """An --output file on a full disk: what is written cannot be flushed."""
+
+        def flush(self) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    # /dev/full is refused (a device), so the full disk is the file's: the module's `open` is replaced.
+    monkeypatch.setattr(results_file, "open", lambda *args, **kwargs: FullDisk(), raising=False)
+    output = tmp_path / "r.jsonl"
     with pytest.raises(SystemExit) as info:
-        small_stnet.run_cmd(["--input_path", str(clips[0]), "--output", "/dev/full"])
+        small_stnet.run_cmd(["--input_path", str(clips[0]), "--output", str(output)])
     assert info.value.code == 1
     err = capsys.readouterr().err
-    assert f"hub run {STNET}: error: cannot write /dev/full: " in err and TRACEBACK not in err
+    assert f"hub run {STNET}: error: cannot write {output}: [Errno 28] No space left on device" in err
+    assert TRACEBACK not in err
 
 
 # ---------------------------------------------------------------- progress, published output
@@ -314,3 +507,15 @@ def test_hub_run_glob_and_list_into_a_results_file(hub_env: dict[str, str], mirr
     entries = entries_of(output)
     assert [entry["path"] for entry in entries] == [*paths[:2], missing]
     assert [len(entry["prediction"]) for entry in entries] == [5, 5, 0]
+
+
+def test_hub_run_never_empties_a_one_line_file_given_as_output(hub_env: dict[str, str], clips: list[Path],
+                                                                tmp_path: Path) -> None:
+    token = tmp_path / "tok"
+    token.write_bytes(b"ghp_0123456789abcdefABCDEF")  # an API token: one line, no final newline
+    before = snapshot(token)
+    proc = run_hub(["run", STNET, "--input_path", str(clips[0]), "--output", str(token)], cwd=REPO, env=hub_env)
+    assert proc.returncode == 2, describe(proc)
+    assert f"hub run {STNET}: error: --output {token}: refused: its last line" in proc.stderr, describe(proc)
+    assert TRACEBACK not in proc.stderr, describe(proc)
+    assert snapshot(token) == before and token.read_bytes() == b"ghp_0123456789abcdefABCDEF"

@@ -134,13 +134,50 @@ def test_usage_error_without_input_exits_quickly(hub_env):
     assert elapsed < 60
 
 
-def test_out_of_range_top_k_is_one_error_line_not_a_traceback(hub_env, videos):
-    proc = run_hub(["run", "videotag_tsn_lstm", "--input_path", str(videos["spaced"]), "--top_k", "0"],
-                   cwd=REPO, env=hub_env, timeout=60)
-    assert proc.returncode == 1, describe(proc)
-    assert "hub run videotag_tsn_lstm: error:" in proc.stderr and "top_k" in proc.stderr, describe(proc)
+@pytest.mark.parametrize("module,option,value", [
+    ("videotag_tsn_lstm", "--top_k", "0"),
+    ("stnet_kinetics400", "--threshold", "2"),
+])  # every bad value in process: tests/test_pipeline_cli.py
+def test_a_bad_argument_is_a_usage_error_exit_2_with_one_error_line(hub_env, videos, module, option, value):
+    proc = run_hub(["run", module, "--input_path", str(videos["spaced"]), option, value],
+                   cwd=REPO, env=hub_env, timeout=120)
+    assert proc.returncode == 2, describe(proc)
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, describe(proc)
+    assert errors[0].startswith(f"hub run {module}: error: argument {option}: "), describe(proc)
+    assert errors[0].endswith(f"got {value!r}"), describe(proc)
     assert TRACEBACK not in proc.stderr, describe(proc)
     assert "[{" not in proc.stdout, describe(proc)
+
+
+def test_list_labels_prints_id_tab_name_in_utf8_without_fetching_or_converting_weights(
+        hub_env, publisher_host, tmp_path):
+    hub_home = tmp_path / "hub home"  # empty: nothing downloaded or converted yet
+    hub_home_config(hub_home)
+    requests_before = len(publisher_host.server.requests)
+    # An ASCII-only stdout encoding: the Chinese labels are written in UTF-8 all the same.
+    env = {**hub_env, "HUB_HOME": str(hub_home), "PYTHONIOENCODING": "ascii"}
+    proc = run_hub(["run", "videotag_tsn_lstm", "--list_labels"], cwd=REPO, env=env)
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout == "".join(f"{index}\t{name}\n" for index, name in enumerate(VIDEOTAG_LABELS)), describe(proc)
+    fetched = {request.path for request in publisher_host.server.requests[requests_before:]}
+    assert fetched == {"label_3396.txt"}, fetched  # the label file only: no weights
+    cache = hub_home / "paddlehub_video"
+    assert not (cache / "inference").exists(), sorted(cache.rglob("*"))  # nothing converted
+
+
+def test_labels_property_and_list_labels_in_process_read_the_label_file_only(mirror, capsysbinary):
+    stnet = mirror.small_module("stnet_kinetics400")
+    requests_before = len(mirror.server.requests)
+    labels = stnet.labels
+    assert labels == KINETICS_LABELS and labels is not stnet.labels  # a new list each time
+    with pytest.raises(SystemExit) as info:
+        stnet.run_cmd(["--list_labels"])
+    assert info.value.code == 0
+    expected = "".join(f"{index}\t{name}\n" for index, name in enumerate(KINETICS_LABELS))
+    assert capsysbinary.readouterr().out == expected.encode("utf-8")
+    assert stnet._models is None  # the networks were not loaded (nor converted)
+    assert {request.path for request in mirror.server.requests[requests_before:]} <= {"kinetics_labels.json"}
 
 
 def test_stnet_input_file_and_input_path_in_order(hub_env, videos, tmp_path):

@@ -108,3 +108,33 @@ def test_unreadable_list_file_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         input_paths(parser, parser.parse_args(["--input_file", str(tmp_path / "missing.txt")]))
     assert "missing.txt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,option", [
+    (["--top_k", "0"], "--top_k"),
+    (["--top_k", "-3"], "--top_k"),
+    (["--top_k", "2.5"], "--top_k"),
+    (["--threshold", "2"], "--threshold"),
+    (["--threshold", "-0.1"], "--threshold"),
+    (["--threshold", "nan"], "--threshold"),
+    (["--threshold", "high"], "--threshold"),
+    (["--use_gpu", "maybe"], "--use_gpu"),
+])
+def test_a_bad_option_value_is_a_usage_error_with_one_line(argv, option, capsys):
+    parser = build_parser("m", "d", top_k=5, threshold=0.0)
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["--input_path", "a.mp4", *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: hub run m")
+    error_lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(error_lines) == 1, err
+    assert error_lines[0].startswith(f"hub run m: error: argument {option}: expected "), err
+    assert error_lines[0].endswith(f"got {argv[1]!r}"), err
+
+
+def test_good_option_values_are_taken():
+    parser = build_parser("m", "d", top_k=5, threshold=0.0)
+    args = parser.parse_args(["--top_k", "3396", "--threshold", "1", "--use_gpu", "False"])
+    assert (args.top_k, args.threshold, args.use_gpu, args.list_labels) == (3396, 1.0, False, False)
+    assert parser.parse_args(["--threshold", "0"]).threshold == 0.0

@@ -13,14 +13,13 @@ import numpy as np
 import paddlehub as hub
 from paddlehub.module.module import moduleinfo, runnable, serving
 
-from paddlehub_video.assets import read_fetched
 from paddlehub_video.cli import build_parser, run_batch
 from paddlehub_video.inference_model import cached_inference_model
 from paddlehub_video.module_base import VideoModule
 from paddlehub_video.networks.attention_lstm import build_attention_lstm_program
 from paddlehub_video.networks.tsn import build_tsn_program
 from paddlehub_video.pipeline import VideoOutcome, VideoPipeline, validate_paths
-from paddlehub_video.postprocess import read_labels, result_entry, top_k_predictions, validate_threshold, validate_top_k
+from paddlehub_video.postprocess import result_entry, top_k_predictions, validate_threshold, validate_top_k
 from paddlehub_video.preprocess import scale_and_crop, tensor_batches
 from paddlehub_video.serving import classify_request
 from paddlehub_video.video import sample_tsn_indices
@@ -70,7 +69,7 @@ class VideoTag(VideoModule, hub.Module):
         assets = self.config["assets"]
         # Every file first: a failed download or a wrong label file is reported before any conversion.
         tsn_weights, lstm_weights, labels_file = self.assets("tsn_weights", "lstm_weights", "labels")
-        labels = read_fetched(labels_file, partial(read_labels, expected_count=self.config["model"]["num_classes"]))
+        labels = self.read_label_file(labels_file)
         tsn = cached_inference_model(
             "videotag_tsn",
             version,
@@ -161,7 +160,7 @@ class VideoTag(VideoModule, hub.Module):
         parser = build_parser(NAME, "Tag short videos with 3396 Chinese labels.", top_k=10, threshold=0.5)
         args = parser.parse_args(argvs)
         return run_batch(NAME, parser, args, lambda paths: self.classify_stream(
-            paths, args.use_gpu, args.threshold, args.top_k))
+            paths, args.use_gpu, args.threshold, args.top_k), labels=lambda: self.labels)
 
     # With `preprocess` and `predict_fn`: the public stages of `classify`, for callers that run decoding
     # and inference apart (paddlehub_video.ray_adapter).
