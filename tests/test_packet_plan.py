@@ -145,7 +145,7 @@ def test_truncated_matroska_gives_the_sequential_frames(
 
 
 def make_index(pts: list[int], keyframe_pts: set[int]) -> PacketIndex:
-    return PacketIndex("h264", pts, [p in keyframe_pts for p in pts], sorted(pts))
+    return PacketIndex("h264", pts, [p in keyframe_pts for p in pts], sorted(pts), [False] * len(pts))
 
 
 # Decode order of two closed groups with B-frames: I0 P3 B1 B2 P6 B4 B5 | I7 P10 B8 B9.
