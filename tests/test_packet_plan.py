@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from paddlehub_video import video
+from paddlehub_video.bitstream import PictureReader, Unsupported
 from paddlehub_video.packet_plan import PacketIndex, decode_frames, decoder_spans, packets_to_decode, read_packet_index
 from paddlehub_video.video import read_sampled_frames, sample_stnet_indices, sample_tsn_indices
-from tests.fixtures.videos import frame_index_of, write_encoded_video, write_video
+from tests.fixtures import hard_videos as hv
+from tests.fixtures.videos import frame_index_of, read_every_frame, write_encoded_video, write_video
 
 tsn_300 = partial(sample_tsn_indices, seg_num=300)
 stnet_25x5 = partial(sample_stnet_indices, seg_num=25, seglen=5)
@@ -60,12 +62,18 @@ def assert_same_frames(got: list[np.ndarray], expected: list[np.ndarray]) -> Non
 def test_planned_frames_are_the_sequential_frames(
     encoded: dict[str, Path], name: str, sampler: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = encoded[name]
+    assert assert_planned_as_sequential(encoded[name], SAMPLERS[sampler], monkeypatch).frame_count == 400
+
+
+def assert_planned_as_sequential(path: Path, sampler, monkeypatch: pytest.MonkeyPatch, first: int = 0) -> PacketIndex:
+    """`path` is planned, gives the sequential decoder's frames, and they are the right ones (the
+    source's frame `first + i` for index i)."""
     index = read_packet_index(str(path))
-    assert index is not None and index.frame_count == 400
-    planned = read_sampled_frames(path, SAMPLERS[sampler], np.copy)
-    assert_same_frames(planned, sequential(path, SAMPLERS[sampler], monkeypatch))
-    assert [frame_index_of(f) for f in planned] == SAMPLERS[sampler](400)  # and they are the right frames
+    assert index is not None
+    planned = read_sampled_frames(path, sampler, np.copy)
+    assert_same_frames(planned, sequential(path, sampler, monkeypatch))
+    assert [frame_index_of(f) for f in planned] == [first + i for i in sampler(index.frame_count)]
+    return index
 
 
 # Closed GOPs only: with open GOPs (h264_open_gop, and x265's default) a sampled leading picture
@@ -208,3 +216,184 @@ def test_forked_child_decodes_with_threads_of_its_own(encoded: dict[str, Path]) 
     with multiprocessing.get_context("fork").Pool(1) as pool:
         in_child = pool.apply_async(decode_frames, (source, index, wanted, np.copy, 2)).get(timeout=60)
     assert all(np.array_equal(in_parent[i], in_child[i]) for i in wanted)
+
+
+# --- hard files: true random-access points, display order, determinism -------------------------
+
+GOP_30 = "keyint=30:min-keyint=30:scenecut=0"
+# name: (encoder, suffix, encoder options, frames). 160x96, small enough to write in a second.
+HARD_SOURCES = {
+    "intra_refresh": ("libx264", ".mp4", {"x264-params": "intra-refresh=1:keyint=30:scenecut=0"}, 300),
+    "bframes": ("libx264", ".mp4", {"x264-params": f"{GOP_30}:bframes=3"}, 300),
+    "open_gop_mp4": ("libx264", ".mp4", {"x264-params": f"{GOP_30}:bframes=3:open-gop=1"}, 300),
+    "open_gop_mkv": ("libx264", ".mkv", {"x264-params": f"{GOP_30}:bframes=3:open-gop=1"}, 300),
+    "long_gop_16_bframes": ("libx264", ".mp4", {"x264-params": "keyint=250:bframes=16:b-pyramid=normal"}, 300),
+    "hevc_mkv": ("libx265", ".mkv", {"x265-params": f"{GOP_30}:log-level=error"}, 120),
+    "interlaced": ("libx264", ".mp4", {"x264-params": f"{GOP_30}:interlaced=1"}, 20),
+    "no_bframes": ("libx264", ".mp4", {"x264-params": "keyint=10:min-keyint=10:scenecut=0:bframes=0"}, 100),
+}
+# name: (source, what makes the remux edit, muxer options). The edit-list cut keeps decode positions
+# 60 on (an IDR) and hides the 5 frames before frame 65 (512 ticks per frame at 25 fps in MP4).
+HARD_REMUXES = {
+    "fragmented": ("bframes", None, {"movflags": "frag_keyframe+empty_moov"}),
+    "edit_list_cut": ("bframes", partial(hv.shifted_from, 60, 65 * 512), None),
+    "pts_as_dts_mp4": ("bframes", hv.pts_as_dts, None),
+    "pts_as_dts_mkv": ("bframes", hv.pts_as_dts, None),
+    "starts_on_p_frame": ("bframes", partial(hv.from_packet, 4), None),
+    "starts_on_recovery_point": ("intra_refresh", partial(hv.from_packet, 29), None),
+    "corrupt": ("no_bframes", partial(hv.slice_data_garbled, 55), None),
+}
+# Planned files, and the index of their first frame.
+PLANNED = {"intra_refresh": 0, "open_gop_mp4": 0, "open_gop_mkv": 0, "long_gop_16_bframes": 0, "hevc_mkv": 0}
+PLANNED |= {"fragmented": 0, "edit_list_cut": 65}
+# Refused files, and the reason logged.
+REFUSED = {
+    "pts_as_dts_mp4": "timestamps in decode order",
+    "pts_as_dts_mkv": "timestamps in decode order",
+    "starts_on_p_frame": "first packet is not a random-access point",
+    "starts_on_recovery_point": "first packet is not a random-access point",
+    "interlaced": "interlaced H.264",
+}
+
+
+@pytest.fixture(scope="session")
+def hard(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each HARD_SOURCES and HARD_REMUXES video, written once per session."""
+    directory = tmp_path_factory.mktemp("hard")
+    made = {
+        name: write_encoded_video(directory / f"{name}{suffix}", frames, 160, 96, codec, options)
+        for name, (codec, suffix, options, frames) in HARD_SOURCES.items()
+    }
+    for name, (source, make_edit, options) in HARD_REMUXES.items():
+        suffix = ".mkv" if name.endswith("mkv") else ".mp4"
+        edit = make_edit() if make_edit else None
+        made[name] = hv.remux(made[source], directory / f"{name}{suffix}", edit, options)
+    return made
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("name", PLANNED)
+def test_hard_files_planned_give_the_sequential_frames(
+    hard: dict[str, Path], name: str, sampler: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert_planned_as_sequential(hard[name], SAMPLERS[sampler], monkeypatch, first=PLANNED[name])
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_hard_files_refused_are_decoded_sequentially(
+    hard: dict[str, Path], name: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = hard[name]
+    with caplog.at_level("DEBUG", logger="paddlehub_video"):
+        assert read_packet_index(str(path)) is None
+    assert REFUSED[name] in caplog.text
+    spy = []
+    monkeypatch.setattr(video, "decode_frames", lambda *args, **kwargs: spy.append(args))
+    read_sampled_frames(path, tsn_300, np.copy)
+    assert not spy  # never planned
+
+
+@pytest.mark.parametrize("name", ["pts_as_dts_mp4", "pts_as_dts_mkv"])
+def test_pts_as_dts_frames_are_in_display_order(hard: dict[str, Path], name: str) -> None:
+    got = read_sampled_frames(hard[name], stnet_25x5, np.copy)
+    assert [frame_index_of(f) for f in got] == stnet_25x5(300)
+
+
+def test_recovery_points_flagged_keyframes_do_not_start_groups(hard: dict[str, Path]) -> None:
+    flagged = container_index(hard["intra_refresh"]).keyframe
+    assert sum(flagged) >= 10 and sum(read_packet_index(str(hard["intra_refresh"])).keyframe) == 1  # the IDR
+    assert container_index(hard["starts_on_recovery_point"]).keyframe[0]  # refused all the same
+
+
+def container_index(path: Path) -> PacketIndex:
+    """A PacketIndex from the container's own flags and timestamps, none of read_packet_index's checks."""
+    import av
+
+    with av.open(str(path)) as container:
+        packets = [p for p in container.demux(container.streams.video[0]) if p.size]
+        pts, keys = [p.pts for p in packets], [p.is_keyframe for p in packets]
+    return PacketIndex("h264", pts, keys, sorted(pts), [False] * len(pts))
+
+
+@pytest.mark.parametrize("decoders", [1, 2])
+def test_decoders_out_of_timestamp_order_are_caught_at_decode_time(hard: dict[str, Path], decoders: int) -> None:
+    path = str(hard["pts_as_dts_mp4"])
+    index = container_index(Path(path))
+    assert decode_frames(path, index, set(tsn_300(300)), np.copy, decoders=decoders) is None
+
+
+def test_decoders_started_at_recovery_points_are_caught_at_decode_time(hard: dict[str, Path]) -> None:
+    # The container's keyframes: decoders would start at P frames with a recovery point.
+    path = str(hard["intra_refresh"])
+    assert decode_frames(path, container_index(Path(path)), set(stnet_25x5(300)), np.copy, decoders=4) is None
+
+
+@pytest.mark.parametrize("decoders", [1, 2, 4])
+def test_a_corrupt_packet_the_frames_need_is_left_to_the_sequential_decoder(
+    hard: dict[str, Path], decoders: int
+) -> None:
+    path = str(hard["corrupt"])
+    index = read_packet_index(path)
+    assert index is not None  # the headers are intact
+    assert decode_frames(path, index, {57, 80}, np.copy, decoders=decoders) is None
+
+
+def test_a_corrupt_packet_the_frames_do_not_need_changes_nothing(hard: dict[str, Path]) -> None:
+    # Frame 55 (no B-frames: decode order is display order) is garbled; its group is 50-59.
+    path = str(hard["corrupt"])
+    index = read_packet_index(path)
+    wanted = set(range(100)) - set(range(50, 60))
+    runs = [decode_frames(path, index, wanted, np.copy, decoders=d) for d in (1, 2, 4, 1)]
+    assert all(run is not None and run.keys() == wanted for run in runs)
+    reference = read_every_frame(hard["corrupt"])
+    assert all(np.array_equal(run[i], reference[i]) for run in runs for i in wanted)
+
+
+def annex_b(packet: bytes, length_size: int = 4) -> bytes:
+    """The NAL units of a length-prefixed packet behind start codes instead."""
+    units, pos = [], 0
+    while pos < len(packet):
+        size = int.from_bytes(packet[pos : pos + length_size], "big")
+        units.append(b"\x00\x00\x00\x01" + packet[pos + length_size : pos + length_size + size])
+        pos += length_size + size
+    return b"".join(units)
+
+
+@pytest.mark.parametrize("name", ["open_gop_mp4", "intra_refresh", "hevc_mkv"])
+def test_annex_b_packets_read_as_length_prefixed_ones(hard: dict[str, Path], name: str) -> None:
+    import av
+
+    with av.open(str(hard[name])) as container:
+        context = container.streams.video[0].codec_context
+        prefixed = PictureReader(context.name, bytes(context.extradata))
+        packets = [bytes(p) for p in container.demux(container.streams.video[0]) if p.size]
+        parameter_sets = annex_b(hvcc_parameter_sets(bytes(context.extradata)), 2) if name == "hevc_mkv" else b""
+    started = PictureReader(context.name, parameter_sets)
+    assert [prefixed.picture(p) for p in packets] == [started.picture(annex_b(p)) for p in packets]
+
+
+def hvcc_parameter_sets(extradata: bytes) -> bytes:
+    """The NAL units of an hvcC record, each behind a 2-byte length."""
+    out, pos = [], 23
+    for _ in range(extradata[22]):
+        count = int.from_bytes(extradata[pos + 1 : pos + 3], "big")
+        pos += 3
+        for _ in range(count):
+            size = int.from_bytes(extradata[pos : pos + 2], "big")
+            out.append(extradata[pos : pos + 2 + size])
+            pos += 2 + size
+    return b"".join(out)
+
+
+@pytest.mark.parametrize(
+    ("packet", "reason"),
+    [
+        (b"\x00\x00\x00\x09\x65\x88", "lengths that do not add up"),
+        (b"\x00\x00\x00\x02\x09\xf0", "without a picture"),  # an access unit delimiter only
+        (b"\x00\x00\x00\x02\xe5\x88", "forbidden bit"),
+    ],
+)
+def test_malformed_h264_packets_are_refused(packet: bytes, reason: str) -> None:
+    avcc = bytes([1, 100, 0, 10, 0xFF, 0xE0, 0])  # 4-byte lengths, no parameter sets
+    with pytest.raises(Unsupported, match=reason):
+        PictureReader("h264", avcc).picture(packet)
