@@ -23,7 +23,7 @@ and the caller decodes sequentially. What is planned:
   half-refreshed pictures) does not start a group: its group reaches back to the last true one.
 - A picture shown before its group's random-access point (a leading picture of an open GOP, an
   HEVC RASL picture) may refer to the group before: when it is sampled, that group is decoded
-  whole by the same decoder, and no decoder starts at its random-access point.
+  whole first, by the same decoder.
 
 What is refused (decoded sequentially), and why:
 
@@ -55,7 +55,7 @@ from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import av
 import numpy as np
@@ -195,24 +195,39 @@ def decode_frames(
     return kept if len(kept) == len(frame_of_pts) else None
 
 
-def decoder_spans(
-    index: PacketIndex, needed: list[bool], wanted_pts: Collection[int], count: int
-) -> list[tuple[int, int]]:
-    """Packet ranges [start, stop) of similar decoding work, at most `count`, each decodable alone.
+class Span(NamedTuple):
+    """What one decoder does: decode the needed packets of [decode_from, stop), keep the frames of
+    [start, stop). decode_from < start when the group at `start` has a wanted leading picture (one
+    shown before its random-access point, which may refer to the group before): that group is then
+    decoded first, its frames being kept by the decoder before."""
 
-    A range starts at a keyframe whose group has no wanted leading picture (one shown before the
-    keyframe, which may refer to the group before).
-    """
+    decode_from: int
+    start: int
+    stop: int
+
+
+def decoder_spans(index: PacketIndex, needed: list[bool], wanted_pts: Collection[int], count: int) -> list[Span]:
+    """Packet ranges of similar decoding work, at most `count`, cut at random-access points."""
     total = sum(needed)
     cuts = [0]
-    done = 0
+    done = last_key = 0
     for pos, need in enumerate(needed):
-        if len(cuts) < count and done >= total * len(cuts) / count and pos > 0 and index.keyframe[pos]:
-            if not _has_wanted_leading_picture(index, pos, wanted_pts):
+        if pos > 0 and index.keyframe[pos]:
+            # Not where the range before would be just the group this one decodes first anyway.
+            useful = last_key > cuts[-1] or not _has_wanted_leading_picture(index, pos, wanted_pts)
+            if len(cuts) < count and done >= total * len(cuts) / count and useful:
                 cuts.append(pos)
+            last_key = pos
         done += need
     cuts.append(len(needed))
-    return [(start, stop) for start, stop in zip(cuts, cuts[1:]) if any(needed[start:stop])]
+    spans = []
+    for start, stop in zip(cuts, cuts[1:]):
+        if any(needed[start:stop]):
+            decode_from = start
+            if start and _has_wanted_leading_picture(index, start, wanted_pts):
+                decode_from = max(pos for pos in range(start) if index.keyframe[pos])
+            spans.append(Span(decode_from, start, stop))
+    return spans
 
 
 @dataclass(frozen=True)
@@ -226,10 +241,10 @@ class _Plan:
     shown_pts: frozenset[int]  # of every frame the file shows (edit-list discarded packets excluded)
 
 
-def _decode_span(source: str, plan: _Plan, transform: Callable[[np.ndarray], T], span: tuple[int, int]) -> dict[int, T]:
-    """Decode the needed packets of positions [start, stop) with a decoder of its own."""
-    start, stop = span
+def _decode_span(source: str, plan: _Plan, transform: Callable[[np.ndarray], T], span: Span) -> dict[int, T]:
+    """Decode the needed packets of `span` with a decoder of its own; the wanted frames it keeps."""
     index = plan.index
+    owned = set(index.pts[span.start : span.stop])
     skip_nonref = index.codec in SKIP_NONREF_CODECS
     kept: dict[int, T] = {}
     shown: list[int] = []
@@ -244,7 +259,7 @@ def _decode_span(source: str, plan: _Plan, transform: Callable[[np.ndarray], T],
             if frame.is_corrupt:
                 concealed.append(frame.pts)
             i = plan.frame_of_pts.get(frame.pts)
-            if i is None or i in kept:
+            if i is None or i in kept or frame.pts not in owned:
                 continue  # a reference frame decoded for the sake of a later one
             if frame.format.name not in PIXEL_FORMATS:
                 raise _Unplanned
@@ -260,11 +275,11 @@ def _decode_span(source: str, plan: _Plan, transform: Callable[[np.ndarray], T],
         for packet in container.demux(stream):
             if packet.size == 0:
                 continue
-            if pos >= stop:
+            if pos >= span.stop:
                 break
             if packet.pts != index.pts[pos]:
                 raise _Unplanned  # not the file that was indexed
-            if pos >= start and plan.needed[pos]:
+            if pos >= span.decode_from and plan.needed[pos]:
                 skip = skip_nonref and packet.pts not in plan.frame_of_pts
                 if skip_nonref:
                     context.skip_frame = "NONREF" if skip else "DEFAULT"
@@ -272,22 +287,24 @@ def _decode_span(source: str, plan: _Plan, transform: Callable[[np.ndarray], T],
                 sent.append((pos, skip))
             pos += 1
         keep(context.decode(None))
-    _check_shown(plan, sent, shown, concealed)
+    _check_shown(plan, owned, sent, shown, concealed)
     return kept
 
 
-def _check_shown(plan: _Plan, sent: list[tuple[int, bool]], shown: list[int], concealed: list[int]) -> None:
+def _check_shown(
+    plan: _Plan, owned: set[int], sent: list[tuple[int, bool]], shown: list[int], concealed: list[int]
+) -> None:
     """Did the decoder show, in display order, exactly the frames of the packets it was sent, intact?
 
-    It may leave out the non-reference frames it was told to skip, and leading pictures not
-    wanted (whose references it may lack, so they may also come out concealed). Anything else is
+    It may leave out the non-reference frames it was told to skip, and leading pictures it need not
+    keep (whose references it may lack, so they may also come out concealed). Anything else is
     _Unplanned: a frame numbering taken from the timestamps that is not the decoder's, or a
     corrupt packet, whose concealment depends on what the decoder decoded before (the sequential
     decoder then gives the frames).
     """
     index = plan.index
     allowed = {index.pts[pos] for pos, _ in sent} & plan.shown_pts
-    unwanted_leading = {index.pts[pos] for pos, _ in sent if plan.leading[pos]} - plan.frame_of_pts.keys()
+    unwanted_leading = {index.pts[pos] for pos, _ in sent if plan.leading[pos]} - (plan.frame_of_pts.keys() & owned)
     skipped = {index.pts[pos] for pos, skip in sent if skip and index.skippable[pos]}
     in_order = all(a < b for a, b in zip(shown, shown[1:]))
     if not in_order or not set(shown) <= allowed or not allowed - skipped - unwanted_leading <= set(shown):

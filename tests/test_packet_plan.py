@@ -184,26 +184,49 @@ def test_packets_before_the_first_keyframe_form_their_own_group() -> None:
 def test_spans_split_the_work_at_keyframes() -> None:
     index = make_index(list(range(40)), {0, 10, 20, 30})
     needed = [True] * 40
-    assert decoder_spans(index, needed, set(), 1) == [(0, 40)]
-    assert decoder_spans(index, needed, set(), 2) == [(0, 20), (20, 40)]
-    assert decoder_spans(index, needed, set(), 4) == [(0, 10), (10, 20), (20, 30), (30, 40)]
-    assert decoder_spans(index, needed, set(), 8) == [(0, 10), (10, 20), (20, 30), (30, 40)]
+    assert decoder_spans(index, needed, set(), 1) == [(0, 0, 40)]
+    assert decoder_spans(index, needed, set(), 2) == [(0, 0, 20), (20, 20, 40)]
+    assert decoder_spans(index, needed, set(), 4) == [(0, 0, 10), (10, 10, 20), (20, 20, 30), (30, 30, 40)]
+    assert decoder_spans(index, needed, set(), 8) == [(0, 0, 10), (10, 10, 20), (20, 20, 30), (30, 30, 40)]
 
 
 def test_spans_drop_ranges_with_nothing_to_decode() -> None:
     index = make_index(list(range(40)), {0, 10, 20, 30})
     needed = [pos < 10 or pos >= 30 for pos in range(40)]
-    assert decoder_spans(index, needed, set(), 2) == [(0, 10), (10, 40)]  # 10 packets each
-    assert decoder_spans(index, needed, set(), 4) == [(0, 10), (20, 40)]  # (10, 20): nothing needed
+    assert decoder_spans(index, needed, set(), 2) == [(0, 0, 10), (10, 10, 40)]  # 10 packets each
+    assert decoder_spans(index, needed, set(), 4) == [(0, 0, 10), (20, 20, 40)]  # (10, 20): nothing needed
 
 
-def test_spans_never_cut_before_a_wanted_leading_picture() -> None:
-    # I0 P4 B2 B1 B3 P8 B6 B5 B7 | I11 B9 B10 P14 B12 B13: B9 and B10 are shown before I11.
-    index = make_index([0, 4, 2, 1, 3, 8, 6, 5, 7, 11, 9, 10, 14, 12, 13], {0, 11})
-    assert decoder_spans(index, [True] * 15, {12}, 2) == [(0, 9), (9, 15)]
-    needed = packets_to_decode(index, {10})
-    assert needed == [True] * 12 + [False] * 3
-    assert decoder_spans(index, needed, {10}, 2) == [(0, 15)]
+# I0 P4 B2 B1 B3 P8 B6 B5 B7 | I11 B9 B10 P14 B12 B13 | I17 B15 B16 P20 B18 B19: B9, B10, B15 and B16
+# are shown before the I frame of their group.
+OPEN = make_index([0, 4, 2, 1, 3, 8, 6, 5, 7, 11, 9, 10, 14, 12, 13, 17, 15, 16, 20, 18, 19], {0, 11, 17})
+
+
+def test_a_span_at_a_wanted_leading_picture_decodes_the_group_before_first() -> None:
+    needed = packets_to_decode(OPEN, {1, 16})
+    assert needed == [True] * 4 + [False] * 5 + [True] * 9 + [False] * 3  # group 2 whole, for B16
+    assert decoder_spans(OPEN, needed, {1, 16}, 2) == [(0, 0, 15), (9, 15, 21)]
+    assert decoder_spans(OPEN, [True] * 21, {12}, 2) == [(0, 0, 15), (15, 15, 21)]  # no leading picture wanted
+
+
+def test_no_span_is_only_the_group_the_next_one_decodes_first() -> None:
+    needed = packets_to_decode(OPEN, {10})
+    assert needed == [True] * 12 + [False] * 9
+    assert decoder_spans(OPEN, needed, {10}, 2) == [(0, 0, 15)]  # not (0, 0, 9), (0, 9, 21)
+
+
+@pytest.mark.parametrize("name", ["open_gop_mkv", "hevc_mkv"])
+def test_open_gops_are_shared_among_decoders(hard: dict[str, Path], name: str) -> None:
+    source = str(hard[name])
+    index = read_packet_index(source)
+    wanted = set(tsn_300(index.frame_count))  # every frame, leading pictures included
+    needed = packets_to_decode(index, {index.frame_pts[i] for i in wanted})
+    spans = decoder_spans(index, needed, {index.frame_pts[i] for i in wanted}, 4)
+    assert len(spans) >= 2 and any(span.decode_from < span.start for span in spans)
+    alone = decode_frames(source, index, wanted, np.copy, decoders=1)
+    side_by_side = decode_frames(source, index, wanted, np.copy, decoders=4)
+    assert alone.keys() == side_by_side.keys() == wanted
+    assert all(np.array_equal(alone[i], side_by_side[i]) for i in wanted)
 
 
 def test_forked_child_decodes_with_threads_of_its_own(encoded: dict[str, Path]) -> None:
