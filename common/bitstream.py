@@ -8,8 +8,8 @@ half-refreshed pictures. `packet_plan` therefore reads the headers itself (never
   codes): decoding may start at an IDR picture, or at a picture made only of I slices that carries
   a recovery point with `recovery_frame_cnt` 0, `exact_match_flag` 1 and no broken link (x264's
   open-GOP keyframe): the standard then guarantees every picture from it on in output order is
-  exactly the one of a decode from the start. Streams that may code fields (`frame_mbs_only_flag`
-  0: PAFF or MBAFF) are refused: a packet could hold one field, not one frame.
+  exactly the one of a decode from the start. Field pictures (PAFF) are refused: a packet could
+  hold one field, not one frame; MBAFF and progressive frames are planned.
 - HEVC (hvcC or Annex-B): IDR and CRA pictures. The RASL pictures after a CRA refer to pictures
   before it; a decoder started at the CRA drops them, which `packet_plan` allows for. BLA pictures
   (their RASL pictures are never shown), end-of-sequence NAL units (the next CRA then drops its
@@ -127,7 +127,7 @@ def _length_prefixed_records(data: bytes, pos: int, count: int) -> tuple[list[by
 
 # --- H.264 ---------------------------------------------------------------------------------------
 
-_H264_SLICE, _H264_IDR, _H264_SEI, _H264_SPS = 1, 5, 6, 7
+_H264_SLICE, _H264_IDR, _H264_SEI, _H264_SPS, _H264_PPS = 1, 5, 6, 7, 8
 _H264_PARTITIONS = {2, 3, 4}  # data partitioning (Extended profile): FFmpeg does not decode it
 _H264_I_SLICES = {2, 4}  # I and SI, slice_type % 5
 _H264_B_SLICE = 1
@@ -136,22 +136,43 @@ _SEI_RECOVERY_POINT = 6
 _H264_HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
 
 
+@dataclass(frozen=True)
+class _H264Sequence:
+    """What a slice header's layout needs from its sequence parameter set."""
+
+    separate_colour_planes: bool
+    frame_num_bits: int
+    frame_mbs_only: bool  # False: pictures may be fields (PAFF) or frames of field pairs (MBAFF)
+
+
 class _H264:
     def __init__(self, extradata: bytes):
+        self.sequences: dict[int, _H264Sequence] = {}
+        self.sequence_of_pps: dict[int, int] = {}
         if extradata[:1] == b"\x01":  # avcC
             if len(extradata) < 7:
                 raise Unsupported("an avcC record too short")
             self.length_size = (extradata[4] & 3) + 1
             sps, pos = _length_prefixed_records(extradata, 6, extradata[5] & 0x1F)
-            for nal in sps:
-                _check_h264_sps(nal)
+            pps, _ = _length_prefixed_records(extradata, pos + 1, extradata[pos] if pos < len(extradata) else 0)
+            for nal in sps + pps:
+                self._parameter_set(nal)
         elif not extradata or _is_annex_b(extradata):
             self.length_size = 0
             for nal in _nal_units(extradata, 0) if extradata else []:
-                if nal[0] & 0x1F == _H264_SPS:
-                    _check_h264_sps(nal)
+                self._parameter_set(nal)
         else:
             raise Unsupported("H.264 extradata neither avcC nor Annex-B")
+
+    def _parameter_set(self, nal: bytes) -> None:
+        kind = nal[0] & 0x1F
+        if kind == _H264_SPS:
+            sps_id, sequence = _h264_sequence(nal)
+            self.sequences[sps_id] = sequence
+        elif kind == _H264_PPS:
+            bits = _Bits(_rbsp(nal[1:], 16))
+            pps_id = bits.ue()
+            self.sequence_of_pps[pps_id] = bits.ue()
 
     def picture(self, data: bytes) -> Picture:
         idr = recovers = reference = bidirectional = False
@@ -160,22 +181,34 @@ class _H264:
             kind, ref_idc = nal[0] & 0x1F, nal[0] >> 5 & 3
             if nal[0] & 0x80 or kind in _H264_PARTITIONS:
                 raise Unsupported(f"H.264 NAL unit of type {kind} (forbidden bit or data partitioning)")
-            if kind == _H264_SPS:
-                _check_h264_sps(nal)
-            elif kind == _H264_SEI:
+            if kind == _H264_SEI:
                 recovers = recovers or _h264_exact_recovery_now(nal)
             elif kind in (_H264_SLICE, _H264_IDR):
-                bits = _Bits(_rbsp(nal[1:], 16))
-                bits.ue()  # first_mb_in_slice
-                slice_type = bits.ue() % 5
+                slice_type = self._slice_type(nal)
                 slices += 1
                 idr = idr or kind == _H264_IDR
                 reference = reference or ref_idc != 0
                 intra_only = intra_only and slice_type in _H264_I_SLICES
                 bidirectional = bidirectional or slice_type == _H264_B_SLICE
+            else:
+                self._parameter_set(nal)
         if slices == 0:
             raise Unsupported("an H.264 packet without a picture")
         return Picture(idr or (intra_only and recovers), reference, bidirectional)
+
+    def _slice_type(self, nal: bytes) -> int:
+        """slice_type % 5 of a slice; Unsupported for a field (a packet would hold half a frame)."""
+        bits = _Bits(_rbsp(nal[1:], 24))
+        bits.ue()  # first_mb_in_slice
+        slice_type = bits.ue() % 5
+        sequence = self.sequences.get(self.sequence_of_pps.get(bits.ue(), -1))
+        if sequence is None:
+            raise Unsupported("an H.264 slice before its parameter sets")
+        if not sequence.frame_mbs_only:
+            bits.u(2 * sequence.separate_colour_planes + sequence.frame_num_bits)  # colour_plane_id, frame_num
+            if bits.u(1):
+                raise Unsupported("interlaced H.264 coded as fields (PAFF): a packet may hold one field")
+        return slice_type
 
 
 def _h264_exact_recovery_now(nal: bytes) -> bool:
@@ -204,22 +237,23 @@ def _sei_number(payload: bytes, pos: int) -> tuple[int, int]:
     return value + payload[pos], pos + 1
 
 
-def _check_h264_sps(nal: bytes) -> None:
-    """Refuse a sequence that may code fields (one packet could then hold half a frame)."""
+def _h264_sequence(nal: bytes) -> tuple[int, _H264Sequence]:
+    """The id of a sequence parameter set, and what slice headers need from it."""
     bits = _Bits(_rbsp(nal[1:]))
     profile = bits.u(8)
     bits.u(16)  # constraint flags, level
-    bits.ue()  # seq_parameter_set_id
+    sps_id = bits.ue()
+    separate_colour_planes = False
     if profile in _H264_HIGH_PROFILES:
         chroma_format = bits.ue()
         if chroma_format == 3:
-            bits.u(1)  # separate_colour_plane_flag
+            separate_colour_planes = bool(bits.u(1))
         bits.ue(), bits.ue(), bits.u(1)  # bit depths, qpprime_y_zero_transform_bypass_flag
         if bits.u(1):  # seq_scaling_matrix_present_flag
             for i in range(8 if chroma_format != 3 else 12):
                 if bits.u(1):
                     _skip_scaling_list(bits, 16 if i < 6 else 64)
-    bits.ue()  # log2_max_frame_num_minus4
+    frame_num_bits = bits.ue() + 4
     poc_type = bits.ue()
     if poc_type == 0:
         bits.ue()
@@ -228,8 +262,7 @@ def _check_h264_sps(nal: bytes) -> None:
         for _ in range(bits.ue()):
             bits.se()
     bits.ue(), bits.u(1), bits.ue(), bits.ue()  # max_num_ref_frames, gaps, width, height
-    if not bits.u(1):
-        raise Unsupported("interlaced H.264 (frame_mbs_only_flag 0: fields or MBAFF)")
+    return sps_id, _H264Sequence(separate_colour_planes, frame_num_bits, bool(bits.u(1)))
 
 
 def _skip_scaling_list(bits: _Bits, size: int) -> None:
