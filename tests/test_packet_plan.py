@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from paddlehub_video import video
-from paddlehub_video.bitstream import PictureReader, Unsupported
+from paddlehub_video.bitstream import Picture, PictureReader, Unsupported
 from paddlehub_video.packet_plan import PacketIndex, decode_frames, decoder_spans, packets_to_decode, read_packet_index
 from paddlehub_video.video import read_sampled_frames, sample_stnet_indices, sample_tsn_indices
 from tests.fixtures import hard_videos as hv
@@ -451,3 +451,49 @@ def test_malformed_h264_packets_are_refused(packet: bytes, reason: str) -> None:
     avcc = bytes([1, 100, 0, 10, 0xFF, 0xE0, 0])  # 4-byte lengths, no parameter sets
     with pytest.raises(Unsupported, match=reason):
         PictureReader("h264", avcc).picture(packet)
+
+
+def from_bits(bits: str) -> bytes:
+    """Bytes from a string of 0s and 1s (spaces ignored), zero-padded to whole bytes."""
+    bits = bits.replace(" ", "")
+    return int(bits + "0" * (-len(bits) % 8), 2).to_bytes((len(bits) + 7) // 8, "big")
+
+
+def hevc_nal(kind: int, payload: bytes = b"\x80", layer: int = 0) -> bytes:
+    return b"\x00\x00\x01" + bytes([kind << 1 | layer >> 5, (layer & 31) << 3 | 1]) + payload
+
+
+@pytest.mark.parametrize(
+    ("packet", "reason"),
+    [
+        (hevc_nal(16), "BLA"),  # its RASL pictures are never shown
+        (hevc_nal(36), "end of sequence"),  # the next CRA would drop its RASL pictures
+        (hevc_nal(1, layer=1), "layered"),
+        (hevc_nal(34, from_bits("1 1 0 1 000 1")), "pic_output_flag"),  # PPS 0, SPS 0, output flag 1
+        (hevc_nal(19, from_bits("1 1")), "no_output_of_prior_pics_flag"),  # IDR dropping pictures unshown
+    ],
+)
+def test_hevc_streams_that_hide_pictures_are_refused(packet: bytes, reason: str) -> None:
+    with pytest.raises(Unsupported, match=reason):
+        PictureReader("hevc", b"").picture(packet)
+
+
+# A video object layer (vop_time_increment_resolution 25: 5 bits), and VOPs of each kind.
+VOL = b"\x00\x00\x01\x20" + from_bits("0 00000001 0 0001 0 00 1 0000000000011001 1 1 0")
+
+
+def vop(coding_type: str, coded: str = "1") -> bytes:
+    return b"\x00\x00\x01\xb6" + from_bits(f"{coding_type} 0 1 00000 1 {coded}")
+
+
+def test_mpeg4_vops_are_read_from_their_headers() -> None:
+    reader = PictureReader("mpeg4", VOL)
+    assert reader.picture(vop("00")).random_access
+    assert reader.picture(vop("01")) == Picture(random_access=False, reference=True, bidirectional=False)
+    assert reader.picture(vop("10")) == Picture(random_access=False, reference=False, bidirectional=True)
+    with pytest.raises(Unsupported, match="not-coded"):
+        reader.picture(vop("01", coded="0"))  # the decoder shows no picture for it
+    with pytest.raises(Unsupported, match="exactly one VOP"):
+        reader.picture(vop("01") + vop("10"))  # packed B-frames
+    with pytest.raises(Unsupported, match="before its video object layer"):
+        PictureReader("mpeg4", b"").picture(vop("00"))
