@@ -118,7 +118,7 @@ def _read_index(source: str) -> PacketIndex:
                 if packet.pts is None or packet.is_corrupt:
                     raise Unsupported("a packet without a timestamp, or flagged corrupt")
                 pts.append(packet.pts)
-                pictures.append(reader.picture(bytes(packet)))
+                pictures.append(reader.picture(memoryview(packet)))
                 if not packet.is_discard:
                     frame_pts.append(packet.pts)
             reorders = bool(context.has_b_frames) or any(p.bidirectional for p in pictures)

@@ -495,5 +495,7 @@ def test_mpeg4_vops_are_read_from_their_headers() -> None:
         reader.picture(vop("01", coded="0"))  # the decoder shows no picture for it
     with pytest.raises(Unsupported, match="exactly one VOP"):
         reader.picture(vop("01") + vop("10"))  # packed B-frames
+    with pytest.raises(Unsupported, match="packed"):
+        reader.picture(b"\x00\x00\x01\xb2DivX503b1393p" + vop("00"))  # the DivX mark of packed B-frames
     with pytest.raises(Unsupported, match="before its video object layer"):
         PictureReader("mpeg4", b"").picture(vop("00"))
