@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from paddlehub_video import video
+from paddlehub_video.bitstream import Picture, PictureReader, Unsupported
 from paddlehub_video.packet_plan import PacketIndex, decode_frames, decoder_spans, packets_to_decode, read_packet_index
 from paddlehub_video.video import read_sampled_frames, sample_stnet_indices, sample_tsn_indices
-from tests.fixtures.videos import frame_index_of, write_encoded_video, write_video
+from tests.fixtures import hard_videos as hv
+from tests.fixtures.videos import frame_index_of, read_every_frame, write_encoded_video, write_video
 
 tsn_300 = partial(sample_tsn_indices, seg_num=300)
 stnet_25x5 = partial(sample_stnet_indices, seg_num=25, seglen=5)
@@ -60,12 +62,18 @@ def assert_same_frames(got: list[np.ndarray], expected: list[np.ndarray]) -> Non
 def test_planned_frames_are_the_sequential_frames(
     encoded: dict[str, Path], name: str, sampler: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = encoded[name]
+    assert assert_planned_as_sequential(encoded[name], SAMPLERS[sampler], monkeypatch).frame_count == 400
+
+
+def assert_planned_as_sequential(path: Path, sampler, monkeypatch: pytest.MonkeyPatch, first: int = 0) -> PacketIndex:
+    """`path` is planned, gives the sequential decoder's frames, and they are the right ones (the
+    source's frame `first + i` for index i)."""
     index = read_packet_index(str(path))
-    assert index is not None and index.frame_count == 400
-    planned = read_sampled_frames(path, SAMPLERS[sampler], np.copy)
-    assert_same_frames(planned, sequential(path, SAMPLERS[sampler], monkeypatch))
-    assert [frame_index_of(f) for f in planned] == SAMPLERS[sampler](400)  # and they are the right frames
+    assert index is not None
+    planned = read_sampled_frames(path, sampler, np.copy)
+    assert_same_frames(planned, sequential(path, sampler, monkeypatch))
+    assert [frame_index_of(f) for f in planned] == [first + i for i in sampler(index.frame_count)]
+    return index
 
 
 # Closed GOPs only: with open GOPs (h264_open_gop, and x265's default) a sampled leading picture
@@ -145,7 +153,7 @@ def test_truncated_matroska_gives_the_sequential_frames(
 
 
 def make_index(pts: list[int], keyframe_pts: set[int]) -> PacketIndex:
-    return PacketIndex("h264", pts, [p in keyframe_pts for p in pts], sorted(pts))
+    return PacketIndex("h264", pts, [p in keyframe_pts for p in pts], sorted(pts), [False] * len(pts))
 
 
 # Decode order of two closed groups with B-frames: I0 P3 B1 B2 P6 B4 B5 | I7 P10 B8 B9.
@@ -176,26 +184,49 @@ def test_packets_before_the_first_keyframe_form_their_own_group() -> None:
 def test_spans_split_the_work_at_keyframes() -> None:
     index = make_index(list(range(40)), {0, 10, 20, 30})
     needed = [True] * 40
-    assert decoder_spans(index, needed, set(), 1) == [(0, 40)]
-    assert decoder_spans(index, needed, set(), 2) == [(0, 20), (20, 40)]
-    assert decoder_spans(index, needed, set(), 4) == [(0, 10), (10, 20), (20, 30), (30, 40)]
-    assert decoder_spans(index, needed, set(), 8) == [(0, 10), (10, 20), (20, 30), (30, 40)]
+    assert decoder_spans(index, needed, set(), 1) == [(0, 0, 40)]
+    assert decoder_spans(index, needed, set(), 2) == [(0, 0, 20), (20, 20, 40)]
+    assert decoder_spans(index, needed, set(), 4) == [(0, 0, 10), (10, 10, 20), (20, 20, 30), (30, 30, 40)]
+    assert decoder_spans(index, needed, set(), 8) == [(0, 0, 10), (10, 10, 20), (20, 20, 30), (30, 30, 40)]
 
 
 def test_spans_drop_ranges_with_nothing_to_decode() -> None:
     index = make_index(list(range(40)), {0, 10, 20, 30})
     needed = [pos < 10 or pos >= 30 for pos in range(40)]
-    assert decoder_spans(index, needed, set(), 2) == [(0, 10), (10, 40)]  # 10 packets each
-    assert decoder_spans(index, needed, set(), 4) == [(0, 10), (20, 40)]  # (10, 20): nothing needed
+    assert decoder_spans(index, needed, set(), 2) == [(0, 0, 10), (10, 10, 40)]  # 10 packets each
+    assert decoder_spans(index, needed, set(), 4) == [(0, 0, 10), (20, 20, 40)]  # (10, 20): nothing needed
 
 
-def test_spans_never_cut_before_a_wanted_leading_picture() -> None:
-    # I0 P4 B2 B1 B3 P8 B6 B5 B7 | I11 B9 B10 P14 B12 B13: B9 and B10 are shown before I11.
-    index = make_index([0, 4, 2, 1, 3, 8, 6, 5, 7, 11, 9, 10, 14, 12, 13], {0, 11})
-    assert decoder_spans(index, [True] * 15, {12}, 2) == [(0, 9), (9, 15)]
-    needed = packets_to_decode(index, {10})
-    assert needed == [True] * 12 + [False] * 3
-    assert decoder_spans(index, needed, {10}, 2) == [(0, 15)]
+# I0 P4 B2 B1 B3 P8 B6 B5 B7 | I11 B9 B10 P14 B12 B13 | I17 B15 B16 P20 B18 B19: B9, B10, B15 and B16
+# are shown before the I frame of their group.
+OPEN = make_index([0, 4, 2, 1, 3, 8, 6, 5, 7, 11, 9, 10, 14, 12, 13, 17, 15, 16, 20, 18, 19], {0, 11, 17})
+
+
+def test_a_span_at_a_wanted_leading_picture_decodes_the_group_before_first() -> None:
+    needed = packets_to_decode(OPEN, {1, 16})
+    assert needed == [True] * 4 + [False] * 5 + [True] * 9 + [False] * 3  # group 2 whole, for B16
+    assert decoder_spans(OPEN, needed, {1, 16}, 2) == [(0, 0, 15), (9, 15, 21)]
+    assert decoder_spans(OPEN, [True] * 21, {12}, 2) == [(0, 0, 15), (15, 15, 21)]  # no leading picture wanted
+
+
+def test_no_span_is_only_the_group_the_next_one_decodes_first() -> None:
+    needed = packets_to_decode(OPEN, {10})
+    assert needed == [True] * 12 + [False] * 9
+    assert decoder_spans(OPEN, needed, {10}, 2) == [(0, 0, 15)]  # not (0, 0, 9), (0, 9, 21)
+
+
+@pytest.mark.parametrize("name", ["open_gop_mkv", "hevc_mkv"])
+def test_open_gops_are_shared_among_decoders(hard: dict[str, Path], name: str) -> None:
+    source = str(hard[name])
+    index = read_packet_index(source)
+    wanted = set(tsn_300(index.frame_count))  # every frame, leading pictures included
+    needed = packets_to_decode(index, {index.frame_pts[i] for i in wanted})
+    spans = decoder_spans(index, needed, {index.frame_pts[i] for i in wanted}, 4)
+    assert len(spans) >= 2 and any(span.decode_from < span.start for span in spans)
+    alone = decode_frames(source, index, wanted, np.copy, decoders=1)
+    side_by_side = decode_frames(source, index, wanted, np.copy, decoders=4)
+    assert alone.keys() == side_by_side.keys() == wanted
+    assert all(np.array_equal(alone[i], side_by_side[i]) for i in wanted)
 
 
 def test_forked_child_decodes_with_threads_of_its_own(encoded: dict[str, Path]) -> None:
@@ -208,3 +239,263 @@ def test_forked_child_decodes_with_threads_of_its_own(encoded: dict[str, Path]) 
     with multiprocessing.get_context("fork").Pool(1) as pool:
         in_child = pool.apply_async(decode_frames, (source, index, wanted, np.copy, 2)).get(timeout=60)
     assert all(np.array_equal(in_parent[i], in_child[i]) for i in wanted)
+
+
+# --- hard files: true random-access points, display order, determinism -------------------------
+
+GOP_30 = "keyint=30:min-keyint=30:scenecut=0"
+# name: (encoder, suffix, encoder options, frames). 160x96, small enough to write in a second.
+HARD_SOURCES = {
+    "intra_refresh": ("libx264", ".mp4", {"x264-params": "intra-refresh=1:keyint=30:scenecut=0"}, 300),
+    "bframes": ("libx264", ".mp4", {"x264-params": f"{GOP_30}:bframes=3"}, 300),
+    "open_gop_mp4": ("libx264", ".mp4", {"x264-params": f"{GOP_30}:bframes=3:open-gop=1"}, 300),
+    "open_gop_mkv": ("libx264", ".mkv", {"x264-params": f"{GOP_30}:bframes=3:open-gop=1"}, 300),
+    "long_gop_16_bframes": ("libx264", ".mp4", {"x264-params": "keyint=250:bframes=16:b-pyramid=normal"}, 300),
+    "hevc_mkv": ("libx265", ".mkv", {"x265-params": f"{GOP_30}:log-level=error"}, 120),
+    "interlaced": ("libx264", ".mp4", {"x264-params": f"{GOP_30}:interlaced=1"}, 20),
+    "no_bframes": ("libx264", ".mp4", {"x264-params": "keyint=10:min-keyint=10:scenecut=0:bframes=0"}, 100),
+}
+# name: (source, what makes the remux edit, muxer options). The edit-list cut keeps decode positions
+# 60 on (an IDR) and hides the 5 frames before frame 65 (512 ticks per frame at 25 fps in MP4).
+HARD_REMUXES = {
+    "fragmented": ("bframes", None, {"movflags": "frag_keyframe+empty_moov"}),
+    "edit_list_cut": ("bframes", partial(hv.shifted_from, 60, 65 * 512), None),
+    "pts_as_dts_mp4": ("bframes", hv.pts_as_dts, None),
+    "pts_as_dts_mkv": ("bframes", hv.pts_as_dts, None),
+    "starts_on_p_frame": ("bframes", partial(hv.from_packet, 4), None),
+    "starts_on_recovery_point": ("intra_refresh", partial(hv.from_packet, 29), None),
+    "corrupt": ("no_bframes", partial(hv.slice_data_garbled, 55), None),
+}
+# Planned files, and the index of their first frame.
+PLANNED = {"intra_refresh": 0, "open_gop_mp4": 0, "open_gop_mkv": 0, "long_gop_16_bframes": 0, "hevc_mkv": 0}
+PLANNED |= {"fragmented": 0, "edit_list_cut": 65}
+# Refused files, and the reason logged.
+REFUSED = {
+    "pts_as_dts_mp4": "timestamps in decode order",
+    "pts_as_dts_mkv": "timestamps in decode order",
+    "starts_on_p_frame": "first packet is not a random-access point",
+    "starts_on_recovery_point": "first packet is not a random-access point",
+}
+
+
+@pytest.fixture(scope="session")
+def hard(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each HARD_SOURCES and HARD_REMUXES video, written once per session."""
+    directory = tmp_path_factory.mktemp("hard")
+    made = {
+        name: write_encoded_video(directory / f"{name}{suffix}", frames, 160, 96, codec, options)
+        for name, (codec, suffix, options, frames) in HARD_SOURCES.items()
+    }
+    for name, (source, make_edit, options) in HARD_REMUXES.items():
+        suffix = ".mkv" if name.endswith("mkv") else ".mp4"
+        edit = make_edit() if make_edit else None
+        made[name] = hv.remux(made[source], directory / f"{name}{suffix}", edit, options)
+    return made
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("name", PLANNED)
+def test_hard_files_planned_give_the_sequential_frames(
+    hard: dict[str, Path], name: str, sampler: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert_planned_as_sequential(hard[name], SAMPLERS[sampler], monkeypatch, first=PLANNED[name])
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_hard_files_refused_are_decoded_sequentially(
+    hard: dict[str, Path], name: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = hard[name]
+    with caplog.at_level("DEBUG", logger="paddlehub_video"):
+        assert read_packet_index(str(path)) is None
+    assert REFUSED[name] in caplog.text
+    spy = []
+    monkeypatch.setattr(video, "decode_frames", lambda *args, **kwargs: spy.append(args))
+    read_sampled_frames(path, tsn_300, np.copy)
+    assert not spy  # never planned
+
+
+def every_frame_by_pyav(path: Path) -> list[np.ndarray]:
+    """Every frame as PyAV decodes it with one thread, converted to RGB as planned decoding does."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        return [frame.to_ndarray(format="rgb24", interpolation="BICUBIC") for frame in container.decode(stream)]
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_interlaced_h264_is_planned_with_its_woven_frames(hard: dict[str, Path], sampler: str) -> None:
+    # MBAFF: one frame of two woven fields per packet. (The pinned OpenCV gives it black.)
+    path = hard["interlaced"]
+    assert read_packet_index(str(path)).frame_count == 20
+    planned = read_sampled_frames(path, SAMPLERS[sampler], np.copy)
+    indices = SAMPLERS[sampler](20)
+    every = every_frame_by_pyav(path)
+    assert_same_frames(planned, [every[i] for i in indices])
+    assert [frame_index_of(f) for f in planned] == indices
+
+
+@pytest.mark.parametrize("name", ["pts_as_dts_mp4", "pts_as_dts_mkv"])
+def test_pts_as_dts_frames_are_in_display_order(hard: dict[str, Path], name: str) -> None:
+    got = read_sampled_frames(hard[name], stnet_25x5, np.copy)
+    assert [frame_index_of(f) for f in got] == stnet_25x5(300)
+
+
+def test_recovery_points_flagged_keyframes_do_not_start_groups(hard: dict[str, Path]) -> None:
+    flagged = container_index(hard["intra_refresh"]).keyframe
+    assert sum(flagged) >= 10 and sum(read_packet_index(str(hard["intra_refresh"])).keyframe) == 1  # the IDR
+    assert container_index(hard["starts_on_recovery_point"]).keyframe[0]  # refused all the same
+
+
+def container_index(path: Path) -> PacketIndex:
+    """A PacketIndex from the container's own flags and timestamps, none of read_packet_index's checks."""
+    import av
+
+    with av.open(str(path)) as container:
+        packets = [p for p in container.demux(container.streams.video[0]) if p.size]
+        pts, keys = [p.pts for p in packets], [p.is_keyframe for p in packets]
+    return PacketIndex("h264", pts, keys, sorted(pts), [False] * len(pts))
+
+
+@pytest.mark.parametrize("decoders", [1, 2])
+def test_decoders_out_of_timestamp_order_are_caught_at_decode_time(hard: dict[str, Path], decoders: int) -> None:
+    path = str(hard["pts_as_dts_mp4"])
+    index = container_index(Path(path))
+    assert decode_frames(path, index, set(tsn_300(300)), np.copy, decoders=decoders) is None
+
+
+def test_decoders_started_at_recovery_points_are_caught_at_decode_time(hard: dict[str, Path]) -> None:
+    # The container's keyframes: decoders would start at P frames with a recovery point.
+    path = str(hard["intra_refresh"])
+    assert decode_frames(path, container_index(Path(path)), set(stnet_25x5(300)), np.copy, decoders=4) is None
+
+
+@pytest.mark.parametrize("decoders", [1, 2, 4])
+def test_a_corrupt_packet_the_frames_need_is_left_to_the_sequential_decoder(
+    hard: dict[str, Path], decoders: int
+) -> None:
+    path = str(hard["corrupt"])
+    index = read_packet_index(path)
+    assert index is not None  # the headers are intact
+    assert decode_frames(path, index, {57, 80}, np.copy, decoders=decoders) is None
+
+
+def test_a_corrupt_packet_the_frames_do_not_need_changes_nothing(hard: dict[str, Path]) -> None:
+    # Frame 55 (no B-frames: decode order is display order) is garbled; its group is 50-59.
+    path = str(hard["corrupt"])
+    index = read_packet_index(path)
+    wanted = set(range(100)) - set(range(50, 60))
+    runs = [decode_frames(path, index, wanted, np.copy, decoders=d) for d in (1, 2, 4, 1)]
+    assert all(run is not None and run.keys() == wanted for run in runs)
+    reference = read_every_frame(hard["corrupt"])
+    assert all(np.array_equal(run[i], reference[i]) for run in runs for i in wanted)
+
+
+def annex_b(packet: bytes, length_size: int = 4) -> bytes:
+    """The NAL units of a length-prefixed packet behind start codes instead."""
+    units, pos = [], 0
+    while pos < len(packet):
+        size = int.from_bytes(packet[pos : pos + length_size], "big")
+        units.append(b"\x00\x00\x00\x01" + packet[pos + length_size : pos + length_size + size])
+        pos += length_size + size
+    return b"".join(units)
+
+
+@pytest.mark.parametrize("name", ["open_gop_mp4", "intra_refresh", "hevc_mkv"])
+def test_annex_b_packets_read_as_length_prefixed_ones(hard: dict[str, Path], name: str) -> None:
+    import av
+
+    with av.open(str(hard[name])) as container:
+        context = container.streams.video[0].codec_context
+        prefixed = PictureReader(context.name, bytes(context.extradata))
+        packets = [bytes(p) for p in container.demux(container.streams.video[0]) if p.size]
+        started = PictureReader(context.name, annex_b(parameter_sets(context.name, bytes(context.extradata)), 2))
+    assert [prefixed.picture(p) for p in packets] == [started.picture(annex_b(p)) for p in packets]
+
+
+def parameter_sets(codec: str, extradata: bytes) -> bytes:
+    """The parameter sets of an avcC or hvcC record, each behind a 2-byte length."""
+    if codec == "h264":
+        sps_end = 6 + sum(2 + size for size in record_sizes(extradata, 6, extradata[5] & 0x1F))
+        pps_end = sps_end + 1 + sum(2 + size for size in record_sizes(extradata, sps_end + 1, extradata[sps_end]))
+        return extradata[6:sps_end] + extradata[sps_end + 1 : pps_end]
+    out, pos = [], 23
+    for _ in range(extradata[22]):
+        count = int.from_bytes(extradata[pos + 1 : pos + 3], "big")
+        sizes = record_sizes(extradata, pos + 3, count)
+        out.append(extradata[pos + 3 : pos + 3 + sum(2 + size for size in sizes)])
+        pos += 3 + sum(2 + size for size in sizes)
+    return b"".join(out)
+
+
+def record_sizes(data: bytes, pos: int, count: int) -> list[int]:
+    """Sizes of `count` records of a 2-byte length and that many bytes, from `pos`."""
+    sizes = []
+    for _ in range(count):
+        sizes.append(int.from_bytes(data[pos : pos + 2], "big"))
+        pos += 2 + sizes[-1]
+    return sizes
+
+
+@pytest.mark.parametrize(
+    ("packet", "reason"),
+    [
+        (b"\x00\x00\x00\x09\x65\x88", "lengths that do not add up"),
+        (b"\x00\x00\x00\x02\x09\xf0", "without a picture"),  # an access unit delimiter only
+        (b"\x00\x00\x00\x02\xe5\x88", "forbidden bit"),
+    ],
+)
+def test_malformed_h264_packets_are_refused(packet: bytes, reason: str) -> None:
+    avcc = bytes([1, 100, 0, 10, 0xFF, 0xE0, 0])  # 4-byte lengths, no parameter sets
+    with pytest.raises(Unsupported, match=reason):
+        PictureReader("h264", avcc).picture(packet)
+
+
+def from_bits(bits: str) -> bytes:
+    """Bytes from a string of 0s and 1s (spaces ignored), zero-padded to whole bytes."""
+    bits = bits.replace(" ", "")
+    return int(bits + "0" * (-len(bits) % 8), 2).to_bytes((len(bits) + 7) // 8, "big")
+
+
+def hevc_nal(kind: int, payload: bytes = b"\x80", layer: int = 0) -> bytes:
+    return b"\x00\x00\x01" + bytes([kind << 1 | layer >> 5, (layer & 31) << 3 | 1]) + payload
+
+
+@pytest.mark.parametrize(
+    ("packet", "reason"),
+    [
+        (hevc_nal(16), "BLA"),  # its RASL pictures are never shown
+        (hevc_nal(36), "end of sequence"),  # the next CRA would drop its RASL pictures
+        (hevc_nal(1, layer=1), "layered"),
+        (hevc_nal(34, from_bits("1 1 0 1 000 1")), "pic_output_flag"),  # PPS 0, SPS 0, output flag 1
+        (hevc_nal(19, from_bits("1 1")), "no_output_of_prior_pics_flag"),  # IDR dropping pictures unshown
+    ],
+)
+def test_hevc_streams_that_hide_pictures_are_refused(packet: bytes, reason: str) -> None:
+    with pytest.raises(Unsupported, match=reason):
+        PictureReader("hevc", b"").picture(packet)
+
+
+# A video object layer (vop_time_increment_resolution 25: 5 bits), and VOPs of each kind.
+VOL = b"\x00\x00\x01\x20" + from_bits("0 00000001 0 0001 0 00 1 0000000000011001 1 1 0")
+
+
+def vop(coding_type: str, coded: str = "1") -> bytes:
+    return b"\x00\x00\x01\xb6" + from_bits(f"{coding_type} 0 1 00000 1 {coded}")
+
+
+def test_mpeg4_vops_are_read_from_their_headers() -> None:
+    reader = PictureReader("mpeg4", VOL)
+    assert reader.picture(vop("00")).random_access
+    assert reader.picture(vop("01")) == Picture(random_access=False, reference=True, bidirectional=False)
+    assert reader.picture(vop("10")) == Picture(random_access=False, reference=False, bidirectional=True)
+    with pytest.raises(Unsupported, match="not-coded"):
+        reader.picture(vop("01", coded="0"))  # the decoder shows no picture for it
+    with pytest.raises(Unsupported, match="exactly one VOP"):
+        reader.picture(vop("01") + vop("10"))  # packed B-frames
+    with pytest.raises(Unsupported, match="packed"):
+        reader.picture(b"\x00\x00\x01\xb2DivX503b1393p" + vop("00"))  # the DivX mark of packed B-frames
+    with pytest.raises(Unsupported, match="before its video object layer"):
+        PictureReader("mpeg4", b"").picture(vop("00"))
