@@ -71,6 +71,18 @@ def test_sampled_frames_equal_an_independent_decode(matrix, kind: Kind, sampler:
     assert not wrong, f"{kind.name}: {len(wrong)} of {len(indices)} sampled frames differ, e.g. {wrong[:5]}"
 
 
+@pytest.mark.parametrize("kind", [k for k in KINDS if k.reference == "opencv"], ids=lambda k: k.name)
+def test_pyav_fallback_gives_opencvs_pixels(matrix, kind: Kind, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where OpenCV is the reference, PyAV's sequential decoder (the fallback) gives the same frames."""
+    path, everything = matrix(kind)
+    monkeypatch.setattr(video, "read_packet_index", lambda source: None)
+    monkeypatch.setattr(video, "_sequential_decoders", lambda found: (video._pyav_frames,))
+    indices = SAMPLERS["tsn300"](len(everything))
+    got = read_sampled_frames(path, SAMPLERS["tsn300"], identity)
+    wrong = [i for i, frame in zip(indices, got) if not np.array_equal(frame, everything[i])]
+    assert not wrong, f"{kind.name}: {len(wrong)} of {len(indices)} frames differ from OpenCV's, e.g. {wrong[:5]}"
+
+
 def test_interlaced_frames_are_not_opencvs_failed_conversion(matrix) -> None:
     """The case the matrix exists for: OpenCV reports success with no picture; the product does not."""
     kind = next(k for k in KINDS if k.name == "mpeg2_interlaced.mpg")
