@@ -10,8 +10,9 @@ Interlaced frames are converted as if they were progressive: both fields woven, 
 chroma taken as a progressive frame's. That is what the publisher's OpenCV 4.2 on FFmpeg 4.x did
 (its swscale knew nothing of interlacing); today's swscale would interpolate the chroma of each
 field apart (and OpenCV 5's refuses the frame), so the woven samples are first copied into a frame
-that is not flagged interlaced. For more than 8 bits per sample that copy loses the frame's chroma
-location (PyAV cannot set it), which moves some values by a few levels.
+that is not flagged interlaced. That copy converts exactly as the original on 8-bit video; on
+10-bit 4:2:0 it differs by a few levels (seen on progressive frames; likely the chroma location,
+which PyAV cannot copy), so 10-bit interlaced video is close to, not exactly, the publisher's.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from .packet_plan import _open  # one way to open a file with PyAV
 # Decoder threads, the same on every machine: with frame threads, how a damaged packet is concealed
 # depends on how many frames are decoded at once, so only a fixed count gives every machine the
 # same frames. OpenCV's decoder is opened with the same count and kind (frame + slice threads).
+# Measured on 2 busy cores (60 s 720p, best of 3): no slower than FFmpeg's default of one per CPU
+# (OpenCV H.264 1.53 s vs 1.88 s, PyAV AV1 0.99 vs 1.00 s, interlaced MPEG-2 0.83 vs 1.12 s).
 SEQUENTIAL_THREADS = 4
 THREAD_TYPE = "AUTO"
 # Stream-level field orders that mean interlaced (AVFieldOrder: TT, BB, TB, BT).
