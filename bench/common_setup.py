@@ -255,8 +255,16 @@ def scene_frames(width: int, height: int) -> Callable[[int], np.ndarray]:
 CONTENT = {"noise": noise_frames, "flat": flat_frames, "scene": scene_frames}
 # codec: (file name suffix, what writes it). mp4v is what cv2.VideoWriter writes (no B-frames, a
 # keyframe every 12 frames); h264 is libx264's defaults (preset medium, CRF 23, B-frames, a keyframe
-# every 250 frames or at a scene cut), the usual codec of phone and web video.
-CODECS = ("mp4v", "h264")
+# every 250 frames or at a scene cut), the usual codec of phone and web video; mpeg2_interlaced is
+# broadcast/DVD-style interlaced MPEG-2 in MPEG-TS (OpenCV cannot convert it); av1 is SVT-AV1 (OpenCV
+# has no AV1 decoder): both decoded by PyAV.
+CODECS = ("mp4v", "h264", "mpeg2_interlaced", "av1")
+# codec: (PyAV encoder, file suffix, encoder options) of the clips PyAV writes.
+_PYAV_CODECS = {
+    "h264": ("libx264", ".mp4", {"preset": "medium", "crf": "23"}),
+    "mpeg2_interlaced": ("mpeg2video", ".ts", {"flags": "+ildct+ilme", "top": "1", "b": "8M"}),
+    "av1": ("libsvtav1", ".mp4", {"preset": "10"}),
+}
 
 
 def cached_video(
@@ -267,16 +275,19 @@ def cached_video(
     Returns (path, frames, seconds spent writing it now: 0.0 when it was already there).
     """
     num_frames = int(round(seconds * fps))
-    suffix = "" if codec == "mp4v" else f"_{codec}"
-    path = VIDEO_CACHE / f"{content}_{width}x{height}_{fps}fps_{num_frames}f{suffix}.mp4"
+    name = "" if codec == "mp4v" else f"_{codec}"
+    extension = _PYAV_CODECS[codec][1] if codec in _PYAV_CODECS else ".mp4"
+    path = VIDEO_CACHE / f"{content}_{width}x{height}_{fps}fps_{num_frames}f{name}{extension}"
     if path.is_file():
         return path, num_frames, 0.0
     VIDEO_CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.mp4")
+    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}{extension}")
     frames = map(CONTENT[content](width, height), range(num_frames))
     start = time.perf_counter()
-    write = {"mp4v": _write_mp4v, "h264": _write_h264}[codec]
-    write(tmp, frames, fps, width, height)
+    if codec == "mp4v":
+        _write_mp4v(tmp, frames, fps, width, height)
+    else:
+        _write_pyav(tmp, frames, fps, width, height, codec)
     os.replace(tmp, path)
     return path, num_frames, time.perf_counter() - start
 
@@ -294,14 +305,15 @@ def _write_mp4v(path: Path, frames: Iterable[np.ndarray], fps: int, width: int, 
         writer.release()
 
 
-def _write_h264(path: Path, frames: Iterable[np.ndarray], fps: int, width: int, height: int) -> None:
+def _write_pyav(path: Path, frames: Iterable[np.ndarray], fps: int, width: int, height: int, codec: str) -> None:
     import av
 
+    encoder, _, options = _PYAV_CODECS[codec]
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
+        stream = container.add_stream(encoder, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.thread_type = "FRAME"  # slice threads would split every frame into slices
-        stream.options = {"preset": "medium", "crf": "23"}
+        stream.options = dict(options)
         for bgr in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(bgr, format="bgr24")))
         container.mux(stream.encode(None))

@@ -8,7 +8,7 @@ Usage (from the repository root):
 
 Sections, in this order (each also runs alone: bench_decode.py, bench_models.py, bench_memory.py):
 
-1. decode: 60 s 1280x720 clips (noise mp4v, camera-like H.264), ours vs the read-every-frame loader.
+1. decode: 60 s 1280x720 clips (noise mp4v, camera-like H.264, interlaced MPEG-2, AV1), ours vs read-every-frame.
 2. cold start: process start to first result, with an empty conversion cache, then a filled one.
 3. TSN sweep: 1 and 2 threads x 1/2/5/10/30 frames per run on a subset of frames, each in its own
    process with its own sgemm measurement and peak RSS.

@@ -2,10 +2,34 @@
 
 The publisher read every frame of a video into a list (all of them, full size) and then picked
 300 (VideoTag) or 125 (StNet) of them. We keep its choice of frames but stream: every frame is
-grabbed (demuxed and decoded, cheap), only the sampled ones are retrieved (converted to BGR) and
-passed straight to a caller-supplied transform, so peak memory depends on the number of sampled
-frames and their transformed size, never on the length of the video. For the usual containers and
-codecs `packet_plan` goes further and decodes only the packets the sampled frames depend on.
+decoded, only the sampled ones are converted to RGB and passed straight to a caller-supplied
+transform, so peak memory depends on the number of sampled frames and their transformed size,
+never on the length of the video. For the usual containers and codecs `packet_plan` goes further
+and decodes only the packets the sampled frames depend on.
+
+Which decoder gives a file's frames. The reference is the publisher's stack, OpenCV 4.2 on FFmpeg
+4.x: every frame the decoder outputs, in that order, converted to RGB by swscale (bicubic) as
+stored, interlaced ones included (both fields woven, no deinterlacing). A cheap PyAV probe (the
+stream header and the first frame) sorts the files:
+
+kind of file                                    decoder            why
+----------------------------------------------  -----------------  -------------------------------------------------
+progressive, in packet_plan's checked set        planned (PyAV)     the sequential decoder's frames, far less decoding
+(MP4/MOV/MKV; H.264, HEVC, MPEG-4; 8-bit)
+interlaced: stream field order or first frame    PyAV sequential    OpenCV 5 cannot convert interlaced frames yet
+(MPEG-2 broadcast/DVD, H.264 PAFF/MBAFF, AVCHD)                     reports success (black or stale pictures); the
+                                                                    planned path interpolates each field's chroma apart
+any other progressive file OpenCV decodes        OpenCV sequential  the publisher's library: its pixels by definition
+(VP8, VP9, MPEG-2, MJPEG, ProRes, FLV, 10-bit)
+OpenCV cannot open it or decodes no frame        PyAV sequential    OpenCV's conversion (av_sequential.rgb_as_stored)
+(AV1: OpenCV's FFmpeg has no AV1 decoder)                           of what its decoder would have given
+OpenCV hands out a frame that is all black or    PyAV sequential,   OpenCV's buffer may not be the picture; where it
+identical to the one before (failed conversion)  the whole file     is, PyAV's pixels are the same
+PyAV cannot read it either                       -                  VideoDecodeError: the file and each reason
+
+Both sequential decoders run SEQUENTIAL_THREADS frame + slice threads on every machine, so a
+damaged packet is concealed the same way everywhere, and both skip a packet the decoder rejects
+and go on (they give the same frames then too).
 
 Frames are used as stored, whatever rotation the container asks for (a phone's portrait tag):
 the publisher's OpenCV 4.2 ignored that metadata (opencv#15499), OpenCV 4.5-4.10 and 5.x apply it
@@ -19,17 +43,26 @@ import math
 import operator
 import os
 import stat
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from typing import TypeVar, Union
 
+import av
 import cv2
 import numpy as np
 
+from .av_sequential import SEQUENTIAL_THREADS, Frames, Probe, open_frames, probe
 from .errors import VideoDecodeError
 from .packet_plan import decode_frames, read_packet_index
 
 T = TypeVar("T")
 PathType = Union[str, "os.PathLike[str]"]
+Decoder = Callable[[str], AbstractContextManager[Frames]]
+
+# Failed grabs in a row that end OpenCV's pass: one per rejected packet, so a run of damaged
+# packets this long cuts the video short; at the real end every grab fails at once.
+MAX_FAILED_GRABS = 32
 
 
 def sample_tsn_indices(num_frames: int, seg_num: int) -> list[int]:
@@ -66,9 +99,10 @@ def read_sampled_frames(
     """Stream-decode `path`, returning `transform(rgb_frame)` for each index `sample_indices(N)` names.
 
     Files that `packet_plan` was checked on (MP4/MOV/MKV with H.264, HEVC or MPEG-4 video) decode
-    only the packets the sampled frames depend on; any other file, or one whose planned decoding
-    falls short, is decoded sequentially, every frame. Both give the same frames. Planned, N is the
-    number of frames in the packet list (edit-list discarded packets excluded).
+    only the packets the sampled frames depend on, unless they are interlaced; any other file, or
+    one whose planned decoding falls short, is decoded sequentially, every frame, by the decoder
+    the module docstring names for it. All give the same frames. Planned, N is the number of
+    frames in the packet list (edit-list discarded packets excluded).
 
     Sequentially, N is the number of frames actually decoded. The container's frame count is only a first guess:
     when it turns out wrong, the video is decoded a second time with indices computed from the
@@ -76,21 +110,53 @@ def read_sampled_frames(
     several times. Raises VideoDecodeError when the file is unusable or holds no video frame.
     """
     source = _validated_path(path)
-    index = read_packet_index(source)
+    found = probe(source)
+    index = None if found is not None and found.interlaced else read_packet_index(source)
     if index is not None:
         indices = _checked_indices(sample_indices(index.frame_count), index.frame_count)
         kept = decode_frames(source, index, set(indices), transform)
         if kept is not None:
             return [kept[i] for i in indices]
-    capture = _open(source)
-    try:
-        guess = _reported_frame_count(capture)
+    reasons = []
+    for decoder in _sequential_decoders(found):
+        try:
+            return _read_sequentially(source, decoder, sample_indices, transform)
+        except _NoPicture as exc:  # this decoder cannot give the file's pictures: try the next one
+            reasons.append(exc.reason)
+    raise VideoDecodeError(source, _joined(reasons))
+
+
+def count_decodable_frames(path: PathType) -> int:
+    """Number of video frames that can actually be decoded (0 if none); ignores the container's count."""
+    source = _validated_path(path)
+    reasons = []
+    for decoder in _sequential_decoders(probe(source)):
+        try:
+            with decoder(source) as frames:
+                count = _decode_pass(frames, set(), _unused_transform)[1]
+        except _NoPicture as exc:
+            reasons.append(exc.reason)
+            continue
+        if count:
+            return count
+    if reasons:
+        raise VideoDecodeError(source, _joined(reasons))
+    return 0
+
+
+def _read_sequentially(
+    source: str,
+    decoder: Decoder,
+    sample_indices: Callable[[int], Sequence[int]],
+    transform: Callable[[np.ndarray], T],
+) -> list[T]:
+    """Decode every frame of `source` with `decoder`, keeping the sampled ones (a second pass if N was wrong)."""
+    with decoder(source) as frames:
+        guess = frames.reported
         first = _checked_indices(sample_indices(guess), guess) if guess >= 1 else []
-        kept, total = _decode_pass(capture, source, set(first), transform)
-    finally:
-        capture.release()
+        kept, total = _decode_pass(frames, set(first), transform)
     if total == 0:
-        raise VideoDecodeError(source, "no decodable video frame")
+        raise _NoPicture(source, "no decodable video frame")
     if total == 1:
         _refuse_still_image(source)
     if total == guess:
@@ -100,25 +166,26 @@ def read_sampled_frames(
     kept = {i: kept[i] for i in set(indices) if i in kept}  # drop frames sampled for the wrong N
     missing = set(indices) - kept.keys()
     if missing:
-        capture = _open(source)
-        try:
-            extra, recount = _decode_pass(capture, source, missing, transform)
-        finally:
-            capture.release()
+        with decoder(source) as frames:
+            extra, recount = _decode_pass(frames, missing, transform)
         if recount != total:
             raise VideoDecodeError(source, f"decoded {total} frames, then {recount} on a second pass")
         kept.update(extra)
     return [kept[i] for i in indices]
 
 
-def count_decodable_frames(path: PathType) -> int:
-    """Number of video frames that can actually be decoded (0 if none); ignores the container's count."""
-    source = _validated_path(path)
-    capture = _open(source)
-    try:
-        return _decode_pass(capture, source, set(), _unused_transform)[1]
-    finally:
-        capture.release()
+def _joined(reasons: list[str]) -> str:
+    """Each decoder's reason once, in the order they were tried."""
+    return "; ".join(dict.fromkeys(reasons))
+
+
+def _sequential_decoders(found: Probe | None) -> tuple[Decoder, ...]:
+    """The decoders to try on a file, in order (see the table in the module docstring)."""
+    if found is None:  # PyAV cannot read it: OpenCV alone, with its own errors
+        return (_opencv_frames,)
+    if found.interlaced:
+        return (_pyav_frames,)
+    return (_opencv_frames, _pyav_frames)
 
 
 def _check_counts(num_frames: int, seg_num: int) -> None:
@@ -156,18 +223,89 @@ def _validated_path(path: object) -> str:
 
 
 def _open(source: str) -> cv2.VideoCapture:
-    """Open `source` with OpenCV's FFmpeg backend, or raise VideoDecodeError."""
+    """Open `source` with OpenCV's FFmpeg backend, or raise _NoPicture."""
     # FFmpeg explicitly: the publisher's decoder, and the image-sequence backend of CAP_ANY would
     # read a '%d' in a file name as a pattern. An absolute path, because FFmpeg reads a relative
-    # name such as `clip:1.mp4` as a URL of protocol `clip` and fails to open it.
-    capture = cv2.VideoCapture(os.path.abspath(source), cv2.CAP_FFMPEG)
+    # name such as `clip:1.mp4` as a URL of protocol `clip` and fails to open it. A fixed number
+    # of decoder threads: see SEQUENTIAL_THREADS.
+    capture = cv2.VideoCapture(
+        os.path.abspath(source), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, SEQUENTIAL_THREADS]
+    )
     if not capture.isOpened():
         capture.release()
-        raise VideoDecodeError(source, "cannot open the container (not a video, corrupt, or unsupported)")
+        raise _NoPicture(source, "cannot open the container (not a video, corrupt, or unsupported)")
     orientation_auto = getattr(cv2, "CAP_PROP_ORIENTATION_AUTO", None)  # absent: never rotates
     if orientation_auto is not None:
         capture.set(orientation_auto, 0)  # frames as stored: see the module docstring
     return capture
+
+
+@contextmanager
+def _opencv_frames(source: str) -> Iterator[Frames]:
+    """OpenCV's sequential decoder on `source`, released on leaving."""
+    capture = _open(source)
+    try:
+        yield Frames(_reported_frame_count(capture), _grabbed(capture, source))
+    finally:
+        capture.release()
+
+
+def _grabbed(capture: cv2.VideoCapture, source: str) -> Iterator[Callable[[], np.ndarray]]:
+    """Every frame OpenCV decodes, as a callable retrieving its checked RGB picture.
+
+    A grab that fails is retried: OpenCV stops at a packet the decoder rejects, the frames after
+    it still decode (the publisher's loop read on past failures). Only MAX_FAILED_GRABS failures
+    in a row end the video.
+    """
+    previous: list[np.ndarray] = []
+    count = failures = 0
+    while failures < MAX_FAILED_GRABS:
+        if not capture.grab():
+            failures += 1
+            continue
+        failures = 0
+        yield partial(_retrieve, capture, source, count, previous)
+        count += 1
+
+
+def _retrieve(capture: cv2.VideoCapture, source: str, count: int, previous: list[np.ndarray]) -> np.ndarray:
+    """RGB picture of the frame just grabbed; _NoPicture when OpenCV hands out one it did not decode."""
+    ok, bgr = capture.retrieve()
+    if not ok or bgr is None:
+        raise VideoDecodeError(source, f"frame {count} was read but could not be decoded")
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    suspicion = _not_decoded(rgb, previous[0] if previous else None)
+    if suspicion:
+        raise _NoPicture(source, f"OpenCV returned frame {count} {suspicion}, not a decoded picture")
+    previous[:] = [rgb]
+    return rgb
+
+
+def _not_decoded(frame: np.ndarray, previous: np.ndarray | None) -> str:
+    """Why `frame` may not be a decoded picture ("" if no reason): OpenCV's sign of a failed conversion.
+
+    When its colour conversion fails (an interlaced frame), OpenCV still reports success and hands
+    out its output buffer untouched: zeros, or the last picture it converted. A real video can show
+    either (a fade to black, a still scene); the caller then decodes it with PyAV, which gives the
+    same pixels where OpenCV's are right.
+    """
+    coarse = (slice(None, None, 8), slice(None, None, 8))  # a cheap first look before the full test
+    if not frame[coarse].any() and not frame.any():
+        return "all black"
+    if previous is not None and previous.shape == frame.shape:
+        if np.array_equal(previous[coarse], frame[coarse]) and np.array_equal(previous, frame):
+            return "identical to the frame before it"
+    return ""
+
+
+@contextmanager
+def _pyav_frames(source: str) -> Iterator[Frames]:
+    """PyAV's sequential decoder on `source`; its failures become _NoPicture."""
+    try:
+        with open_frames(source) as frames:
+            yield frames
+    except av.FFmpegError as exc:
+        raise _NoPicture(source, f"PyAV cannot decode it ({exc})") from None
 
 
 # File signatures of still images. FFmpeg opens such a file as a one-frame video, so a photo renamed
@@ -212,20 +350,14 @@ def _checked_indices(indices: Sequence[int], num_frames: int) -> list[int]:
 
 
 def _decode_pass(
-    capture: cv2.VideoCapture,
-    source: str,
-    wanted: Collection[int],
-    transform: Callable[[np.ndarray], T],
+    frames: Frames, wanted: Collection[int], transform: Callable[[np.ndarray], T]
 ) -> tuple[dict[int, T], int]:
-    """Grab every frame to the end; transform the RGB image of each wanted index. Returns (kept, count)."""
+    """Decode every frame to the end; transform the RGB image of each wanted index. Returns (kept, count)."""
     kept: dict[int, T] = {}
     count = 0
-    while capture.grab():
+    for retrieve in frames.frames:
         if count in wanted:
-            ok, bgr = capture.retrieve()
-            if not ok or bgr is None:
-                raise VideoDecodeError(source, f"frame {count} was read but could not be decoded")
-            kept[count] = transform(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            kept[count] = transform(retrieve())
         count += 1
     return kept, count
 
@@ -233,3 +365,7 @@ def _decode_pass(
 def _unused_transform(frame: np.ndarray) -> np.ndarray:
     """Placeholder transform for passes that retrieve no frame."""
     return frame
+
+
+class _NoPicture(VideoDecodeError):
+    """A decoder cannot give this file's pictures; another decoder may."""

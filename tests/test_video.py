@@ -306,3 +306,85 @@ def test_error_container_without_frames(tmp_path: Path) -> None:
     writer.release()
     assert_decode_error(path, "no decodable video frame")
     assert count_decodable_frames(path) == 0
+
+
+# --- choosing the decoder: pictures OpenCV did not decode, packets it rejects, codecs it lacks ---
+
+
+class _FlakyCapture:
+    """A real capture whose `retrieve` of the frames in `black` gives zeros, as a failed conversion does,
+    and whose `grab` fails once before each frame in `reject` (a packet the decoder refuses)."""
+
+    black: set[int] = set()
+    reject: set[int] = set()
+
+    def __init__(self, *args: object) -> None:
+        self._capture = RealCapture(*args)
+        self._grabbed = -1
+        self._rejected: set[int] = set()
+
+    def grab(self) -> bool:
+        upcoming = self._grabbed + 1
+        if upcoming in self.reject and upcoming not in self._rejected:
+            self._rejected.add(upcoming)
+            return False
+        ok = self._capture.grab()
+        self._grabbed += ok
+        return ok
+
+    def retrieve(self) -> tuple[bool, np.ndarray]:
+        ok, bgr = self._capture.retrieve()
+        return (ok, np.zeros_like(bgr)) if self._grabbed in self.black else (ok, bgr)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._capture, name)
+
+
+@pytest.fixture
+def flaky_capture(monkeypatch: pytest.MonkeyPatch, sequential_only: None) -> type[_FlakyCapture]:
+    flaky = type("Flaky", (_FlakyCapture,), {"black": set(), "reject": set()})
+    monkeypatch.setattr(cv2, "VideoCapture", flaky)
+    return flaky
+
+
+def test_black_frame_from_opencv_is_decoded_again_by_pyav(long_video: Path, flaky_capture) -> None:
+    flaky_capture.black = {301}  # sampled by TSN (1, 4, ..., 898)
+    assert read_sampled_frames(long_video, tsn_300, frame_index_of) == TSN_TABLE[1000]
+
+
+def test_stale_frame_from_opencv_is_decoded_again_by_pyav(short_video: Path, monkeypatch, sequential_only) -> None:
+    """OpenCV's buffer left as it was (the picture before): not taken for frame 41."""
+    stale: list[np.ndarray] = []
+
+    class Stale(_FlakyCapture):
+        def retrieve(self) -> tuple[bool, np.ndarray]:
+            ok, bgr = self._capture.retrieve()
+            if self._grabbed == 41:
+                return ok, stale[0]
+            stale[:] = [bgr]
+            return ok, bgr
+
+    monkeypatch.setattr(cv2, "VideoCapture", Stale)
+    assert read_sampled_frames(short_video, tsn_300, frame_index_of) == TSN_TABLE[100]
+
+
+def test_black_frame_and_no_pyav_is_a_named_error(long_video: Path, flaky_capture, monkeypatch) -> None:
+    flaky_capture.black = {301}
+    monkeypatch.setattr(video, "probe", lambda source: None)  # PyAV cannot read the file
+    assert_decode_error(long_video, "OpenCV returned frame 301 all black, not a decoded picture")
+
+
+def test_rejected_packet_does_not_end_the_video(long_video: Path, flaky_capture) -> None:
+    flaky_capture.reject = {500, 501}
+    assert read_sampled_frames(long_video, tsn_300, frame_index_of) == TSN_TABLE[1000]
+    assert count_decodable_frames(long_video) == 1000
+
+
+def test_codec_opencv_lacks_is_decoded_by_pyav(tmp_path: Path) -> None:
+    from tests.fixtures.decode_matrix import KINDS
+
+    av1 = tmp_path / "av1.webm"
+    next(kind for kind in KINDS if kind.name == "av1.webm").write(av1)
+    assert len(read_every_frame(av1)) == 0  # the pinned OpenCV has no AV1 decoder
+    assert count_decodable_frames(av1) == 20
+    assert len(read_sampled_frames(av1, stnet_25x5, identity)) == 125
