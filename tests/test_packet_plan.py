@@ -13,6 +13,7 @@ from paddlehub_video.bitstream import Picture, PictureReader, Unsupported
 from paddlehub_video.packet_plan import PacketIndex, decode_frames, decoder_spans, packets_to_decode, read_packet_index
 from paddlehub_video.video import read_sampled_frames, sample_stnet_indices, sample_tsn_indices
 from tests.fixtures import hard_videos as hv
+from tests.fixtures.decode_matrix import pyav_every_frame
 from tests.fixtures.videos import frame_index_of, read_every_frame, write_encoded_video, write_video
 
 tsn_300 = partial(sample_tsn_indices, seg_num=300)
@@ -315,26 +316,23 @@ def test_hard_files_refused_are_decoded_sequentially(
     assert not spy  # never planned
 
 
-def every_frame_by_pyav(path: Path) -> list[np.ndarray]:
-    """Every frame as PyAV decodes it with one thread, converted to RGB as planned decoding does."""
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.codec_context.thread_count = 1
-        return [frame.to_ndarray(format="rgb24", interpolation="BICUBIC") for frame in container.decode(stream)]
-
-
 @pytest.mark.parametrize("sampler", SAMPLERS)
-def test_interlaced_h264_is_planned_with_its_woven_frames(hard: dict[str, Path], sampler: str) -> None:
-    # MBAFF: one frame of two woven fields per packet. (The pinned OpenCV gives it black.)
+def test_interlaced_h264_is_not_planned_and_gives_its_woven_frames(
+    hard: dict[str, Path], sampler: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MBAFF: one frame of two woven fields per packet. (The pinned OpenCV gives it black.) The planned
+    # decoder's conversion would interpolate each field's chroma apart, not as stored: video.py sends
+    # interlaced files to the PyAV sequential decoder instead.
     path = hard["interlaced"]
     assert read_packet_index(str(path)).frame_count == 20
-    planned = read_sampled_frames(path, SAMPLERS[sampler], np.copy)
+    spy = []
+    monkeypatch.setattr(video, "decode_frames", lambda *args, **kwargs: spy.append(args))
+    got = read_sampled_frames(path, SAMPLERS[sampler], np.copy)
     indices = SAMPLERS[sampler](20)
-    every = every_frame_by_pyav(path)
-    assert_same_frames(planned, [every[i] for i in indices])
-    assert [frame_index_of(f) for f in planned] == indices
+    every = pyav_every_frame(path)
+    assert not spy
+    assert_same_frames(got, [every[i] for i in indices])
+    assert [frame_index_of(f) for f in got] == indices
 
 
 @pytest.mark.parametrize("name", ["pts_as_dts_mp4", "pts_as_dts_mkv"])
