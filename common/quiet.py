@@ -134,11 +134,12 @@ def native_output_logged() -> Iterator[None]:
     Process-wide: only for `hub run`, where nothing else writes to stderr meanwhile (the progress
     display writes to a `terminal_stream`).
     """
-    if stderr_fd() is None:
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 at all: nothing to keep off it
         yield
         return
     sys.stderr.flush()
-    saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
