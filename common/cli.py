@@ -205,7 +205,7 @@ def command_output(module_name: str, args: argparse.Namespace) -> Iterator[Termi
 
 def with_progress(entries: Iterable[T], total: int, display: TerminalProgress) -> Iterator[T]:
     """`entries` as they come, counted on the display's bar of videos when it shows progress."""
-    if not display.show:
+    if not display.show or total == 0:  # nothing to do (all done in an earlier run): no bar
         yield from entries
         return
     with display.videos(total) as bar:

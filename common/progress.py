@@ -23,6 +23,8 @@ from .quiet import native_output_logged
 
 # Seconds between two redraws caused by frame counts (a frame can take under a millisecond).
 REDRAW_INTERVAL_S = 0.2
+# Characters of a file name shown in the bar's text: tqdm cuts a line wider than the terminal at its end.
+NAME_WIDTH = 32
 
 
 class Progress:
@@ -117,6 +119,7 @@ class TerminalProgress(Progress):
         ticker.start()
         try:
             yield
+            bar.bar_format = "{desc}: done in {elapsed}"
         finally:
             done.set()
             ticker.join()
@@ -162,7 +165,7 @@ class TerminalProgress(Progress):
         """The running stages, e.g. `a.mp4 network 64/300 frames | b.mp4 decode 12/300 frames`."""
         with self._lock:
             stages = list(self._stages.items())
-        return " | ".join(f"{os.path.basename(path)} {stage}" + (f" {done}/{total} frames" if total else "")
+        return " | ".join(f"{short_name(path)} {stage}" + (f" {done}/{total} frames" if total else "")
                           for path, (stage, done, total) in stages)
 
     def _redraw(self, force: bool = False) -> None:
@@ -172,6 +175,15 @@ class TerminalProgress(Progress):
             return
         self._drawn = now
         bar.set_postfix_str(self.describe(), refresh=True)
+
+
+def short_name(path: str) -> str:
+    """The file name of `path`, its middle elided beyond NAME_WIDTH characters."""
+    name = os.path.basename(path) or path
+    if len(name) <= NAME_WIDTH:
+        return name
+    half = (NAME_WIDTH - 3) // 2
+    return f"{name[:half]}...{name[-half:]}"
 
 
 def _tick(bar: tqdm, done: threading.Event) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import fcntl
+import io
 import logging
 import os
 import pty
@@ -122,7 +123,8 @@ def test_first_run_on_a_terminal_shows_each_step_and_no_native_lines(hub_env, cl
     pieces = run.segments()
     for step in (f"{VIDEOTAG}: extracting tsn.pdparams from video_tag_tsn.tar",
                  f"{VIDEOTAG}: converting videotag_tsn from tsn.pdparams (once)",
-                 f"{VIDEOTAG}: converting videotag_attention_lstm from attention_lstm.pdparams (once)"):
+                 f"{VIDEOTAG}: converting videotag_attention_lstm from attention_lstm.pdparams (once): done in",
+                 f"{VIDEOTAG}: loading videotag_tsn: done in"):
         assert any(piece.startswith(step) for piece in pieces), run
     # The bar of videos, with the stages and their frame counts (8 TSN segments in hub_env).
     text = "\n".join(pieces)
@@ -196,3 +198,24 @@ def test_python_callers_get_no_progress_even_on_a_terminal(small_stnet, clip, mo
     (result,) = small_stnet.classify([str(clip)], top_k=2)
     assert "error" not in result and len(result["prediction"]) == 2
     assert capsys.readouterr() == ("", "")
+
+
+def test_the_bar_text_holds_each_running_videos_stage_and_nothing_when_hidden():
+    stream = io.StringIO()
+    display = progress.TerminalProgress(stream, "m", show=True)
+    with display.videos(2):
+        display.stage("/v/a.mp4", "network", 0)
+        assert display.describe() == "a.mp4 network"  # StNet: one run, no frame count
+        display.network(4, 8)  # TSN's batches, for the video in the network stage
+        display.stage("/v/" + "b" * 40 + ".mp4", "decode", 8)  # the next video decodes meanwhile
+        display.advance("/v/" + "b" * 40 + ".mp4", "decode", 3)
+        assert display.describe() == f"a.mp4 network 4/8 frames | {'b' * 14}...{'b' * 10}.mp4 decode 3/8 frames"
+        display.finished("/v/a.mp4")
+        assert display.describe().endswith("decode 3/8 frames") and "a.mp4" not in display.describe()
+    assert "a.mp4 network 4/8 frames" in stream.getvalue()
+
+    hidden = io.StringIO()
+    silent = progress.TerminalProgress(hidden, "m", show=False)
+    with silent.busy("converting x (once)"):
+        silent.stage("/v/a.mp4", "decode", 8)
+    assert hidden.getvalue() == ""
