@@ -37,6 +37,7 @@ from urllib.parse import unquote, urlsplit
 import filelock
 from tqdm import tqdm
 
+from . import progress as progress_report
 from .errors import AssetError
 from .weights import max_file_bytes
 
@@ -319,7 +320,10 @@ def _from_cache_or_network(spec: AssetSpec, progress: bool, timeout: float) -> P
             _clear_stamp(dest)
             _download(_source_url(spec), dest, spec, progress, timeout)
             _write_stamp(dest, spec.sha256)
-        return _extract(spec, dest, downloaded=True) if spec.member else dest
+        if not spec.member:
+            return dest
+        with progress_report.current().busy(f"extracting {PurePosixPath(spec.member).name} from {dest.name}"):
+            return _extract(spec, dest, downloaded=True)
 
 
 def _adopt_unstamped(dest: Path, sha256: str | None) -> bool:

@@ -2,6 +2,11 @@
 
 Exit status: 0 success; 1 a video or the model failed (no weights, no GPU); 2 a usage error (a bad
 argument, no input, an --output file that is not a results file).
+
+Output: results on stdout only. On stderr, when it is a terminal (or with --progress), a bar of
+videos showing each video's stage (decode, network: frames done / total) and a line while a model
+is converted; each failed video once, as an `error:` line; native libraries' lines (OpenCV,
+FFmpeg, Paddle's glog) only with --verbose (see quiet.py).
 """
 from __future__ import annotations
 
@@ -14,13 +19,12 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
-
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
+from typing import IO, TypeVar
 
 from .errors import PaddleHubVideoError
 from .postprocess import validate_threshold, validate_top_k
+from .progress import TerminalProgress, reporting
+from .quiet import PROGRESS_ENV, VERBOSE_ENV, env_flag, quiet_decoders, routed_logging, terminal_stream
 from .results_file import ResultsFile, ResultsFileError
 
 T = TypeVar("T")
@@ -86,6 +90,12 @@ def build_parser(module_name: str, description: str, top_k: int, threshold: floa
                         help=f"minimum probability kept, 0 to 1 (default {threshold})")
     parser.add_argument("--list_labels", action="store_true",
                         help="print the labels (class id, a tab, the name; one per line) and exit")
+    parser.add_argument("--progress", action="store_true",
+                        help=f"show progress on stderr even when it is not a terminal (or set {PROGRESS_ENV}=1; "
+                        "0 hides it on a terminal)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help=f"also log each failure's details and the decoders' and Paddle's own messages "
+                        f"(or set {VERBOSE_ENV}=1)")
     return parser
 
 
@@ -172,14 +182,36 @@ def finish(module_name: str, printed: T, reasons: Sequence[str], count: int) -> 
     raise SystemExit(1)
 
 
-def with_progress(entries: Iterable[T], total: int, module_name: str) -> Iterator[T]:
-    """`entries` as they come, with a progress bar on stderr when there is more than one video."""
-    if total <= 1:
+def shows_progress(args: argparse.Namespace, stream: IO[str]) -> bool:
+    """--progress or $PADDLEHUB_VIDEO_PROGRESS=1: yes; $PADDLEHUB_VIDEO_PROGRESS=0: no; else when `stream` is a tty."""
+    if getattr(args, "progress", False) or env_flag(PROGRESS_ENV):
+        return True
+    if os.environ.get(PROGRESS_ENV, "").strip() == "0":
+        return False
+    return stream.isatty()
+
+
+@contextlib.contextmanager
+def command_output(module_name: str, args: argparse.Namespace) -> Iterator[TerminalProgress]:
+    """What `hub run` prints on stderr meanwhile: progress (if shown), our log lines, no native noise
+    unless verbose. The library reports to the returned display (progress.current())."""
+    verbose = bool(getattr(args, "verbose", False)) or env_flag(VERBOSE_ENV)
+    with terminal_stream() as stream, routed_logging(stream, module_name, verbose), \
+            contextlib.nullcontext() if verbose else quiet_decoders():
+        display = TerminalProgress(stream, module_name, show=shows_progress(args, stream), quiet=not verbose)
+        with reporting(display):
+            yield display
+
+
+def with_progress(entries: Iterable[T], total: int, display: TerminalProgress) -> Iterator[T]:
+    """`entries` as they come, counted on the display's bar of videos when it shows progress."""
+    if not display.show or total == 0:  # nothing to do (all done in an earlier run): no bar
         yield from entries
         return
-    # Log lines (a failed video's warning) are printed above the bar instead of through it.
-    with logging_redirect_tqdm(), tqdm(entries, total=total, desc=module_name, unit="video", file=sys.stderr) as bar:
-        yield from bar
+    with display.videos(total) as bar:
+        for entry in entries:
+            bar.update(1)
+            yield entry
 
 
 def errors_of(entries: Iterable[dict]) -> list[str]:
@@ -215,15 +247,16 @@ def run_batch(module_name: str, parser: argparse.ArgumentParser, args: argparse.
     if args.list_labels:
         print_labels(module_name, labels)
     paths = input_paths(parser, args)
-    if args.output:
-        return run_into_file(module_name, parser, args.output, paths, classify_stream)
-    with fatal_errors(module_name):
-        entries = list(with_progress(classify_stream(paths), len(paths), module_name))
+    with command_output(module_name, args) as display:
+        if args.output:
+            return run_into_file(module_name, parser, args.output, paths, classify_stream, display)
+        with fatal_errors(module_name):
+            entries = list(with_progress(classify_stream(paths), len(paths), display))
     return finish(module_name, present(entries), errors_of(entries), len(entries))
 
 
 def run_into_file(module_name: str, parser: argparse.ArgumentParser, output: str, paths: list[str],
-                  classify_stream: ClassifyStream) -> dict:
+                  classify_stream: ClassifyStream, display: TerminalProgress) -> dict:
     """--output: append each video's entry as it finishes, skip those answered before; return a summary."""
     try:
         results = ResultsFile(output)
@@ -234,7 +267,7 @@ def run_into_file(module_name: str, parser: argparse.ArgumentParser, output: str
     failed: list[str] = []
     with results, fatal_errors(module_name):
         try:
-            for entry in with_progress(classify_stream(todo), len(todo), module_name):
+            for entry in with_progress(classify_stream(todo), len(todo), display):
                 results.append(entry)
                 failed += errors_of([entry])
         except KeyboardInterrupt:

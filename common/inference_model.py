@@ -23,6 +23,7 @@ import numpy as np
 import paddle
 from filelock import FileLock
 
+from . import progress
 from .assets import cache_root, read_fetched, sha256_file
 from .errors import AssetError, WeightsError
 from .networks.layers import feed_values, static_mode
@@ -104,7 +105,8 @@ def cached_inference_model(
                     logger.warning("%s: the converted model differs from the digest recorded when it was made "
                                    "(changed or damaged since); converting it again", entry)
                     _remove_entry(entry)
-                _convert(build, weights, entry)
+                with progress.current().converting(name, [Path(path).name for path in weights.values()]):
+                    _convert(build, weights, entry)
     except OSError as exc:
         raise AssetError(f"cannot write the converted model under {entry.parent}: {exc}") from exc
     return prefix

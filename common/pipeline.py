@@ -13,6 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Generic, TypeVar
 
+from . import progress
 from .errors import PaddleHubVideoError
 
 logger = logging.getLogger("paddlehub_video")
@@ -49,7 +50,8 @@ def describe_error(path: str, exc: BaseException) -> str:
 def report_failure(path: str, exc: Exception) -> str:
     """Log why a video failed (with a traceback if the error is not one of ours); its one-line reason."""
     reason = describe_error(path, exc)
-    logger.warning("%s", reason, exc_info=not isinstance(exc, PaddleHubVideoError))
+    # Marked, so that `hub run`, which prints the reason itself, can leave this record out (quiet.py).
+    logger.warning("%s", reason, exc_info=not isinstance(exc, PaddleHubVideoError), extra={"video_failure": True})
     return reason
 
 
@@ -77,7 +79,12 @@ class VideoPipeline(Generic[Inputs, Output]):
         return pool.submit(contextvars.copy_context().run, self.load, path)
 
     def _infer_one(self, path: str, loading: Future) -> VideoOutcome[Output]:
+        report = progress.current()
         try:
-            return VideoOutcome(str(path), output=self.infer(loading.result()))
+            inputs = loading.result()
+            report.stage(str(path), "network", 0)  # frame counts, where known, come from the model
+            return VideoOutcome(str(path), output=self.infer(inputs))
         except Exception as exc:  # one bad video must not cost the others their results
             return VideoOutcome(str(path), error=report_failure(path, exc))
+        finally:
+            report.finished(str(path))

@@ -10,6 +10,7 @@ import numpy as np
 import paddle
 import paddle.inference as paddle_infer
 
+from . import progress
 from .errors import DeviceError
 
 
@@ -113,5 +114,12 @@ def shared_predictor(
     key = (str(model_prefix), use_gpu, cpu_threads, use_onednn)
     with _shared_lock:
         if key not in _shared:
-            _shared[key] = Predictor(model_prefix, use_gpu, cpu_threads, use_onednn)
+            # Seconds for TSN's 170 MB of parameters: a line on hub run's terminal meanwhile.
+            with progress.current().busy(f"loading {model_name(model_prefix)}"):
+                _shared[key] = Predictor(model_prefix, use_gpu, cpu_threads, use_onednn)
         return _shared[key]
+
+
+def model_name(model_prefix: str | Path) -> str:
+    """`videotag_tsn` of a converted model's prefix `.../inference/videotag_tsn-v1-<key>/model`."""
+    return Path(model_prefix).parent.name.rsplit("-", 2)[0]

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from . import progress
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -65,9 +67,14 @@ def tensor_batches(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> Iterator[np.ndarray]:
-    """`frames_to_tensor` of each run of `batch_size` frames of uint8 `[N, H, W, 3]`, as `[1, b, 3, H, W]`."""
+    """`frames_to_tensor` of each run of `batch_size` frames of uint8 `[N, H, W, 3]`, as `[1, b, 3, H, W]`.
+
+    Each batch is reported to `progress.current()` as done when the next one is asked for.
+    """
+    report = progress.current()
     for start in range(0, len(frames), batch_size):
         yield frames_to_tensor(frames[start : start + batch_size], mean, std)[np.newaxis]
+        report.network(min(start + batch_size, len(frames)), len(frames))
 
 
 def to_super_images(tensor: np.ndarray, seglen: int) -> np.ndarray:

@@ -52,6 +52,7 @@ import av
 import cv2
 import numpy as np
 
+from . import progress
 from .av_sequential import SEQUENTIAL_THREADS, Frames, Probe, open_frames, probe
 from .errors import VideoDecodeError
 from .packet_plan import decode_frames, read_packet_index
@@ -114,7 +115,7 @@ def read_sampled_frames(
     index = None if found is not None and found.interlaced else read_packet_index(source)
     if index is not None:
         indices = _checked_indices(sample_indices(index.frame_count), index.frame_count)
-        kept = decode_frames(source, index, set(indices), transform)
+        kept = decode_frames(source, index, set(indices), _reported(transform, source, len(set(indices))))
         if kept is not None:
             return [kept[i] for i in indices]
     reasons = []
@@ -154,7 +155,7 @@ def _read_sequentially(
     with decoder(source) as frames:
         guess = frames.reported
         first = _checked_indices(sample_indices(guess), guess) if guess >= 1 else []
-        kept, total = _decode_pass(frames, set(first), transform)
+        kept, total = _decode_pass(frames, set(first), _reported(transform, source, len(set(first))))
     if total == 0:
         raise _NoPicture(source, "no decodable video frame")
     if total == 1:
@@ -167,11 +168,18 @@ def _read_sequentially(
     missing = set(indices) - kept.keys()
     if missing:
         with decoder(source) as frames:
-            extra, recount = _decode_pass(frames, missing, transform)
+            extra, recount = _decode_pass(frames, missing, _reported(transform, source, len(missing)))
         if recount != total:
             raise VideoDecodeError(source, f"decoded {total} frames, then {recount} on a second pass")
         kept.update(extra)
     return [kept[i] for i in indices]
+
+
+def _reported(transform: Callable[[np.ndarray], T], source: str, total: int) -> Callable[[np.ndarray], T]:
+    """`transform`, each call reported to `progress.current()` as one of `total` frames of `source` decoded."""
+    report = progress.current()  # here: the planned decoders call it from threads of their own
+    report.stage(source, "decode", total)
+    return progress.counting(transform, source, "decode", report)
 
 
 def _joined(reasons: list[str]) -> str:

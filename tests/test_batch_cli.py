@@ -467,18 +467,25 @@ def test_a_full_disk_is_one_error_line(small_stnet: Any, clips: list[Path], tmp_
 # ---------------------------------------------------------------- progress, published output
 
 
-def test_progress_bar_on_stderr_for_more_than_one_video_only(small_stnet: Any, clips: list[Path], tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_progress_on_stderr_only_when_asked_if_it_is_not_a_terminal(small_stnet: Any, clips: list[Path],
+                                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # Under capsys stderr is not a terminal: no bar unless --progress (a terminal: test_terminal_output.py).
     paths = copy_clips(clips, tmp_path / "two", ["a.mp4", "b.mp4"])
     results = small_stnet.run_cmd(["--input_path", str(tmp_path / "two"), "--top_k", "3"])
     out, err = capsys.readouterr()
-    assert out == ""  # the results are returned for PaddleHub to print, as before
-    assert f"{STNET}: 100%" in err and "2/2" in err
+    assert out == "" and err == ""  # the results are returned for PaddleHub to print, as before
     assert results == small_stnet.video_classification({"image": paths}, top_k=3)  # the published result
 
+    assert small_stnet.run_cmd(["--input_path", str(tmp_path / "two"), "--top_k", "3", "--progress"]) == results
+    out, err = capsys.readouterr()
+    assert out == "" and f"{STNET}: 100%" in err and "2/2" in err
+    assert "a.mp4 decode 0/" in err and "b.mp4 network" in err  # each video's stages in the bar's text
+
+    monkeypatch.setenv("PADDLEHUB_VIDEO_PROGRESS", "1")  # one video gets the bar as well
     (single,) = small_stnet.run_cmd(["--input_path", paths[0], "--top_k", "3"])
     out, err = capsys.readouterr()
-    assert out == "" and "1/1" not in err and "%|" not in err
+    assert out == "" and "1/1" in err and "a.mp4 decode 0/" in err
     assert single == results[0]
 
 
@@ -501,8 +508,9 @@ def test_hub_run_glob_and_list_into_a_results_file(hub_env: dict[str, str], mirr
     assert proc.returncode == 1, describe(proc)
     summary = ast.literal_eval(proc.stdout.strip().splitlines()[-1])
     assert summary == {"output": str(output), "videos": 3, "skipped": 0, "classified": 2, "failed": 1}
-    assert "%|" not in proc.stdout and f"{STNET}: 100%" in proc.stderr and "3/3" in proc.stderr, describe(proc)
+    assert "%|" not in proc.stdout and "%|" not in proc.stderr, describe(proc)  # stderr is a pipe: no bar
     assert f"hub run {STNET}: error: {missing}: file not found" in proc.stderr, describe(proc)
+    assert proc.stderr.count(missing) == 1, describe(proc)  # reported once
     assert TRACEBACK not in proc.stderr, describe(proc)
     entries = entries_of(output)
     assert [entry["path"] for entry in entries] == [*paths[:2], missing]
