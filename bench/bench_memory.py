@@ -108,7 +108,7 @@ def cold_worker(module: str, video: str, threads: int | None, started: float, wa
 
     instance = hub.Module(directory=str(REPO / module), config=_config(module, threads, None))
     marks["module_s"] = time.time() - started
-    load = getattr(instance, "_load_models", None)  # weights + conversion cache; classify does it too
+    load = getattr(instance, "bundle", None)  # weights + conversion cache; classify does it too
     if load is not None:
         _, marks["load_models_only_s"] = timed(load)
         marks["models_loaded_s"] = time.time() - started

@@ -100,7 +100,7 @@ def test_a_damaged_archive_is_a_clear_error_and_is_fetched_again_next_time(
     assert "video_tag_tsn.tar: cannot read the archive" in message, message
     assert "the download was deleted, the next run fetches it again" in message
     assert leftovers() == []  # no archive, no extracted member, no .part or .tmp
-    assert videotag._models is None
+    assert videotag._bundle is None
     if damage == "truncated":
         replace_served(host, "video_tag_tsn.tar", good)
     assert videotag.asset("tsn_weights").read_bytes() == member  # the next attempt downloads again
@@ -206,7 +206,7 @@ def test_bad_weights_from_a_mirror_are_a_weights_error_and_fetched_again_once_fi
     stnet = publisher_host.small_module(STNET)
 
     with pytest.raises(WeightsError) as error:
-        stnet._load_models()
+        stnet.bundle()
 
     message = str(error.value)
     assert message.startswith(str(cache_root() / "downloads" / "STNET.pdparams")), message
@@ -226,7 +226,7 @@ def test_an_archive_without_the_member_is_deleted_and_fetched_again(
     videotag = publisher_host.small_module(VIDEOTAG)
     with pytest.raises(AssetError, match=f"no member '{TSN_MEMBER}' in the archive; it holds: "
                                          f"video_tag_tsn/tsn.pdopt, video_tag_tsn/x; the download was deleted"):
-        videotag._load_models()
+        videotag.bundle()
     assert not [name for name in leftovers() if "video_tag_tsn" in name]
     replace_served(host, "video_tag_tsn.tar", good)
     assert videotag.asset("tsn_weights").stat().st_size > 0
@@ -244,7 +244,7 @@ def test_a_label_file_with_the_wrong_count_is_deleted_when_it_came_unpinned(
     stnet = hub.Module(directory=str(REPO / STNET), config=config)
     with pytest.raises(AssetError, match="expected 400 labels, found 399; the download was deleted, "
                                          "the next run fetches it again"):
-        stnet._load_models()
+        stnet.bundle()
     assert "downloads/kinetics_labels.json" not in leftovers()
     assert not (cache_root() / "inference").exists()  # refused before the conversion
 
@@ -257,7 +257,7 @@ def test_offline_the_error_names_every_missing_file_of_the_module(
     shutil.copy(host.root / "label_3396.txt", local)
     monkeypatch.setenv(assets.ENV_ASSETS, str(local))
     with pytest.raises(AssetError) as error:
-        publisher_host.small_module(VIDEOTAG)._load_models()
+        publisher_host.small_module(VIDEOTAG).bundle()
     lines = str(error.value).splitlines()
     assert lines[0] == f"{VIDEOTAG}: 2 model files missing: not in {assets.ENV_ASSETS}={local}", lines
     assert [line.split()[0] for line in lines[2:]] == ["video_tag_tsn.tar", "video_tag_lstm.tar"]
@@ -302,7 +302,7 @@ def test_a_read_only_cache_is_an_error_naming_the_directory_unless_it_holds_ever
         pytest.skip("needs `unshare --mount` (mount namespaces) for a read-only file system")
     config = tmp_path / "stnet.yaml"
     config.write_text(yaml.safe_dump(mirror.config(STNET, **SMALL)))
-    mirror.small_module(STNET)._load_models()  # fill this run's cache, which the child sees read-only
+    mirror.small_module(STNET).bundle()  # fill this run's cache, which the child sees read-only
     filled = Path(os.environ["HUB_HOME"])
     empty = tmp_path / "empty home"
     (empty / "paddlehub_video").mkdir(parents=True)
@@ -364,6 +364,6 @@ def test_ctrl_c_during_the_conversion_leaves_no_model_behind(
     monkeypatch.setattr(inference_model, "save_inference_model", interrupted)
     stnet = publisher_host.small_module(STNET)
     with pytest.raises(KeyboardInterrupt):
-        stnet._load_models()
+        stnet.bundle()
     assert not [p for p in (cache_root() / "inference").iterdir() if p.suffix != ".lock"]  # no entry, no temp
-    assert stnet._models is None  # the next call starts over
+    assert stnet._bundle is None  # the next call starts over

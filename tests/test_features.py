@@ -58,7 +58,7 @@ def test_one_entry_per_video_with_both_arrays(features: list[dict], good_paths: 
 
 def test_tsn_features_are_the_tsn_stage(videotag, features: list[dict]) -> None:
     # The stage classify feeds the LSTM with; tests/test_videotag.py checks it against an eager ResNet-101.
-    tsn = videotag.predictor(videotag._load_models()[0], False)
+    tsn = videotag.predictor(videotag.bundle().models["tsn"], False)
     pre = videotag.config["preprocess"]
     for entry in features:
         frames = videotag.preprocess(entry["path"])

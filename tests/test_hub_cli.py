@@ -176,7 +176,7 @@ def test_labels_property_and_list_labels_in_process_read_the_label_file_only(mir
     assert info.value.code == 0
     expected = "".join(f"{index}\t{name}\n" for index, name in enumerate(KINETICS_LABELS))
     assert capsysbinary.readouterr().out == expected.encode("utf-8")
-    assert stnet._models is None  # the networks were not loaded (nor converted)
+    assert stnet._bundle is None  # the networks were not loaded (nor converted)
     assert {request.path for request in mirror.server.requests[requests_before:]} <= {"kinetics_labels.json"}
 
 

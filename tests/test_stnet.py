@@ -384,7 +384,7 @@ def test_run_cmd_without_input_is_a_usage_error(publisher_host, capsys):
     assert exit_info.value.code == 2
     assert "--input_path" in capsys.readouterr().err
     assert time.monotonic() - start < 5
-    assert module._models is None  # nothing was fetched or built
+    assert module._bundle is None  # nothing was fetched or built
 
 
 # ---------------------------------------------------------------- 6. built once per process
@@ -392,7 +392,7 @@ def test_run_cmd_without_input_is_a_usage_error(publisher_host, capsys):
 
 def test_second_call_reuses_converted_model_and_predictor(mirror, stnet, full_result, wrap_video, monkeypatch):
     first = top(full_result(wrap_video), 5)
-    prefix = stnet._load_models()[0]
+    prefix = stnet.bundle().models["stnet"]
     predictors = []
 
     def spy(*args: Any, **kwargs: Any) -> Any:
@@ -411,7 +411,7 @@ def test_second_call_reuses_converted_model_and_predictor(mirror, stnet, full_re
     assert_same_result(classify_one(stnet, wrap_video), first)
     fresh = new_module(mirror)  # a second object in the same process: same cache entry, same predictor
     assert_same_result(classify_one(fresh, wrap_video), first)
-    assert fresh._load_models()[0] == prefix
+    assert fresh.bundle().models["stnet"] == prefix
     assert len(predictors) == 2 and predictors[0] is predictors[1]
     assert predictors[0] is stnet.predictor(prefix, False)
 
@@ -426,7 +426,7 @@ def test_two_crop_sizes_with_the_same_seg_num_get_their_own_programs(mirror, mon
 
     monkeypatch.setattr(inference_model, "_convert", mark_converted)
     small, large = new_module(mirror, crop_size=128), new_module(mirror, crop_size=160)
-    assert small._load_models()[0] != large._load_models()[0]
+    assert small.bundle().models["stnet"] != large.bundle().models["stnet"]
 
 
 def test_calls_leave_the_callers_paddle_mode_alone(stnet, one_frame_video):

@@ -317,8 +317,8 @@ def test_models_are_converted_and_predictors_created_once(videotag, mirror: Publ
     before = snapshot(inference_dir)
     assert before, "the first classify call should have converted the models"
     requests = len(mirror.server.requests)
-    models = videotag._load_models()
-    assert videotag._load_models() is models
+    models = videotag.bundle()
+    assert videotag.bundle() is models
 
     def no_conversion(*args: object, **kwargs: object) -> None:
         raise AssertionError("a converted model was rebuilt")
@@ -427,7 +427,7 @@ def test_default_300_frames_on_a_short_clip_cycles_frames(mirror: PublisherHost,
     # NumPy AttentionLSTM over all 300 steps must give the module's answer.
     distinct = np.stack([reference_preprocess(f) for f in read_every_frame(clip)])
     assert distinct.shape[0] == 40
-    tsn_model = module._load_models()[0]
+    tsn_model = module.bundle().models["tsn"]
     features = module.predictor(tsn_model, False).run({"image": distinct[np.newaxis]})[0][0]
     tiled = features[[i % 40 for i in range(300)]]
     reference = np_attention_lstm(lstm_state, tiled.astype(np.float64))[0]
