@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import os
 import threading
+import types
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -66,14 +67,14 @@ class Defaults(NamedTuple):
     description: str
 
 
-class _ModuleDefault:
-    """The default of a `classify` option: the module's own (`DEFAULTS`); an explicit None is still refused."""
-
-    def __repr__(self) -> str:
-        return "<module default>"
-
-
-DEFAULT: Any = _ModuleDefault()
+def with_defaults(function: Callable[..., T], **defaults: Any) -> Callable[..., T]:
+    """A copy of `function` whose named parameters default to `defaults` (its signature says so too)."""
+    copy = types.FunctionType(function.__code__, function.__globals__, function.__name__, None, function.__closure__)
+    parameters = inspect.signature(function).parameters.values()
+    copy.__defaults__ = tuple(defaults.get(p.name, p.default) for p in parameters if p.default is not p.empty)
+    copy.__doc__, copy.__qualname__, copy.__module__ = function.__doc__, function.__qualname__, function.__module__
+    copy.__annotations__ = dict(function.__annotations__)
+    return copy
 
 
 class VideoModule:
@@ -90,6 +91,15 @@ class VideoModule:
     # modules) that is not restored when the method raises, and that flips the mode for the whole
     # process while it runs. Our code builds its programs in its own guarded scope, so it opts out.
     __getattribute__ = object.__getattribute__
+
+    def __init_subclass__(cls, **kwargs: Any):
+        """Give a class with its own `DEFAULTS` its own `classify`, `classify_stream` and `postprocess`
+        defaults: real ones, that `inspect.signature` and `help()` show."""
+        super().__init_subclass__(**kwargs)
+        if "DEFAULTS" in cls.__dict__:
+            options = {"top_k": cls.DEFAULTS.top_k, "threshold": cls.DEFAULTS.threshold}
+            for name in ("classify", "classify_stream", "postprocess"):
+                setattr(cls, name, with_defaults(getattr(VideoModule, name), **options))
 
     def __init__(self, config: ConfigOverrides = None, **kwargs: Any):
         self.config = load_module_config(self.NAME, config)
@@ -203,7 +213,9 @@ class VideoModule:
         predictors = self.predictors(use_gpu)
         return lambda frames: self.forward(frames, predictors)
 
-    def postprocess(self, probs: np.ndarray, top_k: int = DEFAULT, threshold: float = DEFAULT) -> dict[str, float]:
+    def postprocess(
+        self, probs: np.ndarray, top_k: int = DEFAULTS.top_k, threshold: float = DEFAULTS.threshold
+    ) -> dict[str, float]:
         """Probabilities -> `classify`'s `prediction`: the top_k labels with prob >= threshold, descending."""
         top_k, threshold = self._options(top_k, threshold)
         return top_k_predictions(probs, self.class_names(), top_k, threshold)
@@ -213,7 +225,8 @@ class VideoModule:
         return VideoPipeline(self.preprocess, self.predict_fn(use_gpu)).run(paths)
 
     def classify(
-        self, paths: list[str], use_gpu: bool = False, threshold: float = DEFAULT, top_k: int = DEFAULT
+        self, paths: list[str], use_gpu: bool = False,
+        threshold: float = DEFAULTS.threshold, top_k: int = DEFAULTS.top_k,
     ) -> list[dict]:
         """Classify each video: `[{'path': p, 'prediction': {label: prob, ...}}, ...]`, in input order.
 
@@ -224,7 +237,8 @@ class VideoModule:
         return list(self.classify_stream(paths, use_gpu, threshold, top_k))
 
     def classify_stream(
-        self, paths: list[str], use_gpu: bool = False, threshold: float = DEFAULT, top_k: int = DEFAULT
+        self, paths: list[str], use_gpu: bool = False,
+        threshold: float = DEFAULTS.threshold, top_k: int = DEFAULTS.top_k,
     ) -> Iterator[dict]:
         """`classify`, one entry at a time in input order, each as soon as its video is done."""
         paths = validate_paths(paths)  # checked here, at the call, not at the first next()
@@ -240,10 +254,9 @@ class VideoModule:
             return {"path": outcome.path, "prediction": {}, "error": outcome.error}
         return {"path": outcome.path, "prediction": self.postprocess(outcome.output, top_k, threshold)}
 
-    def _options(self, top_k: Any, threshold: Any) -> tuple[int, float]:
-        """Validated `top_k` and `threshold`, the module's defaults for those not given."""
-        top_k = self.DEFAULTS.top_k if top_k is DEFAULT else top_k
-        threshold = self.DEFAULTS.threshold if threshold is DEFAULT else threshold
+    @staticmethod
+    def _options(top_k: object, threshold: object) -> tuple[int, float]:
+        """Validated `top_k` and `threshold`."""
         return validate_top_k(top_k), validate_threshold(threshold)
 
     @serving

@@ -341,7 +341,7 @@ def test_models_are_converted_and_predictors_created_once(videotag, mirror: Publ
     assert snapshot(inference_dir) == before
     assert len(mirror.server.requests) == requests
 
-    tsn_prefix = models[0]
+    tsn_prefix = models.models["tsn"]
     shared = predictor_module.shared_predictor(tsn_prefix, False, 1, True)
     assert predictor_module.shared_predictor(tsn_prefix, False, 1, True) is shared
     assert videotag.predictor(tsn_prefix, False) is shared
