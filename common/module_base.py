@@ -27,6 +27,7 @@ from paddlehub.module.module import runnable, serving
 from .assets import AssetSpec, fetch_assets, read_fetched
 from .cli import build_parser, run_batch
 from .config import ConfigOverrides, load_module_config
+from .errors import ConfigError
 from .limits import DecodeLimits, check_video, effective_limits
 from .pipeline import VideoOutcome, VideoPipeline, validate_paths
 from .postprocess import read_labels, top_k_predictions, validate_threshold, validate_top_k
@@ -287,4 +288,4 @@ def check_fixed_config(name: str, config: dict[str, Any], fixed: dict[str, Any])
         section, key = dotted.split(".")
         given = config.get(section, {}).get(key)
         if given != value:
-            raise ValueError(f"{name}: {dotted} must be {value!r} (the network is built for it), got {given!r}")
+            raise ConfigError(f"{name}: {dotted} must be {value!r} (the network is built for it), got {given!r}")

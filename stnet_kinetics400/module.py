@@ -13,9 +13,9 @@ import paddlehub as hub
 from paddlehub.module.module import moduleinfo
 
 from paddlehub_video.config import ConfigOverrides
-from paddlehub_video.inference_model import cached_inference_model
+from paddlehub_video.inference_model import Program, cached_inference_model
 from paddlehub_video.module_base import Defaults, ModelBundle, VideoModule
-from paddlehub_video.networks.stnet import SEG_LEN, build_stnet_program
+from paddlehub_video.networks.stnet import PROGRAM_VERSION, SEG_LEN, build_stnet_program
 from paddlehub_video.pipeline import validate_paths
 from paddlehub_video.predictor import Predictor
 from paddlehub_video.preprocess import frames_to_tensor, to_super_images
@@ -50,20 +50,16 @@ class StNet(VideoModule, hub.Module):
 
     def load_bundle(self) -> ModelBundle:
         """Fetch weights and labels, convert the weights once: model `stnet`."""
-        seg_num = self.config["sampling"]["seg_num"]
-        build = partial(
-            build_stnet_program,
-            seg_num=seg_num,
-            image_size=self.config["preprocess"]["crop_size"],
-            num_classes=self.config["model"]["num_classes"],
-        )
+        arguments = {
+            "seg_num": self.config["sampling"]["seg_num"],
+            "image_size": self.config["preprocess"]["crop_size"],
+            "num_classes": self.config["model"]["num_classes"],
+        }
         # Every file first: a failed download or a wrong label file is reported before any conversion.
         weights_file, labels_file = self.assets("weights", "labels")
         labels = self.read_label_file(labels_file)
-        model = cached_inference_model(
-            f"stnet_seg{seg_num}", self.config["program_version"], build,
-            {self.config["assets"]["weights"]["network"]: weights_file},
-        )
+        program = Program("stnet", PROGRAM_VERSION, build_stnet_program, arguments)
+        model = cached_inference_model(program, {self.config["assets"]["weights"]["network"]: weights_file})
         return ModelBundle({"stnet": model}, labels)
 
     def preprocess(self, path: str) -> np.ndarray:

@@ -25,7 +25,7 @@ from PIL import Image
 import paddlehub_video.module_base as module_base
 import paddlehub_video.predictor as predictor_module
 from paddlehub_video import inference_model
-from paddlehub_video.errors import DeviceError
+from paddlehub_video.errors import ConfigError, DeviceError
 from paddlehub_video.weights import load_pdparams
 from tests.fixtures.publisher import KINETICS_LABELS
 from tests.fixtures.videos import read_every_frame
@@ -427,6 +427,12 @@ def test_two_crop_sizes_with_the_same_seg_num_get_their_own_programs(mirror, mon
     monkeypatch.setattr(inference_model, "_convert", mark_converted)
     small, large = new_module(mirror, crop_size=128), new_module(mirror, crop_size=160)
     assert small.bundle().models["stnet"] != large.bundle().models["stnet"]
+
+
+def test_a_seglen_the_network_is_not_built_for_is_a_config_error_at_construction(mirror):
+    config = mirror.config("stnet_kinetics400", sampling={"seglen": 4})
+    with pytest.raises(ConfigError, match="sampling.seglen must be 5"):
+        hub.Module(directory=str(MODULE_DIR), config=config)
 
 
 def test_calls_leave_the_callers_paddle_mode_alone(stnet, one_frame_video):

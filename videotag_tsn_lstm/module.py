@@ -11,10 +11,9 @@ import numpy as np
 import paddlehub as hub
 from paddlehub.module.module import moduleinfo
 
-from paddlehub_video.inference_model import cached_inference_model
+from paddlehub_video.inference_model import Program, cached_inference_model
 from paddlehub_video.module_base import Defaults, ModelBundle, VideoModule
-from paddlehub_video.networks.attention_lstm import build_attention_lstm_program
-from paddlehub_video.networks.tsn import build_tsn_program
+from paddlehub_video.networks import attention_lstm, tsn
 from paddlehub_video.pipeline import VideoOutcome, VideoPipeline, validate_paths
 from paddlehub_video.predictor import Predictor
 from paddlehub_video.preprocess import tensor_batches
@@ -62,19 +61,16 @@ class VideoTag(VideoModule, hub.Module):
         # Every file first: a failed download or a wrong label file is reported before any conversion.
         tsn_weights, lstm_weights, labels_file = self.assets("tsn_weights", "lstm_weights", "labels")
         labels = self.read_label_file(labels_file)
-        tsn = cached_inference_model(
-            "videotag_tsn",
-            self.config["program_version"],
-            partial(build_tsn_program, image_size=self.config["preprocess"]["crop_size"]),
-            {assets["tsn_weights"]["network"]: tsn_weights},
-        )
-        lstm = cached_inference_model(
-            "videotag_attention_lstm",
-            self.config["program_version"],
-            partial(build_attention_lstm_program, num_classes=self.config["model"]["num_classes"]),
-            {assets["lstm_weights"]["network"]: lstm_weights},
-        )
-        return ModelBundle({"tsn": tsn, "lstm": lstm}, labels)
+        tsn_program = Program("videotag_tsn", tsn.PROGRAM_VERSION, tsn.build_tsn_program,
+                              {"image_size": self.config["preprocess"]["crop_size"]})
+        lstm_program = Program("videotag_attention_lstm", attention_lstm.PROGRAM_VERSION,
+                               attention_lstm.build_attention_lstm_program,
+                               {"num_classes": self.config["model"]["num_classes"]})
+        models = {
+            "tsn": cached_inference_model(tsn_program, {assets["tsn_weights"]["network"]: tsn_weights}),
+            "lstm": cached_inference_model(lstm_program, {assets["lstm_weights"]["network"]: lstm_weights}),
+        }
+        return ModelBundle(models, labels)
 
     def preprocess(self, path: str) -> np.ndarray:
         """One video -> its `seg_num` sampled, cropped frames `[seg_num, crop, crop, 3]` uint8."""
