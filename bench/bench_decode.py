@@ -59,7 +59,8 @@ from common_setup import (  # noqa: E402
 )
 
 from paddlehub_video.preprocess import scale_and_crop  # noqa: E402
-from paddlehub_video.video import read_sampled_frames, sample_stnet_indices, sample_tsn_indices  # noqa: E402
+from paddlehub_video.sampling import sample_stnet_indices, sample_tsn_indices  # noqa: E402
+from paddlehub_video.video import read_sampled_frames  # noqa: E402
 
 RESULTS = RESULTS_DIR / "decode.json"
 METHODS = ("baseline", "read_all", "stream_full", "stream", "read_all_stnet", "stream_full_stnet")

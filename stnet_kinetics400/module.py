@@ -19,7 +19,7 @@ from paddlehub_video.networks.stnet import PROGRAM_VERSION, SEG_LEN, build_stnet
 from paddlehub_video.pipeline import validate_paths
 from paddlehub_video.predictor import Predictor
 from paddlehub_video.preprocess import frames_to_tensor, to_super_images
-from paddlehub_video.video import sample_stnet_indices
+from paddlehub_video.sampling import sample_stnet_indices
 
 
 @moduleinfo(

@@ -17,7 +17,7 @@ from paddlehub_video.networks import attention_lstm, tsn
 from paddlehub_video.pipeline import VideoOutcome, VideoPipeline, validate_paths
 from paddlehub_video.predictor import Predictor
 from paddlehub_video.preprocess import tensor_batches
-from paddlehub_video.video import sample_tsn_indices
+from paddlehub_video.sampling import sample_tsn_indices
 
 
 # A NamedTuple, not a @dataclass: PaddleHub reads this file's class decorators as calls (`.func`) and
