@@ -7,14 +7,12 @@ loaded (0.16 s for TSN's 170 MB of parameters): an entry changed or damaged sinc
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
 import logging
 import os
 import shutil
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -24,13 +22,13 @@ import numpy as np
 import paddle
 from filelock import FileLock
 
-from .assets import cache_root, read_fetched, sha256_file
+from .assets import cache_root, file_digest, read_fetched, sha256_file
 from .errors import AssetError, WeightsError
 from .networks.layers import feed_values, static_mode
 from .weights import load_checked_weights
 
 logger = logging.getLogger("paddlehub_video")
-_DIGESTS = "digests.json"  # in each entry: {file name: sha256} of the model files
+_DIGESTS = "digests.json"  # in each entry: {file name: sha256} of the model files it holds
 _MODEL_FILES = ("model.json", "model.pdiparams")
 
 # What every network builder returns: (main program, startup program, feed names, fetch values).
@@ -78,26 +76,6 @@ def save_inference_model(program: StaticProgram, state: Mapping[str, np.ndarray]
             paddle.static.save_inference_model(str(prefix), feeds, fetches, executor, program=main)
 
 
-def weights_digest(path: Path) -> str:
-    """sha256 of a weights file, remembered per (path, size, mtime) so start-up does not rehash."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    memo_file = cache_root() / "digests.json"
-    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-    try:
-        memo = json.loads(memo_file.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    if key not in memo:
-        memo[key] = sha256_file(path)
-        with contextlib.suppress(OSError):  # the memo is an optimisation only
-            memo_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = memo_file.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")  # one per writer
-            tmp.write_text(json.dumps(memo))
-            os.replace(tmp, memo_file)
-    return memo[key]
-
-
 def cached_inference_model(program: Program, weights: Mapping[str, Path]) -> Path:
     """Return the prefix of the converted model of `program` for `weights` ({network: .pdparams path}).
 
@@ -106,7 +84,7 @@ def cached_inference_model(program: Program, weights: Mapping[str, Path]) -> Pat
     """
     key = hashlib.sha256(program.key().encode())
     for network in sorted(weights):
-        key.update(f"|{network}={weights_digest(weights[network])}".encode())
+        key.update(f"|{network}={file_digest(weights[network])}".encode())
     entry = cache_root() / "inference" / f"{program.name}-v{program.version}-{key.hexdigest()[:16]}"
     prefix = entry / "model"
     if _intact(entry):

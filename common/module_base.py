@@ -24,13 +24,13 @@ from typing import Any, NamedTuple, TypeVar
 import numpy as np
 from paddlehub.module.module import runnable, serving
 
-from .assets import AssetSpec, fetch_assets, read_fetched
+from .assets import AssetSpec, fetch_assets, read_label_file
 from .cli import build_parser, run_batch
 from .config import ConfigOverrides, load_module_config
 from .errors import ConfigError
 from .limits import DecodeLimits, check_video, effective_limits
 from .pipeline import VideoOutcome, VideoPipeline, validate_paths
-from .postprocess import read_labels, top_k_predictions, validate_threshold, validate_top_k
+from .postprocess import top_k_predictions, validate_threshold, validate_top_k
 from .predictor import Predictor, shared_predictor
 from .preprocess import scale_and_crop
 from .serving import classify_request
@@ -171,7 +171,7 @@ class VideoModule:
 
     def read_label_file(self, path: Path) -> list[str]:
         """The class names in the fetched label file `path`; a downloaded file that fails the check is deleted."""
-        return read_fetched(path, partial(read_labels, expected_count=self.config["model"]["num_classes"]))
+        return read_label_file(path, self.config["model"]["num_classes"])
 
     def predictor(self, model_prefix: Path, use_gpu: bool, use_onednn: bool | None = None) -> Predictor:
         """The process-wide predictor of a converted model, on CPU or GPU as asked for this call."""

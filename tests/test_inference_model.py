@@ -6,7 +6,8 @@ import numpy as np
 import paddle
 import pytest
 
-from paddlehub_video import inference_model
+from paddlehub_video.assets import cache as asset_cache
+from paddlehub_video.assets import file_digest
 from paddlehub_video.errors import DeviceError, WeightsError
 from paddlehub_video.inference_model import Program, cached_inference_model
 from paddlehub_video.networks.layers import conv2d, new_program
@@ -104,13 +105,13 @@ def test_program_parameters_not_covered_by_weights_are_an_error(tiny_network, tm
 
 def test_digest_is_remembered(tiny_network, tmp_path, monkeypatch):
     weights = write_pdparams(tiny_network, tmp_path / "tiny.pdparams")
-    first = inference_model.weights_digest(weights)
-    monkeypatch.setattr(inference_model, "sha256_file", lambda path: pytest.fail("rehashed"))
-    assert inference_model.weights_digest(weights) == first
+    first = file_digest(weights)
+    monkeypatch.setattr(asset_cache, "sha256_file", lambda path: pytest.fail("rehashed"))
+    assert file_digest(weights) == first
     os.utime(weights, ns=(1, 1))  # a touched file is hashed again
     monkeypatch.undo()
     monkeypatch.setenv("HUB_HOME", str(tmp_path / "hub"))
-    assert inference_model.weights_digest(weights) == first
+    assert file_digest(weights) == first
 
 
 def test_predictor_rejects_unknown_inputs_and_gpu_on_cpu_build(tiny_network, tmp_path):
