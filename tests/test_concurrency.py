@@ -22,9 +22,9 @@ import yaml
 
 from paddlehub_video import assets
 from tests.fixtures.http_server import FileServer
+from tests.fixtures.hub_cli import describe, hub_home_config
 from tests.fixtures.publisher import SMALL, PublisherHost
 from tests.fixtures.videos import MakeVideo
-from tests.test_hub_cli import describe, hub_home_config
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEOTAG, STNET = "videotag_tsn_lstm", "stnet_kinetics400"

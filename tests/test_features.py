@@ -14,8 +14,7 @@ import pytest
 from paddlehub_video.preprocess import frames_to_tensor
 from paddlehub_video.weights import load_pdparams
 from tests.fixtures.publisher import SMALL, VIDEOTAG_LABELS, PublisherHost
-from tests.test_networks import np_attention_pooled, np_tag_head
-from tests.test_videotag import DUPLICATE_IDS, prediction_vector
+from tests.fixtures.references import DUPLICATE_IDS, np_attention_pooled, np_tag_head, prediction_vector
 
 NAME = "videotag_tsn_lstm"
 SEG_NUM = SMALL["sampling"]["seg_num"]

@@ -28,15 +28,14 @@ from paddlehub_video.errors import DeviceError
 from paddlehub_video.preprocess import tensor_batches
 from paddlehub_video.weights import load_pdparams
 from tests.fixtures.publisher import VIDEOTAG_LABELS, PublisherHost
+from tests.fixtures.references import DUPLICATE_IDS, np_attention_lstm, prediction_vector
 from tests.fixtures.videos import MakeVideo, read_every_frame
-from tests.test_networks import np_attention_lstm
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE_DIR = REPO / "videotag_tsn_lstm"
 NAME = "videotag_tsn_lstm"
 NUM_CLASSES = 3396
 SEG_NUM = 8
-DUPLICATE_IDS = (10, 3000)  # the generated label file names these two classes alike
 TSN_MEMBER = "video_tag_tsn/tsn.pdparams"
 LSTM_MEMBER = "attention_lstm/attention_lstm.pdparams"
 MEAN = np.array([0.485, 0.456, 0.406]).reshape(3, 1, 1)
@@ -123,9 +122,6 @@ def assert_published_entry(entry: dict, path: str) -> None:
     assert values == sorted(values, reverse=True)
 
 
-def prediction_vector(prediction: dict[str, float], labels: list[str]) -> np.ndarray:
-    """Per class id, the value under its label (both duplicate ids read the shared key)."""
-    return np.array([prediction[label] for label in labels])
 
 
 def link_or_copy(source: Path, target: Path) -> None:
