@@ -30,5 +30,7 @@ setup(
         "test": ["pytest>=7", "psutil>=5.9", "ruff>=0.5"],
         # paddlehub_video.ray_adapter (scale-out on Ray Data); importing paddlehub_video never needs it.
         "ray": ["ray[data]>=2.9"],
+        # bench/: the sgemm reference is run with BLAS limited to the bench's thread count.
+        "bench": ["threadpoolctl>=3.1"],
     },
 )

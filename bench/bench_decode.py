@@ -45,8 +45,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common_setup import (  # noqa: E402
     CODECS,
     RESULTS_DIR,

@@ -31,7 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common_setup import (  # noqa: E402
     MODULES,
     RESULTS_DIR,

@@ -27,10 +27,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
-from paddlehub_video.preprocess import frames_to_tensor, to_super_images
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common_setup import (  # noqa: E402
     RESNET101_GFLOP,
     RESULTS_DIR,
@@ -49,7 +45,11 @@ from common_setup import (  # noqa: E402
     timed,
 )
 
-from paddlehub_video.preprocess import tensor_batches  # noqa: E402
+from paddlehub_video.preprocess import (
+    frames_to_tensor,
+    tensor_batches,  # noqa: E402
+    to_super_images,
+)
 
 RESULTS = RESULTS_DIR / "models.json"
 SWEEP_THREADS = (1, 2)

@@ -29,11 +29,12 @@ from paddlehub_video import assets, inference_model
 from paddlehub_video.assets import AssetSpec, cache_root, fetch_asset
 from paddlehub_video.assets import download as asset_download
 from paddlehub_video.errors import AssetError, WeightsError
+from paddlehub_video.testing import pdparams_bytes, write_weights_tar
 from paddlehub_video.weights import expected_parameters
 from tests.fixtures.cache import cache_files
 from tests.fixtures.http_server import FileServer
 from tests.fixtures.publisher import PROXY_VARS, SMALL, PublisherHost
-from tests.fixtures.weights import inflating_pickle, pdparams_bytes, write_weights_tar
+from tests.fixtures.weights import inflating_pickle
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEOTAG, STNET = "videotag_tsn_lstm", "stnet_kinetics400"

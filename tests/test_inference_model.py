@@ -12,7 +12,7 @@ from paddlehub_video.errors import DeviceError, WeightsError
 from paddlehub_video.inference_model import Program, cached_inference_model
 from paddlehub_video.networks.layers import conv2d, new_program
 from paddlehub_video.predictor import Predictor, shared_predictor
-from tests.fixtures.weights import write_pdparams
+from paddlehub_video.testing import write_pdparams
 
 TINY = {"tiny_w": (4, 3, 3, 3), "tiny_b": (4,)}
 
