@@ -45,7 +45,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from common_setup import (  # noqa: E402
+from common_setup import (
     CODECS,
     RESULTS_DIR,
     available_bytes,
@@ -56,9 +56,9 @@ from common_setup import (  # noqa: E402
     run_json,
 )
 
-from paddlehub_video.preprocess import scale_and_crop  # noqa: E402
-from paddlehub_video.sampling import sample_stnet_indices, sample_tsn_indices  # noqa: E402
-from paddlehub_video.video import read_sampled_frames  # noqa: E402
+from paddlehub_video.preprocess import scale_and_crop
+from paddlehub_video.sampling import sample_stnet_indices, sample_tsn_indices
+from paddlehub_video.video import read_sampled_frames
 
 RESULTS = RESULTS_DIR / "decode.json"
 METHODS = ("baseline", "read_all", "stream_full", "stream", "read_all_stnet", "stream_full_stnet")

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common_setup import (  # noqa: E402
+from common_setup import (
     MODULES,
     RESULTS_DIR,
     cached_video,

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common_setup import (  # noqa: E402
+from common_setup import (
     RESNET101_GFLOP,
     RESULTS_DIR,
     best_of,
@@ -47,7 +47,7 @@ from common_setup import (  # noqa: E402
 
 from paddlehub_video.preprocess import (
     frames_to_tensor,
-    tensor_batches,  # noqa: E402
+    tensor_batches,
     to_super_images,
 )
 
