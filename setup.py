@@ -8,11 +8,11 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    # The shared layer lives in common/ but is imported as `paddlehub_video`, a name that
-    # cannot collide with the many installed packages called `common`.
-    # configs/ ships inside it as `paddlehub_video.configs`, so installed modules find their YAML.
-    packages=["paddlehub_video", "paddlehub_video.networks", "paddlehub_video.configs"],
-    package_dir={"paddlehub_video": "common", "paddlehub_video.configs": "configs"},
+    # The shared layer is common/paddlehub_video/: the folder carries the import name, so editors and
+    # PYTHONPATH=common resolve it without an install. configs/ stays at the top and ships inside the
+    # package as `paddlehub_video.configs`, so installed modules find their YAML.
+    packages=["paddlehub_video", "paddlehub_video.assets", "paddlehub_video.networks", "paddlehub_video.configs"],
+    package_dir={"": "common", "paddlehub_video.configs": "configs"},
     package_data={"paddlehub_video.configs": ["*.yaml", "params/*.json"]},
     install_requires=[
         "paddlepaddle>=3.0,<4",
@@ -30,5 +30,7 @@ setup(
         "test": ["pytest>=7", "psutil>=5.9", "ruff>=0.5"],
         # paddlehub_video.ray_adapter (scale-out on Ray Data); importing paddlehub_video never needs it.
         "ray": ["ray[data]>=2.9"],
+        # bench/: the sgemm reference is run with BLAS limited to the bench's thread count.
+        "bench": ["threadpoolctl>=3.1"],
     },
 )

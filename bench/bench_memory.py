@@ -31,8 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common_setup import (  # noqa: E402
+from common_setup import (
     MODULES,
     RESULTS_DIR,
     cached_video,
@@ -108,7 +107,7 @@ def cold_worker(module: str, video: str, threads: int | None, started: float, wa
 
     instance = hub.Module(directory=str(REPO / module), config=_config(module, threads, None))
     marks["module_s"] = time.time() - started
-    load = getattr(instance, "_load_models", None)  # weights + conversion cache; classify does it too
+    load = getattr(instance, "bundle", None)  # weights + conversion cache; classify does it too
     if load is not None:
         _, marks["load_models_only_s"] = timed(load)
         marks["models_loaded_s"] = time.time() - started

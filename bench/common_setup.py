@@ -24,8 +24,6 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # for tests.fixtures.weights (the seeded random weights)
-    sys.path.insert(0, str(REPO))
 RESULTS_DIR = REPO / "bench" / "results"
 VIDEO_CACHE = RESULTS_DIR / "videos"
 RESNET101_GFLOP = 15.6  # per 224x224 frame, multiply-adds counted as 2 FLOPs
@@ -133,7 +131,7 @@ def emit(result: dict[str, Any]) -> None:
 
 def write_assets(directory: Path) -> dict[str, dict]:
     """Random publisher-format weights and labels in `directory`; returns config overrides per module."""
-    from tests.fixtures.weights import make_state, write_pdparams
+    from paddlehub_video.testing import make_state, write_pdparams
 
     directory.mkdir(parents=True, exist_ok=True)
     write_pdparams(make_state("videotag_tsn_resnet101", 1), directory / "tsn.pdparams")

@@ -25,16 +25,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_decode import CLIPS, bench_decode  # noqa: E402
-from bench_memory import LENGTHS, bench_calls, bench_cold_start, bench_rss, short_clip  # noqa: E402
-from bench_models import bench_stnet, bench_tsn_sweep, bench_videotag, tsn_model_prefix  # noqa: E402
-from common_setup import (  # noqa: E402
+from bench_decode import CLIPS, bench_decode
+from bench_memory import LENGTHS, bench_calls, bench_cold_start, bench_rss, short_clip
+from bench_models import bench_stnet, bench_tsn_sweep, bench_videotag, tsn_model_prefix
+from common_setup import (
     MODULES,
     RESULTS_DIR,
     cached_video,

@@ -27,11 +27,14 @@ import yaml
 
 from paddlehub_video import assets, inference_model
 from paddlehub_video.assets import AssetSpec, cache_root, fetch_asset
+from paddlehub_video.assets import download as asset_download
 from paddlehub_video.errors import AssetError, WeightsError
+from paddlehub_video.testing import pdparams_bytes, write_weights_tar
 from paddlehub_video.weights import expected_parameters
+from tests.fixtures.cache import cache_files
 from tests.fixtures.http_server import FileServer
 from tests.fixtures.publisher import PROXY_VARS, SMALL, PublisherHost
-from tests.fixtures.weights import inflating_pickle, pdparams_bytes, write_weights_tar
+from tests.fixtures.weights import inflating_pickle
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEOTAG, STNET = "videotag_tsn_lstm", "stnet_kinetics400"
@@ -58,7 +61,7 @@ def host(http_server: FileServer, publisher_host: PublisherHost, monkeypatch: py
     for var in (assets.ENV_ASSETS, assets.ENV_TIMEOUT, *PROXY_VARS):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setattr(assets, "RETRY_DELAY_S", 0.0)
+    monkeypatch.setattr(asset_download, "RETRY_DELAY_S", 0.0)
     return http_server
 
 
@@ -66,12 +69,6 @@ def replace_served(server: FileServer, name: str, data: bytes) -> None:
     """Serve `data` as `name` (unlinked first: the file is a hard link to the publisher's copy)."""
     (server.root / name).unlink()
     server.put(name, data)
-
-
-def leftovers() -> list[str]:
-    """Files in the cache other than lock files (empty, and released: they mark no content)."""
-    root = cache_root()
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.suffix != ".lock")
 
 
 # ---------------------------------------------------------------- damaged downloads
@@ -99,8 +96,8 @@ def test_a_damaged_archive_is_a_clear_error_and_is_fetched_again_next_time(
     message = str(error.value)
     assert "video_tag_tsn.tar: cannot read the archive" in message, message
     assert "the download was deleted, the next run fetches it again" in message
-    assert leftovers() == []  # no archive, no extracted member, no .part or .tmp
-    assert videotag._models is None
+    assert cache_files() == []  # no archive, no extracted member, no .part or .tmp
+    assert videotag._bundle is None
     if damage == "truncated":
         replace_served(host, "video_tag_tsn.tar", good)
     assert videotag.asset("tsn_weights").read_bytes() == member  # the next attempt downloads again
@@ -147,7 +144,7 @@ def test_a_label_file_with_the_wrong_checksum_is_refused_before_any_conversion(
     message = str(error.value)
     assert f"{host.url_for('kinetics_labels.json')}: sha256 mismatch: expected " in message, message
     assert publisher_host.label_sha256[STNET] in message and "the download was deleted" in message
-    assert leftovers() == ["downloads/STNET.pdparams"]  # the weights are complete; no label file
+    assert cache_files() == ["downloads/STNET.pdparams"]  # the weights are complete; no label file
     assert not (cache_root() / "inference").exists()  # refused before the (slow) conversion
 
 
@@ -161,7 +158,7 @@ def test_a_missing_file_on_the_server_names_the_url_and_is_not_retried(
     assert f"could not download {host.url_for('STNET.pdparams')}: HTTP 404" in message, message
     assert assets.ENV_ASSETS in message and assets.ENV_MIRROR in message  # ... and how to do without
     assert len(host.requests_for("STNET.pdparams")) == 1
-    assert leftovers() == []
+    assert cache_files() == []
 
 
 def test_a_stalled_server_times_out_with_a_clear_message(
@@ -169,7 +166,7 @@ def test_a_stalled_server_times_out_with_a_clear_message(
 ) -> None:
     host.set_fault("STNET.pdparams", stall_after=256 * 1024, stall_s=60)
     monkeypatch.setenv(assets.ENV_TIMEOUT, "0.5")
-    monkeypatch.setattr(assets, "RETRIES", 1)
+    monkeypatch.setattr(asset_download, "RETRIES", 1)
     started = time.monotonic()
     with pytest.raises(AssetError) as error:
         publisher_host.small_module(STNET).classify([str(short_video)])
@@ -206,12 +203,12 @@ def test_bad_weights_from_a_mirror_are_a_weights_error_and_fetched_again_once_fi
     stnet = publisher_host.small_module(STNET)
 
     with pytest.raises(WeightsError) as error:
-        stnet._load_models()
+        stnet.bundle()
 
     message = str(error.value)
     assert message.startswith(str(cache_root() / "downloads" / "STNET.pdparams")), message
     assert message.endswith("; the download was deleted, the next run fetches it again")
-    assert not [name for name in leftovers() if "STNET" in name or name.startswith("inference/")]
+    assert not [name for name in cache_files() if "STNET" in name or name.startswith("inference/")]
     replace_served(host, "STNET.pdparams", b"the fixed file")  # small: what counts is that it is fetched
     assert stnet.asset("weights").read_bytes() == b"the fixed file"
     assert len(host.requests_for("STNET.pdparams")) == 2
@@ -226,8 +223,8 @@ def test_an_archive_without_the_member_is_deleted_and_fetched_again(
     videotag = publisher_host.small_module(VIDEOTAG)
     with pytest.raises(AssetError, match=f"no member '{TSN_MEMBER}' in the archive; it holds: "
                                          f"video_tag_tsn/tsn.pdopt, video_tag_tsn/x; the download was deleted"):
-        videotag._load_models()
-    assert not [name for name in leftovers() if "video_tag_tsn" in name]
+        videotag.bundle()
+    assert not [name for name in cache_files() if "video_tag_tsn" in name]
     replace_served(host, "video_tag_tsn.tar", good)
     assert videotag.asset("tsn_weights").stat().st_size > 0
     assert len(host.requests_for("video_tag_tsn.tar")) == 2
@@ -244,8 +241,8 @@ def test_a_label_file_with_the_wrong_count_is_deleted_when_it_came_unpinned(
     stnet = hub.Module(directory=str(REPO / STNET), config=config)
     with pytest.raises(AssetError, match="expected 400 labels, found 399; the download was deleted, "
                                          "the next run fetches it again"):
-        stnet._load_models()
-    assert "downloads/kinetics_labels.json" not in leftovers()
+        stnet.bundle()
+    assert "downloads/kinetics_labels.json" not in cache_files()
     assert not (cache_root() / "inference").exists()  # refused before the conversion
 
 
@@ -257,7 +254,7 @@ def test_offline_the_error_names_every_missing_file_of_the_module(
     shutil.copy(host.root / "label_3396.txt", local)
     monkeypatch.setenv(assets.ENV_ASSETS, str(local))
     with pytest.raises(AssetError) as error:
-        publisher_host.small_module(VIDEOTAG)._load_models()
+        publisher_host.small_module(VIDEOTAG).bundle()
     lines = str(error.value).splitlines()
     assert lines[0] == f"{VIDEOTAG}: 2 model files missing: not in {assets.ENV_ASSETS}={local}", lines
     assert [line.split()[0] for line in lines[2:]] == ["video_tag_tsn.tar", "video_tag_lstm.tar"]
@@ -302,7 +299,7 @@ def test_a_read_only_cache_is_an_error_naming_the_directory_unless_it_holds_ever
         pytest.skip("needs `unshare --mount` (mount namespaces) for a read-only file system")
     config = tmp_path / "stnet.yaml"
     config.write_text(yaml.safe_dump(mirror.config(STNET, **SMALL)))
-    mirror.small_module(STNET)._load_models()  # fill this run's cache, which the child sees read-only
+    mirror.small_module(STNET).bundle()  # fill this run's cache, which the child sees read-only
     filled = Path(os.environ["HUB_HOME"])
     empty = tmp_path / "empty home"
     (empty / "paddlehub_video").mkdir(parents=True)
@@ -364,6 +361,6 @@ def test_ctrl_c_during_the_conversion_leaves_no_model_behind(
     monkeypatch.setattr(inference_model, "save_inference_model", interrupted)
     stnet = publisher_host.small_module(STNET)
     with pytest.raises(KeyboardInterrupt):
-        stnet._load_models()
+        stnet.bundle()
     assert not [p for p in (cache_root() / "inference").iterdir() if p.suffix != ".lock"]  # no entry, no temp
-    assert stnet._models is None  # the next call starts over
+    assert stnet._bundle is None  # the next call starts over

@@ -19,8 +19,11 @@ import pytest
 
 from paddlehub_video import assets
 from paddlehub_video.assets import AssetSpec, cache_root, fetch_asset, sha256_file
+from paddlehub_video.assets import cache as asset_cache
+from paddlehub_video.assets import download as asset_download
 from paddlehub_video.errors import AssetError
 from paddlehub_video.weights import max_file_bytes
+from tests.fixtures.cache import cache_files
 from tests.fixtures.http_server import FileServer
 from tests.fixtures.weights import sparse_tar_member
 
@@ -34,7 +37,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setattr(assets, "RETRY_DELAY_S", 0.0)
+    monkeypatch.setattr(asset_download, "RETRY_DELAY_S", 0.0)
 
 
 def _payload(size: int, seed: int = 0) -> bytes:
@@ -114,10 +117,22 @@ def test_plain_download_verified_and_cached(http_server: FileServer) -> None:
     path = fetch_asset(spec, progress=False)
     assert path == _downloads() / "STNET.pdparams"
     assert path.read_bytes() == data
-    assert sorted(p.name for p in _downloads().iterdir() if not p.name.endswith(".lock")) == [
-        "STNET.pdparams", "STNET.pdparams.sha256"]
+    assert sorted(p.name for p in _downloads().iterdir() if not p.name.endswith(".lock")) == ["STNET.pdparams"]
     assert fetch_asset(spec, progress=False) == path
     assert len(http_server.requests_for("STNET.pdparams")) == 1  # the second call used the cache
+
+
+def test_one_digest_record_serves_the_download_check_and_the_conversion_key(http_server: FileServer,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    _, spec = _serve(http_server, "STNET.pdparams")
+    path = fetch_asset(spec, progress=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(asset_cache, "sha256_file", lambda p: pytest.fail(f"{p} hashed again"))
+        assert assets.file_digest(path) == spec.sha256
+        assert fetch_asset(spec, progress=False) == path
+    os.utime(path, ns=(1, 1))  # a changed file is no longer the one the record verified
+    assert fetch_asset(spec, progress=False) == path
+    assert assets.file_digest(path) == spec.sha256
 
 
 def test_module_file_wins(http_server: FileServer, tmp_path: Path) -> None:
@@ -195,7 +210,7 @@ def test_404_names_url(http_server: FileServer) -> None:
 def test_stalled_server_times_out(http_server: FileServer, monkeypatch: pytest.MonkeyPatch) -> None:
     _, spec = _serve(http_server, "slow.bin")
     http_server.set_fault("slow.bin", stall_after=20_000, stall_s=30)
-    monkeypatch.setattr(assets, "RETRIES", 1)
+    monkeypatch.setattr(asset_download, "RETRIES", 1)
     monkeypatch.setenv(assets.ENV_TIMEOUT, "0.3")
     start = time.monotonic()
     with pytest.raises(AssetError, match="timed out") as err:
@@ -239,7 +254,7 @@ def test_keyboard_interrupt_leaves_only_part(http_server: FileServer,
                 raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(assets, "tqdm", InterruptingBar)
+        patch.setattr(asset_download, "tqdm", InterruptingBar)
         with pytest.raises(KeyboardInterrupt):
             fetch_asset(spec, progress=False)
     assert not (_downloads() / "big.bin").exists()
@@ -412,12 +427,6 @@ def test_changed_digest_in_manifest_downloads_again(http_server: FileServer) -> 
 # --- hostile archives and mirrors: a clear error, and nothing left that the next run would trust -----
 
 
-def _cache_files() -> list[str]:
-    """Files in the cache other than (released, empty) lock files."""
-    return sorted(str(p.relative_to(cache_root())) for p in cache_root().rglob("*")
-                  if p.is_file() and p.suffix != ".lock")
-
-
 def _cache_bytes() -> int:
     """Disk blocks the cache uses (a sparse file counts what is really written)."""
     return sum(p.stat().st_blocks * 512 for p in cache_root().rglob("*") if p.is_file())
@@ -447,7 +456,7 @@ def test_a_bad_archive_is_refused_and_deleted_and_fetched_again(http_server: Fil
     message = str(err.value)
     assert str(_downloads() / "video_tag_tsn.tar") in message and expected in message, message
     assert message.endswith("the download was deleted, the next run fetches it again")
-    assert _cache_files() == [] and _cache_bytes() < 1 << 20
+    assert cache_files() == [] and _cache_bytes() < 1 << 20
     good = _payload(5_000)
     http_server.put("video_tag_tsn.tar", _targz({TSN: good}))  # the mirror is fixed
     assert fetch_asset(spec, progress=False).read_bytes() == good
@@ -481,7 +490,7 @@ def test_a_body_larger_than_the_asset_is_cut_off(http_server: FileServer, body: 
     what = "sent more than" if body == "endless" else f"announces {50 << 20} bytes"
     assert f"{spec.url}: {what}" in str(err.value), err.value
     assert f"more than the {assets.DEFAULT_MAX_BYTES} bytes this file can be" in str(err.value)
-    assert _cache_files() == []
+    assert cache_files() == []
     assert len(http_server.requests_for("label_3396.txt")) == 1  # not retried
 
 
@@ -501,10 +510,10 @@ def test_a_dripping_mirror_meets_the_deadline(http_server: FileServer, monkeypat
 
 
 def test_the_default_deadline_follows_the_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert assets._deadline(AssetSpec("labels", "http://h/l.txt")) == 60 + (1 << 20) / 100_000
+    assert asset_download.deadline(AssetSpec("labels", "http://h/l.txt")) == 60 + (1 << 20) / 100_000
     monkeypatch.setenv(assets.ENV_DEADLINE, "soon")
     with pytest.raises(AssetError, match=f"{assets.ENV_DEADLINE}='soon' is not a number of seconds"):
-        assets._deadline(AssetSpec("labels", "http://h/l.txt"))
+        asset_download.deadline(AssetSpec("labels", "http://h/l.txt"))
 
 
 def test_a_download_that_fails_the_callers_check_is_deleted(http_server: FileServer, tmp_path: Path) -> None:
@@ -516,7 +525,7 @@ def test_a_download_that_fails_the_callers_check_is_deleted(http_server: FileSer
 
     with pytest.raises(AssetError, match="not a label file; the download was deleted, the next run fetches it again"):
         assets.read_fetched(path, refuse)
-    assert _cache_files() == []
+    assert cache_files() == []
     mine = tmp_path / "labels.json"
     mine.write_text("[]")
     with pytest.raises(AssetError, match="not a label file$"):

@@ -27,11 +27,12 @@ import pytest
 import yaml
 
 from paddlehub_video.preprocess import scale_and_crop
-from paddlehub_video.video import read_sampled_frames, sample_tsn_indices
+from paddlehub_video.sampling import sample_tsn_indices
+from paddlehub_video.video import read_sampled_frames
 from tests.fixtures import mp4
+from tests.fixtures.hub_cli import TRACEBACK, describe, printed_result, run_hub
 from tests.fixtures.publisher import KINETICS_LABELS, SMALL, VIDEOTAG_LABELS, PublisherHost
 from tests.fixtures.videos import MakeVideo, read_every_frame
-from tests.test_hub_cli import TRACEBACK, describe, printed_result, run_hub
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEOTAG, STNET = "videotag_tsn_lstm", "stnet_kinetics400"

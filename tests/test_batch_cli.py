@@ -24,9 +24,9 @@ import yaml
 from paddlehub_video import results_file
 from paddlehub_video.cli import VIDEO_EXTENSIONS, build_parser, expand_input_path, input_paths
 from paddlehub_video.results_file import MAX_LINE_BYTES, ResultsFile, ResultsFileError
+from tests.fixtures.hub_cli import TRACEBACK, describe, run_hub
 from tests.fixtures.publisher import KINETICS_LABELS, SMALL, VIDEOTAG_LABELS, PublisherHost
 from tests.fixtures.videos import MakeVideo
-from tests.test_hub_cli import TRACEBACK, describe, run_hub
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEOTAG, STNET = "videotag_tsn_lstm", "stnet_kinetics400"

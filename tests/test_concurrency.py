@@ -22,9 +22,9 @@ import yaml
 
 from paddlehub_video import assets
 from tests.fixtures.http_server import FileServer
+from tests.fixtures.hub_cli import describe, hub_home_config
 from tests.fixtures.publisher import SMALL, PublisherHost
 from tests.fixtures.videos import MakeVideo
-from tests.test_hub_cli import describe, hub_home_config
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEOTAG, STNET = "videotag_tsn_lstm", "stnet_kinetics400"
@@ -51,8 +51,8 @@ def test_threads_sharing_one_module_object_get_the_sequential_answers(mirror: Pu
     (oneDNN keeps its cache per thread) unless one thread owns it."""
     module = mirror.small_module(name)
     loads = []
-    load = module._fetch_and_convert
-    module._fetch_and_convert = lambda: loads.append(1) or load()
+    load = module.load_bundle
+    module.load_bundle = lambda: loads.append(1) or load()
     start = threading.Barrier(4)
 
     def work(index: int, together: bool = True) -> tuple[list, dict]:
@@ -212,7 +212,7 @@ def test_using_the_modules_installs_no_signal_handler_and_keeps_the_paddle_mode(
     mirror: PublisherHost, videos: list[str], hub_env: dict[str, str]
 ) -> None:
     for name in (VIDEOTAG, STNET):
-        mirror.small_module(name)._load_models()  # converted in this run's cache, which the child uses
+        mirror.small_module(name).bundle()  # converted in this run's cache, which the child uses
     configs = json.dumps({name: mirror.config(name, **SMALL) for name in (VIDEOTAG, STNET)})
     proc = subprocess.run([sys.executable, "-c", CALLER, str(REPO), configs, videos[0], videos[1]],
                           env=hub_env, capture_output=True, text=True, timeout=300)

@@ -14,8 +14,7 @@ import pytest
 from paddlehub_video.preprocess import frames_to_tensor
 from paddlehub_video.weights import load_pdparams
 from tests.fixtures.publisher import SMALL, VIDEOTAG_LABELS, PublisherHost
-from tests.test_networks import np_attention_pooled, np_tag_head
-from tests.test_videotag import DUPLICATE_IDS, prediction_vector
+from tests.fixtures.references import DUPLICATE_IDS, np_attention_pooled, np_tag_head, prediction_vector
 
 NAME = "videotag_tsn_lstm"
 SEG_NUM = SMALL["sampling"]["seg_num"]
@@ -58,7 +57,7 @@ def test_one_entry_per_video_with_both_arrays(features: list[dict], good_paths: 
 
 def test_tsn_features_are_the_tsn_stage(videotag, features: list[dict]) -> None:
     # The stage classify feeds the LSTM with; tests/test_videotag.py checks it against an eager ResNet-101.
-    tsn = videotag.predictor(videotag._load_models()[0], False)
+    tsn = videotag.predictor(videotag.bundle().models["tsn"], False)
     pre = videotag.config["preprocess"]
     for entry in features:
         frames = videotag.preprocess(entry["path"])

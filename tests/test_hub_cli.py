@@ -6,11 +6,9 @@ publisher host and small configs through $PADDLEHUB_VIDEO_CONFIG (8 TSN frames, 
 """
 from __future__ import annotations
 
-import ast
 import json
 import math
 import shutil
-import subprocess
 import sys
 import textwrap
 import time
@@ -18,45 +16,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.hub_cli import TRACEBACK, describe, hub_home_config, printed_result, run_hub
 from tests.fixtures.publisher import KINETICS_LABELS, VIDEOTAG_LABELS
 from tests.fixtures.videos import MakeVideo
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE_NAMES = ("videotag_tsn_lstm", "stnet_kinetics400")
-# The `hub` console script is `sys.exit(paddlehub.commands.utils.execute())`; calling it through this
-# interpreter avoids depending on PATH or a pyenv shim.
-HUB = [sys.executable, "-c", "import sys; from paddlehub.commands.utils import execute; sys.exit(execute())"]
-HUB_TIMEOUT_S = 300  # a generous bound on a busy 2-core machine; a hang fails instead of blocking
-TRACEBACK = "Traceback (most recent call last)"
 CLOSED_URL = "http://127.0.0.1:9"  # discard port: nothing listens, connections are refused at once
 
 
-def run_hub(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = HUB_TIMEOUT_S,
-            command: list[str] = HUB) -> subprocess.CompletedProcess[str]:
-    """Run `hub ARGS` (or another `command`) with captured text output; TimeoutExpired if it hangs."""
-    return subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          encoding="utf-8", errors="replace", timeout=timeout)
 
 
-def describe(proc: subprocess.CompletedProcess[str]) -> str:
-    """Exit status and output of a finished command, for assertion messages."""
-    return f"exit status {proc.returncode}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
 
 
-def printed_result(proc: subprocess.CompletedProcess[str], status: int = 0) -> list:
-    """The list `hub run` printed: the last stdout line starting with `[` that is a Python literal list.
-
-    `status`: the exit status expected, 0 when every video was answered, 1 when one failed."""
-    assert proc.returncode == status, describe(proc)
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("["):
-            try:
-                value = ast.literal_eval(line)
-            except (ValueError, SyntaxError):
-                continue  # a log line such as "[2024-01-01 ...] [INFO] ..."
-            if isinstance(value, list):
-                return value
-    pytest.fail(f"no printed result list\n{describe(proc)}")
 
 
 def check_prediction(prediction: dict, labels: list[str], max_size: int) -> None:
@@ -73,12 +45,6 @@ def same_prediction(a: dict, b: dict) -> bool:
     return list(a) == list(b) and all(math.isclose(a[k], b[k], rel_tol=1e-4, abs_tol=1e-6) for k in a)
 
 
-def hub_home_config(hub_home: Path) -> None:
-    """The PaddleHub config conftest writes: its server on a closed local port, quiet logging."""
-    (hub_home / "conf").mkdir(parents=True, exist_ok=True)
-    (hub_home / "conf" / "config.yaml").write_text(
-        "server: http://127.0.0.1:9/paddlehub\nlog:\n  enable: true\n  level: WARNING\n"
-    )
 
 
 def module_source_files() -> set[str]:
@@ -176,7 +142,7 @@ def test_labels_property_and_list_labels_in_process_read_the_label_file_only(mir
     assert info.value.code == 0
     expected = "".join(f"{index}\t{name}\n" for index, name in enumerate(KINETICS_LABELS))
     assert capsysbinary.readouterr().out == expected.encode("utf-8")
-    assert stnet._models is None  # the networks were not loaded (nor converted)
+    assert stnet._bundle is None  # the networks were not loaded (nor converted)
     assert {request.path for request in mirror.server.requests[requests_before:]} <= {"kinetics_labels.json"}
 
 

@@ -6,12 +6,13 @@ import numpy as np
 import paddle
 import pytest
 
-from paddlehub_video import inference_model
+from paddlehub_video.assets import cache as asset_cache
+from paddlehub_video.assets import file_digest
 from paddlehub_video.errors import DeviceError, WeightsError
-from paddlehub_video.inference_model import cached_inference_model
+from paddlehub_video.inference_model import Program, cached_inference_model
 from paddlehub_video.networks.layers import conv2d, new_program
 from paddlehub_video.predictor import Predictor, shared_predictor
-from tests.fixtures.weights import write_pdparams
+from paddlehub_video.testing import write_pdparams
 
 TINY = {"tiny_w": (4, 3, 3, 3), "tiny_b": (4,)}
 
@@ -52,8 +53,8 @@ def reference_conv(state, image):
 def test_converts_once_and_predicts_with_the_weights(tiny_network, tmp_path):
     weights = write_pdparams(tiny_network, tmp_path / "tiny.pdparams")
     build, calls = counting(build_tiny)
-    prefix = cached_inference_model("tiny", 1, build, {"tiny": weights})
-    assert cached_inference_model("tiny", 1, build, {"tiny": weights}) == prefix
+    prefix = cached_inference_model(Program("tiny", 1, build), {"tiny": weights})
+    assert cached_inference_model(Program("tiny", 1, build), {"tiny": weights}) == prefix
     assert len(calls) == 1
     assert Path(f"{prefix}.json").exists() and Path(f"{prefix}.pdiparams").exists()
     image = np.random.default_rng(1).normal(size=(2, 3, 8, 8)).astype(np.float32)
@@ -66,15 +67,30 @@ def test_new_weights_or_version_give_a_new_entry(tiny_network, tmp_path):
     first = write_pdparams(tiny_network, tmp_path / "a.pdparams")
     changed = dict(tiny_network, tiny_b=tiny_network["tiny_b"] + 1)
     second = write_pdparams(changed, tmp_path / "b.pdparams")
-    a = cached_inference_model("tiny", 1, build_tiny, {"tiny": first})
-    assert cached_inference_model("tiny", 1, build_tiny, {"tiny": second}) != a
-    assert cached_inference_model("tiny", 2, build_tiny, {"tiny": first}) != a
+    a = cached_inference_model(Program("tiny", 1, build_tiny), {"tiny": first})
+    assert cached_inference_model(Program("tiny", 1, build_tiny), {"tiny": second}) != a
+    assert cached_inference_model(Program("tiny", 2, build_tiny), {"tiny": first}) != a
+
+
+def test_build_arguments_are_passed_to_the_builder_and_keyed(tiny_network, tmp_path):
+    weights = write_pdparams(tiny_network, tmp_path / "tiny.pdparams")
+    seen = []
+
+    def build(size: int):
+        seen.append(size)
+        return build_tiny()
+
+    small = cached_inference_model(Program("tiny", 1, build, {"size": 8}), {"tiny": weights})
+    large = cached_inference_model(Program("tiny", 1, build, {"size": 9}), {"tiny": weights})
+    assert small != large and seen == [8, 9]
+    assert cached_inference_model(Program("tiny", 1, build, {"size": 8}), {"tiny": weights}) == small
+    assert seen == [8, 9]
 
 
 def test_weights_missing_a_parameter_leave_nothing_in_the_cache(tiny_network, tmp_path, monkeypatch):
     weights = write_pdparams({"tiny_w": tiny_network["tiny_w"]}, tmp_path / "short.pdparams")
     with pytest.raises(WeightsError, match="missing tiny_b"):
-        cached_inference_model("tiny", 1, build_tiny, {"tiny": weights})
+        cached_inference_model(Program("tiny", 1, build_tiny), {"tiny": weights})
     entries = list((tmp_path / "hub" / "paddlehub_video" / "inference").iterdir())
     assert [e.name for e in entries if not e.name.endswith(".lock")] == []
 
@@ -84,22 +100,23 @@ def test_program_parameters_not_covered_by_weights_are_an_error(tiny_network, tm
     monkeypatch.setattr("paddlehub_video.weights.expected_parameters", lambda network: {"tiny_w": TINY["tiny_w"]})
     weights = write_pdparams(tiny_network, tmp_path / "tiny.pdparams")
     with pytest.raises(WeightsError, match="do not cover 1 program parameters"):
-        cached_inference_model("tiny", 1, build_tiny, {"tiny": weights})
+        cached_inference_model(Program("tiny", 1, build_tiny), {"tiny": weights})
 
 
 def test_digest_is_remembered(tiny_network, tmp_path, monkeypatch):
     weights = write_pdparams(tiny_network, tmp_path / "tiny.pdparams")
-    first = inference_model.weights_digest(weights)
-    monkeypatch.setattr(inference_model, "sha256_file", lambda path: pytest.fail("rehashed"))
-    assert inference_model.weights_digest(weights) == first
+    first = file_digest(weights)
+    monkeypatch.setattr(asset_cache, "sha256_file", lambda path: pytest.fail("rehashed"))
+    assert file_digest(weights) == first
     os.utime(weights, ns=(1, 1))  # a touched file is hashed again
     monkeypatch.undo()
     monkeypatch.setenv("HUB_HOME", str(tmp_path / "hub"))
-    assert inference_model.weights_digest(weights) == first
+    assert file_digest(weights) == first
 
 
 def test_predictor_rejects_unknown_inputs_and_gpu_on_cpu_build(tiny_network, tmp_path):
-    prefix = cached_inference_model("tiny", 1, build_tiny, {"tiny": write_pdparams(tiny_network, tmp_path / "t")})
+    weights = write_pdparams(tiny_network, tmp_path / "t")
+    prefix = cached_inference_model(Program("tiny", 1, build_tiny), {"tiny": weights})
     predictor = shared_predictor(prefix)
     assert shared_predictor(prefix) is predictor
     assert predictor.input_names == ["image"]
@@ -114,7 +131,7 @@ def test_predictor_rejects_unknown_inputs_and_gpu_on_cpu_build(tiny_network, tmp
 @pytest.mark.parametrize("damage", ["weights changed in place", "truncated", "digests missing"])
 def test_a_changed_or_damaged_converted_model_is_converted_again(tiny_network, tmp_path, caplog, damage):
     weights = write_pdparams(tiny_network, tmp_path / "tiny.pdparams")
-    prefix = cached_inference_model("tiny", 1, build_tiny, {"tiny": weights})
+    prefix = cached_inference_model(Program("tiny", 1, build_tiny), {"tiny": weights})
     params = Path(f"{prefix}.pdiparams")
     good = params.read_bytes()
     stat = params.stat()
@@ -130,7 +147,7 @@ def test_a_changed_or_damaged_converted_model_is_converted_again(tiny_network, t
     build, calls = counting(build_tiny)
 
     with caplog.at_level("WARNING", logger="paddlehub_video"):
-        assert cached_inference_model("tiny", 1, build, {"tiny": weights}) == prefix
+        assert cached_inference_model(Program("tiny", 1, build), {"tiny": weights}) == prefix
 
     assert len(calls) == 1 and params.read_bytes() == good
     assert [r.getMessage() for r in caplog.records] == [
@@ -148,8 +165,8 @@ def test_weights_that_came_from_a_download_and_fail_the_check_are_deleted(tiny_n
     weights = write_pdparams({"tiny_w": tiny_network["tiny_w"]}, downloads / "tiny.pdparams")
     mine = write_pdparams({"tiny_w": tiny_network["tiny_w"]}, tmp_path / "mine.pdparams")
     with pytest.raises(WeightsError, match="missing tiny_b; the download was deleted, the next run fetches it again"):
-        cached_inference_model("tiny", 1, build_tiny, {"tiny": weights})
+        cached_inference_model(Program("tiny", 1, build_tiny), {"tiny": weights})
     assert not weights.exists()
     with pytest.raises(WeightsError, match="missing tiny_b$"):
-        cached_inference_model("tiny", 1, build_tiny, {"tiny": mine})
+        cached_inference_model(Program("tiny", 1, build_tiny), {"tiny": mine})
     assert mine.exists()  # a user's own file is never deleted

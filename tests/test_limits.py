@@ -16,26 +16,11 @@ import pytest
 from paddlehub_video.errors import VideoDecodeError
 from paddlehub_video.limits import DecodeLimits, applied_limits, check_video
 from paddlehub_video.pipeline import VideoPipeline
+from tests.fixtures.huge_video import write_huge_video
 from tests.fixtures.publisher import SMALL
 from tests.fixtures.videos import MakeVideo, write_encoded_video
 
 REPO = Path(__file__).resolve().parents[1]
-HUGE = 8192  # pixels on each side: 67 million per frame, ~190 MB to decode one, 37 MB to probe
-# A child process writes it: x264 needs ~750 MB at this size, not to be kept by the test process.
-_WRITE_HUGE = """
-import sys, av
-width, height, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-with av.open(path, "w") as container:
-    stream = container.add_stream("libx264", rate=25)
-    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-    stream.options = {"preset": "ultrafast", "x264-params": "threads=1:rc-lookahead=0:bframes=0"}
-    frame = av.VideoFrame(width, height, "yuv420p")
-    for plane in frame.planes:
-        plane.update(bytes(plane.buffer_size))
-    for _ in range(2):
-        container.mux(stream.encode(frame))
-    container.mux(stream.encode(None))
-"""
 # Probes the file named by argv[1] with the limits in argv[2] (JSON); prints its error and peak RSS.
 _PROBE = """
 import json, sys
@@ -52,10 +37,6 @@ print(json.dumps({"error": error, "peak_mb": peak_kb / 1024}))
 """
 
 
-def write_huge_video(path: Path, width: int = HUGE, height: int = HUGE) -> Path:
-    """Two black `width`x`height` H.264 frames (~200 KB for 8192x8192), written by a child process."""
-    subprocess.run([sys.executable, "-c", _WRITE_HUGE, str(width), str(height), str(path)], check=True, timeout=300)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +108,8 @@ def test_applied_limits_reach_the_decode_thread_and_end_with_the_block(clip):
         (outcome,) = pipeline.run([str(clip)])
     assert outcome.error == f"{clip}: holds more than 10 frames, the limit per video (REQUEST_LIMIT)"
     (outcome,) = pipeline.run([str(clip)])
-    assert outcome.error is None and outcome.output[0] == 1
+    sampling = stnet.config["sampling"]
+    assert outcome.error is None and outcome.output[0] == sampling["seg_num"] * sampling["seglen"]  # uint8 frames
 
 
 def test_the_stricter_limit_wins_with_its_name():

@@ -21,6 +21,15 @@ from paddlehub_video.networks.layers import feed_values, new_program, static_mod
 from paddlehub_video.networks.resnet import bottleneck, stem
 from paddlehub_video.networks.stnet import build_stnet_program, temporal_block, xception_head
 from paddlehub_video.networks.tsn import build_tsn_program
+from tests.fixtures.references import (
+    np_attention_lstm,
+    np_auto_bn,
+    np_bottleneck,
+    np_conv2d,
+    np_maxpool_3x3_s2,
+    np_peephole_lstm,
+    np_resnet_bn,
+)
 
 PARAMS_DIR = Path(__file__).parents[1] / "configs" / "params"
 
@@ -73,113 +82,26 @@ def report(label: str, diff: float) -> None:
 # ---------------------------------------------------------------- NumPy references
 
 
-def np_conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride=(1, 1), pad=(0, 0), groups=1):
-    """Direct NCHW convolution via im2col (float64)."""
-    n, c, h, wd = x.shape
-    o, cg, kh, kw = w.shape
-    sh, sw = stride
-    ph, pw = pad
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    oh = (h + 2 * ph - kh) // sh + 1
-    ow = (wd + 2 * pw - kw) // sw + 1
-    out = np.zeros((n, o, oh, ow))
-    og = o // groups
-    for g in range(groups):
-        xs = xp[:, g * cg : (g + 1) * cg]
-        cols = np.empty((n, cg, kh, kw, oh, ow))
-        for i in range(kh):
-            for j in range(kw):
-                cols[:, :, i, j] = xs[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw]
-        wg = w[g * og : (g + 1) * og].reshape(og, -1)
-        out[:, g * og : (g + 1) * og] = np.einsum("ok,nkhw->nohw", wg, cols.reshape(n, -1, oh, ow))
-    if b is not None:
-        out += b.reshape(1, -1, 1, 1)
-    return out
 
 
-def np_bn(x: np.ndarray, scale, offset, mean, var) -> np.ndarray:
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    return (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + 1e-5) * scale.reshape(shape) + offset.reshape(shape)
 
 
-def np_resnet_bn(p: dict, prefix: str, x: np.ndarray) -> np.ndarray:
-    return np_bn(x, *(p[f"{prefix}_{k}"] for k in ("scale", "offset", "mean", "variance")))
 
 
-def np_auto_bn(p: dict, prefix: str, x: np.ndarray) -> np.ndarray:
-    return np_bn(x, *(p[f"{prefix}.{k}"] for k in ("w_0", "b_0", "w_1", "w_2")))
 
 
-def np_maxpool_3x3_s2(x: np.ndarray) -> np.ndarray:
-    n, c, h, w = x.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
-    oh, ow = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-    return np.max(
-        np.stack([xp[:, :, i : i + 2 * oh : 2, j : j + 2 * ow : 2] for i in range(3) for j in range(3)]),
-        axis=0,
-    )
 
 
-def np_bottleneck(p: dict, name: str, x: np.ndarray, stride: int, project: bool) -> np.ndarray:
-    bn = "bn" + name[3:]
-    y = np.maximum(np_resnet_bn(p, f"{bn}_branch2a", np_conv2d(x, p[f"{name}_branch2a_weights"])), 0)
-    y = np_conv2d(y, p[f"{name}_branch2b_weights"], stride=(stride, stride), pad=(1, 1))
-    y = np.maximum(np_resnet_bn(p, f"{bn}_branch2b", y), 0)
-    y = np_resnet_bn(p, f"{bn}_branch2c", np_conv2d(y, p[f"{name}_branch2c_weights"]))
-    if project:
-        x = np_resnet_bn(p, f"{bn}_branch1", np_conv2d(x, p[f"{name}_branch1_weights"], stride=(stride, stride)))
-    return np.maximum(y + x, 0)
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
-def np_peephole_lstm(
-    proj: np.ndarray, w: np.ndarray, b: np.ndarray, reverse: bool, new_cell_peephole: bool = True
-) -> np.ndarray:
-    """Fluid dynamic_lstm: gates c~, i, f, o; peepholes in b[4D:7D]; o peeps at the new cell."""
-    d = w.shape[0]
-    b = b.reshape(-1)
-    gate_bias, w_ic, w_fc, w_oc = b[: 4 * d], b[4 * d : 5 * d], b[5 * d : 6 * d], b[6 * d :]
-    h, c = np.zeros(d), np.zeros(d)
-    out = np.zeros((proj.shape[0], d))
-    steps = range(proj.shape[0] - 1, -1, -1) if reverse else range(proj.shape[0])
-    for t in steps:
-        g = proj[t] + h @ w + gate_bias
-        cand = np.tanh(g[:d])
-        i = sigmoid(g[d : 2 * d] + w_ic * c)
-        f = sigmoid(g[2 * d : 3 * d] + w_fc * c)
-        c_prev, c = c, f * c + i * cand
-        o = sigmoid(g[3 * d :] + w_oc * (c if new_cell_peephole else c_prev))
-        h = o * np.tanh(c)
-        out[t] = h
-    return out
 
 
-def np_attention_pooled(p: dict, x: np.ndarray, keep: float = 0.5) -> np.ndarray:
-    """`[T, 2048]` features -> the attention-pooled LSTM states `[1, 1024]` (float64)."""
-    p = {k: v.astype(np.float64) for k, v in p.items() if k.startswith("rgb_")}  # not the large fc head
-    e = np.tanh(x @ p["rgb_fc.w_0"] + p["rgb_fc.b_0"])
-    hf = np_peephole_lstm(e @ p["rgb_fc_forward.w_0"], p["rgb_lstm_forward.w_0"], p["rgb_lstm_forward.b_0"], False)
-    hb = np_peephole_lstm(e @ p["rgb_fc_backward.w_0"], p["rgb_lstm_backward.w_0"], p["rgb_lstm_backward.b_0"], True)
-    z = keep * np.concatenate([hf, hb], axis=1)
-    score = (z @ p["rgb_weight.w_0"])[:, 0]
-    a = np.exp(score - score.max())
-    a /= a.sum()
-    return (a[:, None] * z).sum(axis=0, keepdims=True)
 
 
-def np_tag_head(p: dict, v: np.ndarray) -> np.ndarray:
-    """Pooled vector `[1, 1024]` -> sigmoid probabilities `[1, 3396]` through fc1, fc2, output (float64)."""
-    p = {k: p[k].astype(np.float64) for k in ("fc1.w_0", "fc1.b_0", "fc2.w_0", "fc2.b_0", "output.w_0", "output.b_0")}
-    h1 = np.maximum(v @ p["fc1.w_0"] + p["fc1.b_0"], 0)
-    h2 = np.tanh(h1 @ p["fc2.w_0"] + p["fc2.b_0"])
-    return sigmoid(h2 @ p["output.w_0"] + p["output.b_0"])
 
 
-def np_attention_lstm(p: dict, x: np.ndarray, keep: float = 0.5) -> np.ndarray:
-    return np_tag_head(p, np_attention_pooled(p, x, keep))
 
 
 # ---------------------------------------------------------------- parameter manifests

@@ -11,7 +11,8 @@ import pytest
 from paddlehub_video import video
 from paddlehub_video.bitstream import Picture, PictureReader, Unsupported
 from paddlehub_video.packet_plan import PacketIndex, decode_frames, decoder_spans, packets_to_decode, read_packet_index
-from paddlehub_video.video import read_sampled_frames, sample_stnet_indices, sample_tsn_indices
+from paddlehub_video.sampling import sample_stnet_indices, sample_tsn_indices
+from paddlehub_video.video import read_sampled_frames
 from tests.fixtures import hard_videos as hv
 from tests.fixtures.decode_matrix import pyav_every_frame
 from tests.fixtures.videos import frame_index_of, read_every_frame, write_encoded_video, write_video

@@ -19,7 +19,8 @@ from paddlehub_video.preprocess import (
     tensor_batches,
     to_super_images,
 )
-from paddlehub_video.video import read_sampled_frames, sample_stnet_indices, sample_tsn_indices
+from paddlehub_video.sampling import sample_stnet_indices, sample_tsn_indices
+from paddlehub_video.video import read_sampled_frames
 
 MEAN = np.array(IMAGENET_MEAN, dtype=np.float32).reshape(3, 1, 1)
 STD = np.array(IMAGENET_STD, dtype=np.float32).reshape(3, 1, 1)

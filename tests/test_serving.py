@@ -48,10 +48,10 @@ from paddlehub_video.serving import (
     serving_dirs,
     serving_limits,
 )
+from tests.fixtures.hub_cli import HUB_TIMEOUT_S, describe, run_hub
+from tests.fixtures.huge_video import write_huge_video
 from tests.fixtures.publisher import SMALL, PublisherHost
 from tests.fixtures.videos import MakeVideo
-from tests.test_hub_cli import HUB_TIMEOUT_S, describe, run_hub
-from tests.test_limits import write_huge_video
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEOTAG, STNET = "videotag_tsn_lstm", "stnet_kinetics400"

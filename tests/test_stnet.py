@@ -25,7 +25,7 @@ from PIL import Image
 import paddlehub_video.module_base as module_base
 import paddlehub_video.predictor as predictor_module
 from paddlehub_video import inference_model
-from paddlehub_video.errors import DeviceError
+from paddlehub_video.errors import ConfigError, DeviceError
 from paddlehub_video.weights import load_pdparams
 from tests.fixtures.publisher import KINETICS_LABELS
 from tests.fixtures.videos import read_every_frame
@@ -384,7 +384,7 @@ def test_run_cmd_without_input_is_a_usage_error(publisher_host, capsys):
     assert exit_info.value.code == 2
     assert "--input_path" in capsys.readouterr().err
     assert time.monotonic() - start < 5
-    assert module._models is None  # nothing was fetched or built
+    assert module._bundle is None  # nothing was fetched or built
 
 
 # ---------------------------------------------------------------- 6. built once per process
@@ -392,7 +392,7 @@ def test_run_cmd_without_input_is_a_usage_error(publisher_host, capsys):
 
 def test_second_call_reuses_converted_model_and_predictor(mirror, stnet, full_result, wrap_video, monkeypatch):
     first = top(full_result(wrap_video), 5)
-    prefix = stnet._load_models()[0]
+    prefix = stnet.bundle().models["stnet"]
     predictors = []
 
     def spy(*args: Any, **kwargs: Any) -> Any:
@@ -411,7 +411,7 @@ def test_second_call_reuses_converted_model_and_predictor(mirror, stnet, full_re
     assert_same_result(classify_one(stnet, wrap_video), first)
     fresh = new_module(mirror)  # a second object in the same process: same cache entry, same predictor
     assert_same_result(classify_one(fresh, wrap_video), first)
-    assert fresh._load_models()[0] == prefix
+    assert fresh.bundle().models["stnet"] == prefix
     assert len(predictors) == 2 and predictors[0] is predictors[1]
     assert predictors[0] is stnet.predictor(prefix, False)
 
@@ -426,7 +426,13 @@ def test_two_crop_sizes_with_the_same_seg_num_get_their_own_programs(mirror, mon
 
     monkeypatch.setattr(inference_model, "_convert", mark_converted)
     small, large = new_module(mirror, crop_size=128), new_module(mirror, crop_size=160)
-    assert small._load_models()[0] != large._load_models()[0]
+    assert small.bundle().models["stnet"] != large.bundle().models["stnet"]
+
+
+def test_a_seglen_the_network_is_not_built_for_is_a_config_error_at_construction(mirror):
+    config = mirror.config("stnet_kinetics400", sampling={"seglen": 4})
+    with pytest.raises(ConfigError, match="sampling.seglen must be 5"):
+        hub.Module(directory=str(MODULE_DIR), config=config)
 
 
 def test_calls_leave_the_callers_paddle_mode_alone(stnet, one_frame_video):

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from paddlehub_video import progress, quiet
-from tests.test_hub_cli import HUB, HUB_TIMEOUT_S, REPO, TRACEBACK, hub_home_config
+from tests.fixtures.hub_cli import HUB, HUB_TIMEOUT_S, TRACEBACK, hub_home_config
+from tests.fixtures.publisher import REPO
 
 VIDEOTAG = "videotag_tsn_lstm"
 # Printed by `import paddle`, which PaddleHub's `hub` runs before it loads a module (README, "Output").

@@ -15,12 +15,9 @@ import pytest
 
 from paddlehub_video import video
 from paddlehub_video.errors import VideoDecodeError
-from paddlehub_video.video import (
-    count_decodable_frames,
-    read_sampled_frames,
-    sample_stnet_indices,
-    sample_tsn_indices,
-)
+from paddlehub_video.sampling import sample_stnet_indices, sample_tsn_indices
+from paddlehub_video.video import read_sampled_frames
+from tests.fixtures.decoding import count_decodable_frames
 from tests.fixtures.videos import frame_index_of, read_every_frame, synthetic_frame
 
 RealCapture = cv2.VideoCapture  # the spy below wraps the real class

@@ -28,15 +28,14 @@ from paddlehub_video.errors import DeviceError
 from paddlehub_video.preprocess import tensor_batches
 from paddlehub_video.weights import load_pdparams
 from tests.fixtures.publisher import VIDEOTAG_LABELS, PublisherHost
+from tests.fixtures.references import DUPLICATE_IDS, np_attention_lstm, prediction_vector
 from tests.fixtures.videos import MakeVideo, read_every_frame
-from tests.test_networks import np_attention_lstm
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE_DIR = REPO / "videotag_tsn_lstm"
 NAME = "videotag_tsn_lstm"
 NUM_CLASSES = 3396
 SEG_NUM = 8
-DUPLICATE_IDS = (10, 3000)  # the generated label file names these two classes alike
 TSN_MEMBER = "video_tag_tsn/tsn.pdparams"
 LSTM_MEMBER = "attention_lstm/attention_lstm.pdparams"
 MEAN = np.array([0.485, 0.456, 0.406]).reshape(3, 1, 1)
@@ -123,9 +122,6 @@ def assert_published_entry(entry: dict, path: str) -> None:
     assert values == sorted(values, reverse=True)
 
 
-def prediction_vector(prediction: dict[str, float], labels: list[str]) -> np.ndarray:
-    """Per class id, the value under its label (both duplicate ids read the shared key)."""
-    return np.array([prediction[label] for label in labels])
 
 
 def link_or_copy(source: Path, target: Path) -> None:
@@ -317,8 +313,8 @@ def test_models_are_converted_and_predictors_created_once(videotag, mirror: Publ
     before = snapshot(inference_dir)
     assert before, "the first classify call should have converted the models"
     requests = len(mirror.server.requests)
-    models = videotag._load_models()
-    assert videotag._load_models() is models
+    models = videotag.bundle()
+    assert videotag.bundle() is models
 
     def no_conversion(*args: object, **kwargs: object) -> None:
         raise AssertionError("a converted model was rebuilt")
@@ -341,7 +337,7 @@ def test_models_are_converted_and_predictors_created_once(videotag, mirror: Publ
     assert snapshot(inference_dir) == before
     assert len(mirror.server.requests) == requests
 
-    tsn_prefix = models[0]
+    tsn_prefix = models.models["tsn"]
     shared = predictor_module.shared_predictor(tsn_prefix, False, 1, True)
     assert predictor_module.shared_predictor(tsn_prefix, False, 1, True) is shared
     assert videotag.predictor(tsn_prefix, False) is shared
@@ -427,7 +423,7 @@ def test_default_300_frames_on_a_short_clip_cycles_frames(mirror: PublisherHost,
     # NumPy AttentionLSTM over all 300 steps must give the module's answer.
     distinct = np.stack([reference_preprocess(f) for f in read_every_frame(clip)])
     assert distinct.shape[0] == 40
-    tsn_model = module._load_models()[0]
+    tsn_model = module.bundle().models["tsn"]
     features = module.predictor(tsn_model, False).run({"image": distinct[np.newaxis]})[0][0]
     tiled = features[[i % 40 for i in range(300)]]
     reference = np_attention_lstm(lstm_state, tiled.astype(np.float64))[0]

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from paddlehub_video.errors import WeightsError
+from paddlehub_video.testing import make_state, pdparams_bytes, write_pdparams
 from paddlehub_video.weights import check_parameters, expected_parameters, load_checked_weights, load_pdparams
-from tests.fixtures.weights import inflating_pickle, make_state, pdparams_bytes, write_pdparams
+from tests.fixtures.weights import inflating_pickle
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "upstream_param_shapes.json"
 NETWORKS = {"videotag_tsn_resnet101": 520, "videotag_attention_lstm": 15, "stnet_resnet50_kinetics400": 301}

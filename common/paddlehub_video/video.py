@@ -1,4 +1,4 @@
-"""Video decoding and frame sampling: path -> the sampled frames, each already transformed.
+"""Video decoding: path + the caller's frame sampling (see `sampling`) -> the sampled frames, each transformed.
 
 The publisher read every frame of a video into a list (all of them, full size) and then picked
 300 (VideoTag) or 125 (StNet) of them. We keep its choice of frames but stream: every frame is
@@ -46,7 +46,7 @@ import stat
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from functools import partial
-from typing import TypeVar, Union
+from typing import Any, Optional, TypeVar, Union
 
 import av
 import cv2
@@ -55,41 +55,17 @@ import numpy as np
 from . import progress
 from .av_sequential import SEQUENTIAL_THREADS, Frames, Probe, open_frames, probe
 from .errors import VideoDecodeError
-from .packet_plan import decode_frames, read_packet_index
+from .packet_plan import PacketIndex, decode_frames, read_packet_index
 
 T = TypeVar("T")
 PathType = Union[str, "os.PathLike[str]"]
 Decoder = Callable[[str], AbstractContextManager[Frames]]
+# (source, sample_indices, transform) -> the sampled frames, or None when this way falls short.
+Reader = Callable[[str, Callable[[int], Sequence[int]], Callable[[np.ndarray], Any]], Optional[list]]
 
 # Failed grabs in a row that end OpenCV's pass: one per rejected packet, so a run of damaged
 # packets this long cuts the video short; at the real end every grab fails at once.
 MAX_FAILED_GRABS = 32
-
-
-def sample_tsn_indices(num_frames: int, seg_num: int) -> list[int]:
-    """Frame index of each of `seg_num` TSN segments: the middle of each, or cyclic when N < seg_num."""
-    _check_counts(num_frames, seg_num)
-    step = num_frames // seg_num
-    if step >= 1:
-        # Middle frame of each step-long segment; the tail after seg_num * step is never used.
-        return [(step - 1) // 2 + i * step for i in range(seg_num)]
-    return [i % num_frames for i in range(seg_num)]
-
-
-def sample_stnet_indices(num_frames: int, seg_num: int, seglen: int) -> list[int]:
-    """Frame indices of StNet's `seg_num` windows of `seglen` frames (publisher's mp4 rule), flattened."""
-    _check_counts(num_frames, seg_num)
-    if seglen < 1:
-        raise ValueError(f"seglen must be >= 1, got {seglen}")
-    step = num_frames // seg_num
-    if step >= seglen:
-        # Starts at the segment middle, so the window runs into the next segment (and, for the
-        # last one, may wrap around to frame 0): kept on purpose, it is what the weights saw.
-        starts = [(step - 1) // 2 + i * step for i in range(seg_num)]
-    else:
-        # step == 0 gives start i; the formula i * step would put every window at frame 0.
-        starts = [i * step if step >= 1 else i for i in range(seg_num)]
-    return [(start + j) % num_frames for start in starts for j in range(seglen)]
 
 
 def read_sampled_frames(
@@ -111,45 +87,43 @@ def read_sampled_frames(
     several times. Raises VideoDecodeError when the file is unusable or holds no video frame.
     """
     source = _validated_path(path)
-    found = probe(source)
-    index = None if found is not None and found.interlaced else read_packet_index(source)
-    if index is not None:
-        indices = _checked_indices(sample_indices(index.frame_count), index.frame_count)
-        kept = decode_frames(source, index, set(indices), _reported(transform, source, len(set(indices))))
-        if kept is not None:
-            return [kept[i] for i in indices]
     reasons = []
-    for decoder in _sequential_decoders(found):
+    for read in _readers(source):
         try:
-            return _read_sequentially(source, decoder, sample_indices, transform)
+            frames = read(source, sample_indices, transform)
         except _NoPicture as exc:  # this decoder cannot give the file's pictures: try the next one
             reasons.append(exc.reason)
+            continue
+        if frames is not None:
+            return frames
     raise VideoDecodeError(source, _joined(reasons))
 
 
-def count_decodable_frames(path: PathType) -> int:
-    """Number of video frames that can actually be decoded (0 if none); ignores the container's count."""
-    source = _validated_path(path)
-    reasons = []
-    for decoder in _sequential_decoders(probe(source)):
-        try:
-            with decoder(source) as frames:
-                count = _decode_pass(frames, set(), _unused_transform)[1]
-        except _NoPicture as exc:
-            reasons.append(exc.reason)
-            continue
-        if count:
-            return count
-    if reasons:
-        raise VideoDecodeError(source, _joined(reasons))
-    return 0
+def _readers(source: str) -> Iterator[Reader]:
+    """The ways to read `source`'s sampled frames, in the order to try them (the module docstring's table)."""
+    found = probe(source)
+    index = None if found is not None and found.interlaced else read_packet_index(source)
+    if index is not None:
+        yield partial(_read_planned, index=index)
+    for decoder in _sequential_decoders(found):
+        yield partial(_read_sequentially, decoder=decoder)
+
+
+def _read_planned(
+    source: str, sample_indices: Callable[[int], Sequence[int]], transform: Callable[[np.ndarray], T],
+    index: PacketIndex,
+) -> list[T] | None:
+    """Decode only the packets the sampled frames depend on; None when planned decoding falls short."""
+    indices = _checked_indices(sample_indices(index.frame_count), index.frame_count)
+    kept = decode_frames(source, index, set(indices), _reported(transform, source, len(set(indices))))
+    return None if kept is None else [kept[i] for i in indices]
 
 
 def _read_sequentially(
     source: str,
-    decoder: Decoder,
     sample_indices: Callable[[int], Sequence[int]],
     transform: Callable[[np.ndarray], T],
+    decoder: Decoder,
 ) -> list[T]:
     """Decode every frame of `source` with `decoder`, keeping the sampled ones (a second pass if N was wrong)."""
     with decoder(source) as frames:
@@ -194,14 +168,6 @@ def _sequential_decoders(found: Probe | None) -> tuple[Decoder, ...]:
     if found.interlaced:
         return (_pyav_frames,)
     return (_opencv_frames, _pyav_frames)
-
-
-def _check_counts(num_frames: int, seg_num: int) -> None:
-    """Reject frame and segment counts the sampling formulas are not defined for."""
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    if seg_num < 1:
-        raise ValueError(f"seg_num must be >= 1, got {seg_num}")
 
 
 def _validated_path(path: object) -> str:
@@ -368,11 +334,6 @@ def _decode_pass(
             kept[count] = transform(retrieve())
         count += 1
     return kept, count
-
-
-def _unused_transform(frame: np.ndarray) -> np.ndarray:
-    """Placeholder transform for passes that retrieve no frame."""
-    return frame
 
 
 class _NoPicture(VideoDecodeError):

@@ -18,6 +18,8 @@ import paddle.nn.functional as F
 from .layers import auto_bn_names, batch_norm, conv2d, fc, new_program, parameter
 from .resnet import resnet
 
+# Bump when build_stnet_program changes what it computes: converted models are cached per version.
+PROGRAM_VERSION = 1
 SEG_NUM = 25
 SEG_LEN = 5
 IMAGE_SIZE = 256

@@ -22,5 +22,9 @@ class WeightsError(AssetError):
     """A weights file lacks expected parameters or holds them with the wrong shape or dtype."""
 
 
+class ConfigError(PaddleHubVideoError, ValueError):
+    """A module configuration the module cannot run with (e.g. a value its network fixes)."""
+
+
 class DeviceError(PaddleHubVideoError):
     """The requested device (e.g. a GPU) is not available in this Paddle build or machine."""

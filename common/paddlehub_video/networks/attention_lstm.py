@@ -34,6 +34,9 @@ import paddle.nn.functional as F
 
 from .layers import fc, new_program, parameter
 
+# Bump when build_attention_lstm_program changes what it computes (converted models are cached per
+# version). 2: it also fetches the attention-pooled vector.
+PROGRAM_VERSION = 2
 FEATURE_DIM = 2048
 EMBEDDING_SIZE = 1024
 LSTM_SIZE = 512

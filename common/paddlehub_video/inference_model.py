@@ -1,40 +1,60 @@
 """Publisher weights -> a Paddle Inference model, converted once and cached on disk.
 
-The cache entry is keyed by the model name, the program version (configs/*.yaml) and the sha256 of
-every weights file, so new weights or a changed network give a new entry and nothing stale is used.
+The cache entry is keyed by the program (name, version, build arguments: see `Program`) and the sha256
+of every weights file, so new weights or a changed network give a new entry and nothing stale is used.
 Each entry records the sha256 of its files when it is made and is checked against it whenever it is
 loaded (0.16 s for TSN's 170 MB of parameters): an entry changed or damaged since is converted again.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
 import logging
 import os
 import shutil
-import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import paddle
 from filelock import FileLock
 
 from . import progress
-from .assets import cache_root, read_fetched, sha256_file
+from .assets import cache_root, file_digest, read_fetched, sha256_file
 from .errors import AssetError, WeightsError
 from .networks.layers import feed_values, static_mode
 from .weights import load_checked_weights
 
 logger = logging.getLogger("paddlehub_video")
-_DIGESTS = "digests.json"  # in each entry: {file name: sha256} of the model files
+_DIGESTS = "digests.json"  # in each entry: {file name: sha256} of the model files it holds
 _MODEL_FILES = ("model.json", "model.pdiparams")
 
 # What every network builder returns: (main program, startup program, feed names, fetch values).
 StaticProgram = tuple[Any, Any, list[str], list[Any]]
+
+
+class Program(NamedTuple):
+    """A network program as data: `build(**arguments)` makes it, and everything baked into it is here.
+
+    `version` is the program's own: bump it when its builder changes what it computes. The name,
+    the version and the arguments all go into the conversion cache key.
+    """
+
+    name: str
+    version: int
+    build: Callable[..., StaticProgram]
+    arguments: Mapping[str, Any] = MappingProxyType({})
+
+    def key(self) -> str:
+        """What identifies the program in the cache key."""
+        return f"{self.name}|{self.version}|{sorted(self.arguments.items())}"
+
+    def make(self) -> StaticProgram:
+        """The program, built with its arguments."""
+        return self.build(**self.arguments)
 
 
 def program_parameters(program: Any) -> dict[str, tuple[int, ...]]:
@@ -57,43 +77,16 @@ def save_inference_model(program: StaticProgram, state: Mapping[str, np.ndarray]
             paddle.static.save_inference_model(str(prefix), feeds, fetches, executor, program=main)
 
 
-def weights_digest(path: Path) -> str:
-    """sha256 of a weights file, remembered per (path, size, mtime) so start-up does not rehash."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    memo_file = cache_root() / "digests.json"
-    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-    try:
-        memo = json.loads(memo_file.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    if key not in memo:
-        memo[key] = sha256_file(path)
-        with contextlib.suppress(OSError):  # the memo is an optimisation only
-            memo_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = memo_file.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")  # one per writer
-            tmp.write_text(json.dumps(memo))
-            os.replace(tmp, memo_file)
-    return memo[key]
-
-
-def cached_inference_model(
-    name: str,
-    program_version: int | str,
-    build: Callable[[], StaticProgram],
-    weights: Mapping[str, Path],
-) -> Path:
-    """Return the prefix of the converted model for `weights` ({network: .pdparams path}).
+def cached_inference_model(program: Program, weights: Mapping[str, Path]) -> Path:
+    """Return the prefix of the converted model of `program` for `weights` ({network: .pdparams path}).
 
     Converts on first use only; a file lock keeps two processes from converting the same entry,
     and the entry appears by an atomic rename, so a reader never sees a half-written model.
     """
-    # Build arguments (image size, seg_num, ...) are baked into the program, so they are part of the key.
-    arguments = sorted(build.keywords.items()) if isinstance(build, functools.partial) else []
-    key = hashlib.sha256(f"{name}|{program_version}|{arguments}".encode())
+    key = hashlib.sha256(program.key().encode())
     for network in sorted(weights):
-        key.update(f"|{network}={weights_digest(weights[network])}".encode())
-    entry = cache_root() / "inference" / f"{name}-v{program_version}-{key.hexdigest()[:16]}"
+        key.update(f"|{network}={file_digest(weights[network])}".encode())
+    entry = cache_root() / "inference" / f"{program.name}-v{program.version}-{key.hexdigest()[:16]}"
     prefix = entry / "model"
     if _intact(entry):
         return prefix
@@ -105,8 +98,8 @@ def cached_inference_model(
                     logger.warning("%s: the converted model differs from the digest recorded when it was made "
                                    "(changed or damaged since); converting it again", entry)
                     _remove_entry(entry)
-                with progress.current().converting(name, [Path(path).name for path in weights.values()]):
-                    _convert(build, weights, entry)
+                with progress.current().converting(program.name, [Path(path).name for path in weights.values()]):
+                    _convert(program.make, weights, entry)
     except OSError as exc:
         raise AssetError(f"cannot write the converted model under {entry.parent}: {exc}") from exc
     return prefix

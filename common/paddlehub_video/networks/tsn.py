@@ -15,6 +15,8 @@ from .layers import new_program
 from .resnet import resnet
 
 FEATURE_DIM = 2048
+# Bump when build_tsn_program changes what it computes: converted models are cached per version.
+PROGRAM_VERSION = 1
 TSN_DEPTH = 101  # Hard-coded upstream, whatever the config file says.
 
 

@@ -12,7 +12,7 @@ Use the two callable classes with `Dataset.map_batches` (see README, "Scale out 
 Columns, plain Arrow types so that any sink (parquet, json, csv) can write them:
 
 - DecodeStage output: `path` (string), `tensor` (large_binary: the module's `preprocess` array in C
-  order: videotag's uint8 frames, StNet's float32 super-images), `shape` (list<int64>), `dtype`
+  order, for both modules uint8 frames `[T, H, W, 3]`), `shape` (list<int64>), `dtype`
   (string), `error` (string, "" when the video was read). Tensors travel as bytes, a shape and a
   dtype rather than a Ray tensor column: a failed video has no tensor, and a tensor column cannot
   mix ranks.

@@ -1,0 +1,291 @@
+"""What both hub modules share: the public API and its flow, configuration, model files, predictors.
+
+A module class is its `@moduleinfo`, its config (configs/<NAME>.yaml) and three hooks:
+
+- `load_bundle()`: fetch and convert its files -> a `ModelBundle` (converted models by name, labels);
+- `preprocess(path)`: one video -> its sampled, cropped frames, uint8 `[T, H, W, 3]`;
+- `forward(frames, predictors)`: those frames -> the class probabilities (normalisation, layout
+  and batch axes are the model's own business).
+
+`classify`, `classify_stream`, `postprocess`, `predict_fn`, the serving method and `hub run` are
+written here once, driven by the class's `DEFAULTS`.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import threading
+import types
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+import numpy as np
+from paddlehub.module.module import runnable, serving
+
+from .assets import AssetSpec, fetch_assets, read_label_file
+from .cli import build_parser, run_batch
+from .config import ConfigOverrides, load_module_config
+from .errors import ConfigError
+from .limits import DecodeLimits, check_video, effective_limits
+from .pipeline import VideoOutcome, VideoPipeline, validate_paths
+from .postprocess import top_k_predictions, validate_threshold, validate_top_k
+from .predictor import Predictor, shared_predictor
+from .preprocess import scale_and_crop
+from .serving import classify_request
+from .video import read_sampled_frames
+
+T = TypeVar("T")
+
+
+class HubRunEntry:
+    """The `_run_func` of a module class.
+
+    `hub run NAME` started in a folder that holds a directory called NAME makes PaddleHub 2.4 load
+    that directory with `Module.load`, which returns the class instead of an instance; its run
+    command then calls `_run_func` on the class. Here that creates the instance first.
+    """
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        if instance is None:
+            return lambda argv: owner().run_cmd(argv)
+        return instance.run_cmd
+
+
+class ModelBundle(NamedTuple):
+    """What a module's `load_bundle` gives: its converted models by name (prefixes) and its labels."""
+
+    models: dict[str, Path]
+    labels: list[str]
+
+
+class Defaults(NamedTuple):
+    """A module's `classify` defaults and its `hub run` description."""
+
+    top_k: int
+    threshold: float
+    description: str
+
+
+def with_defaults(function: Callable[..., T], **defaults: Any) -> Callable[..., T]:
+    """A copy of `function` whose named parameters default to `defaults` (its signature says so too)."""
+    copy = types.FunctionType(function.__code__, function.__globals__, function.__name__, None, function.__closure__)
+    parameters = inspect.signature(function).parameters.values()
+    copy.__defaults__ = tuple(defaults.get(p.name, p.default) for p in parameters if p.default is not p.empty)
+    copy.__doc__, copy.__qualname__, copy.__module__ = function.__doc__, function.__qualname__, function.__module__
+    copy.__annotations__ = dict(function.__annotations__)
+    return copy
+
+
+class VideoModule:
+    """Base of the module classes: `NAME` picks configs/<NAME>.yaml, overridable per instance."""
+
+    NAME = ""
+    DEFAULTS = Defaults(top_k=5, threshold=0.0, description="")
+    # Config values a converted program fixes ({"section.key": value}), checked when the module is made.
+    FIXED_CONFIG: dict[str, Any] = {}
+    # Models whose predictor never uses oneDNN, whatever runtime.use_onednn says.
+    WITHOUT_ONEDNN: tuple[str, ...] = ()
+    _run_func = HubRunEntry()
+    # PaddleHub 2.4 wraps every method of a module in a switch to static-graph mode (for fluid-era
+    # modules) that is not restored when the method raises, and that flips the mode for the whole
+    # process while it runs. Our code builds its programs in its own guarded scope, so it opts out.
+    __getattribute__ = object.__getattribute__
+
+    def __init_subclass__(cls, **kwargs: Any):
+        """Give a class with its own `DEFAULTS` its own `classify`, `classify_stream` and `postprocess`
+        defaults: real ones, that `inspect.signature` and `help()` show."""
+        super().__init_subclass__(**kwargs)
+        if "DEFAULTS" in cls.__dict__:
+            options = {"top_k": cls.DEFAULTS.top_k, "threshold": cls.DEFAULTS.threshold}
+            for name in ("classify", "classify_stream", "postprocess"):
+                setattr(cls, name, with_defaults(getattr(VideoModule, name), **options))
+
+    def __init__(self, config: ConfigOverrides = None, **kwargs: Any):
+        self.config = load_module_config(self.NAME, config)
+        check_fixed_config(self.NAME, self.config, self.FIXED_CONFIG)
+        self._bundle: ModelBundle | None = None  # what `load_bundle` made, once
+        self._label_list: list[str] | None = None  # the label file alone, for `postprocess` before any load
+        self._once_lock = threading.Lock()
+
+    # ------------------------------------------------------------ the hooks of a module class
+
+    def load_bundle(self) -> ModelBundle:
+        """Fetch the module's files and convert its networks (called once per object, by `bundle`)."""
+        raise NotImplementedError
+
+    def preprocess(self, path: str) -> np.ndarray:
+        """One video -> its sampled, cropped frames `[T, H, W, 3]` uint8 (what `predict_fn` takes)."""
+        raise NotImplementedError
+
+    def forward(self, frames: np.ndarray, predictors: dict[str, Predictor]) -> np.ndarray:
+        """`preprocess`'s frames -> the class probabilities `[num_classes]`, with the predictors of `bundle`."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ files, models, predictors
+
+    def _once(self, attribute: str, make: Callable[[], T]) -> T:
+        """`make()` on first use, kept in `attribute`: once per object, even when threads start together."""
+        value = getattr(self, attribute)
+        if value is None:
+            with self._once_lock:
+                if getattr(self, attribute) is None:
+                    setattr(self, attribute, make())
+                value = getattr(self, attribute)
+        return value
+
+    def bundle(self) -> ModelBundle:
+        """The fetched, converted models and the labels: `load_bundle()` on first use, then its result."""
+        return self._once("_bundle", self.load_bundle)
+
+    def class_names(self) -> list[str]:
+        """The labels `postprocess` uses: the loaded bundle's, else the label file alone (no conversion)."""
+        if self._bundle is not None:
+            return self._bundle.labels
+        return self._once("_label_list", lambda: self.labels)
+
+    @property
+    def module_dir(self) -> Path:
+        """The installed module directory (PaddleHub sets `directory`), else the source folder."""
+        directory = getattr(self, "directory", None)
+        return Path(directory) if directory else Path(inspect.getfile(type(self))).parent
+
+    def asset(self, key: str) -> Path:
+        """Local path of the asset `key` of the config's `assets`, fetched on first use."""
+        return self.assets(key)[0]
+
+    def assets(self, *keys: str) -> list[Path]:
+        """Local paths of the assets `keys`; all are looked for first, so one error names every missing file."""
+        specs = [AssetSpec.from_dict(key, self.config["assets"][key]) for key in keys]
+        return fetch_assets(specs, module_dir=self.module_dir, owner=self.NAME)
+
+    @property
+    def labels(self) -> list[str]:
+        """The class names, index = class id (`hub run <module> --list_labels` prints them).
+
+        Reads the label file only (fetched on first use, a small file): no weights are fetched or
+        converted. A new list on each access.
+        """
+        return self.read_label_file(self.asset("labels"))
+
+    def read_label_file(self, path: Path) -> list[str]:
+        """The class names in the fetched label file `path`; a downloaded file that fails the check is deleted."""
+        return read_label_file(path, self.config["model"]["num_classes"])
+
+    def predictor(self, model_prefix: Path, use_gpu: bool, use_onednn: bool | None = None) -> Predictor:
+        """The process-wide predictor of a converted model, on CPU or GPU as asked for this call."""
+        runtime = self.config["runtime"]
+        onednn = runtime["use_onednn"] if use_onednn is None else use_onednn
+        return shared_predictor(model_prefix, bool(use_gpu), runtime["cpu_threads"], onednn)
+
+    def predictors(self, use_gpu: bool) -> dict[str, Predictor]:
+        """A predictor for each model of `bundle()`, by the same names; fetches and converts on first use."""
+        return {
+            name: self.predictor(prefix, use_gpu, use_onednn=False if name in self.WITHOUT_ONEDNN else None)
+            for name, prefix in self.bundle().models.items()
+        }
+
+    # ------------------------------------------------------------ decoding
+
+    def decode_limits(self) -> DecodeLimits:
+        """The config's `limits`, made stricter by any the caller applied (`limits.applied_limits`)."""
+        return effective_limits(DecodeLimits.from_config(self.config.get("limits")))
+
+    def read_frames(
+        self, path: str | os.PathLike[str], sample_indices: Callable[[int], Sequence[int]],
+        transform: Callable[[np.ndarray], T],
+    ) -> list[T]:
+        """`video.read_sampled_frames`, after checking the video against `decode_limits()` (if any)."""
+        check_video(path, self.decode_limits())
+        return read_sampled_frames(path, sample_indices, transform)
+
+    def read_clip(self, path: str | os.PathLike[str], sample_indices: Callable[[int], Sequence[int]]) -> np.ndarray:
+        """The frames `sample_indices` picks, scaled and centre-cropped as the config says: uint8 `[T, H, W, 3]`."""
+        pre = self.config["preprocess"]
+        crop = partial(scale_and_crop, short_size=pre["short_size"], crop_size=pre["crop_size"])
+        # Kept as uint8 until the network runs: 300 crops are 45 MB, their float32 tensor 180 MB.
+        return np.stack(self.read_frames(path, sample_indices, crop))
+
+    # ------------------------------------------------------------ the public API
+
+    def predict_fn(self, use_gpu: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+        """The model as a function `preprocess`'s frames -> probabilities; loads it now, once per process."""
+        predictors = self.predictors(use_gpu)
+        return lambda frames: self.forward(frames, predictors)
+
+    def postprocess(
+        self, probs: np.ndarray, top_k: int = DEFAULTS.top_k, threshold: float = DEFAULTS.threshold
+    ) -> dict[str, float]:
+        """Probabilities -> `classify`'s `prediction`: the top_k labels with prob >= threshold, descending."""
+        top_k, threshold = self._options(top_k, threshold)
+        return top_k_predictions(probs, self.class_names(), top_k, threshold)
+
+    def outcomes(self, paths: list[str], use_gpu: bool) -> Iterator[VideoOutcome[np.ndarray]]:
+        """`preprocess` then `predict_fn` of each video, the next one decoding meanwhile: outcomes in order."""
+        return VideoPipeline(self.preprocess, self.predict_fn(use_gpu)).run(paths)
+
+    def classify(
+        self, paths: list[str], use_gpu: bool = False,
+        threshold: float = DEFAULTS.threshold, top_k: int = DEFAULTS.top_k,
+    ) -> list[dict]:
+        """Classify each video: `[{'path': p, 'prediction': {label: prob, ...}}, ...]`, in input order.
+
+        `top_k` most probable labels, then those with prob >= `threshold`, descending (defaults: the
+        module's `DEFAULTS`). A video that cannot be classified gets
+        `{'path': p, 'prediction': {}, 'error': reason}`.
+        """
+        return list(self.classify_stream(paths, use_gpu, threshold, top_k))
+
+    def classify_stream(
+        self, paths: list[str], use_gpu: bool = False,
+        threshold: float = DEFAULTS.threshold, top_k: int = DEFAULTS.top_k,
+    ) -> Iterator[dict]:
+        """`classify`, one entry at a time in input order, each as soon as its video is done."""
+        paths = validate_paths(paths)  # checked here, at the call, not at the first next()
+        top_k, threshold = self._options(top_k, threshold)
+        if not paths:
+            return iter(())
+        outcomes = self.outcomes(paths, use_gpu)  # fetches and converts now, so a missing file fails the call
+        return (self._entry(outcome, top_k, threshold) for outcome in outcomes)
+
+    def _entry(self, outcome: VideoOutcome[np.ndarray], top_k: int, threshold: float) -> dict:
+        """One video's `classify` entry; a failed video gets an empty prediction and its error."""
+        if outcome.error is not None:
+            return {"path": outcome.path, "prediction": {}, "error": outcome.error}
+        return {"path": outcome.path, "prediction": self.postprocess(outcome.output, top_k, threshold)}
+
+    @staticmethod
+    def _options(top_k: object, threshold: object) -> tuple[int, float]:
+        """Validated `top_k` and `threshold`."""
+        return validate_top_k(top_k), validate_threshold(threshold)
+
+    @serving
+    def serving_method(self, paths: list[str] | None = None, videos: list | None = None, **options: Any) -> list[dict]:
+        """`hub serving`: `classify` of server `paths` and/or base64 `videos` (see paddlehub_video.serving)."""
+        return classify_request(self.classify, paths, videos, options)
+
+    @runnable
+    def run_cmd(self, argvs: list[str]) -> object:
+        """`hub run <module> --input_path V|folder|'glob' --input_file list.txt [--output r.jsonl] [--top_k N]`."""
+        defaults = self.DEFAULTS
+        parser = build_parser(self.NAME, defaults.description, top_k=defaults.top_k, threshold=defaults.threshold)
+        args = parser.parse_args(argvs)
+        return run_batch(
+            self.NAME, parser, args,
+            lambda paths: self.classify_stream(paths, args.use_gpu, args.threshold, args.top_k),
+            labels=lambda: self.labels, present=self.present,
+        )
+
+    def present(self, entries: list[dict]) -> object:
+        """What `hub run` prints without --output: the module's published result for these `classify` entries."""
+        return list(entries)
+
+
+def check_fixed_config(name: str, config: dict[str, Any], fixed: dict[str, Any]) -> None:
+    """Refuse a config whose value differs from what the converted program fixes (a config error, not a shape error)."""
+    for dotted, value in fixed.items():
+        section, key = dotted.split(".")
+        given = config.get(section, {}).get(key)
+        if given != value:
+            raise ConfigError(f"{name}: {dotted} must be {value!r} (the network is built for it), got {given!r}")
