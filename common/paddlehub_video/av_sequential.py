@@ -29,12 +29,14 @@ from av.video.reformatter import VideoReformatter
 
 from .packet_plan import _open  # one way to open a file with PyAV
 
-# Decoder threads, the same on every machine: with frame threads, how a damaged packet is concealed
-# depends on how many frames are decoded at once, so only a fixed count gives every machine the
-# same frames. OpenCV's decoder is opened with the same count and kind (frame + slice threads).
-# Measured on 2 busy cores (60 s 720p, best of 3): no slower than FFmpeg's default of one per CPU
-# (OpenCV H.264 1.53 s vs 1.88 s, PyAV AV1 0.99 vs 1.00 s, interlaced MPEG-2 0.83 vs 1.12 s).
-SEQUENTIAL_THREADS = 4
+# One decoder thread, on every machine. With frame threads, how a damaged packet is concealed
+# depends on which frames are being decoded at the same moment: a fixed count of 4 still gave other
+# frames from run to run on a loaded machine (tests/test_decode_matrix.py, damaged .ts), so only a
+# single thread gives every run and every machine the same frames. OpenCV's decoder is opened with
+# the same count. Cost, measured on 2 busy cores (20 s 720p H.264 .ts, OpenCV grab of every
+# frame): 1 thread 0.43-0.45 s, 4 threads 0.47-0.53 s. Most files (MP4/MOV/MKV H.264, HEVC,
+# MPEG-4) take packet_plan's decoders, which run side by side, one thread each.
+SEQUENTIAL_THREADS = 1
 THREAD_TYPE = "AUTO"
 # Stream-level field orders that mean interlaced (AVFieldOrder: TT, BB, TB, BT).
 _INTERLACED_FIELD_ORDERS = frozenset({2, 3, 4, 5})

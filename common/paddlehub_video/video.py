@@ -27,8 +27,9 @@ OpenCV hands out a frame that is all black or    PyAV sequential,   OpenCV's buf
 identical to the one before (failed conversion)  the whole file     is, PyAV's pixels are the same
 PyAV cannot read it either                       -                  VideoDecodeError: the file and each reason
 
-Both sequential decoders run SEQUENTIAL_THREADS frame + slice threads on every machine, so a
-damaged packet is concealed the same way everywhere, and both skip a packet the decoder rejects
+Both sequential decoders run one decoder thread (SEQUENTIAL_THREADS) on every machine, so a
+damaged packet is concealed the same way on every run and machine (frame threads make it depend
+on timing), and both skip a packet the decoder rejects
 and go on (they give the same frames then too).
 
 Frames are used as stored, whatever rotation the container asks for (a phone's portrait tag):
@@ -200,8 +201,8 @@ def _open(source: str) -> cv2.VideoCapture:
     """Open `source` with OpenCV's FFmpeg backend, or raise _NoPicture."""
     # FFmpeg explicitly: the publisher's decoder, and the image-sequence backend of CAP_ANY would
     # read a '%d' in a file name as a pattern. An absolute path, because FFmpeg reads a relative
-    # name such as `clip:1.mp4` as a URL of protocol `clip` and fails to open it. A fixed number
-    # of decoder threads: see SEQUENTIAL_THREADS.
+    # name such as `clip:1.mp4` as a URL of protocol `clip` and fails to open it. One decoder
+    # thread: see SEQUENTIAL_THREADS.
     capture = cv2.VideoCapture(
         os.path.abspath(source), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, SEQUENTIAL_THREADS]
     )
