@@ -26,13 +26,14 @@ import numpy as np
 import pytest
 import yaml
 
+from paddlehub_video.errors import VideoDecodeError
 from paddlehub_video.preprocess import scale_and_crop
 from paddlehub_video.sampling import sample_tsn_indices
 from paddlehub_video.video import read_sampled_frames
 from tests.fixtures import mp4
 from tests.fixtures.hub_cli import TRACEBACK, describe, printed_result, run_hub
 from tests.fixtures.publisher import KINETICS_LABELS, SMALL, VIDEOTAG_LABELS, PublisherHost
-from tests.fixtures.videos import MakeVideo, read_every_frame
+from tests.fixtures.videos import MakeVideo, read_every_frame, write_encoded_video
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEOTAG, STNET = "videotag_tsn_lstm", "stnet_kinetics400"
@@ -330,3 +331,28 @@ def test_hub_run_exits_1_with_the_results_and_one_error_line_per_failed_video(
     assert f"hub run {VIDEOTAG}: 2 of 4 videos failed" in proc.stderr
     assert "[{" not in proc.stderr and TRACEBACK not in proc.stderr, describe(proc)
     assert os.path.basename(str(odd[3].path)) in proc.stdout
+
+
+@pytest.mark.parametrize("name, text, kind", [
+    ("list.m3u8", "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{video}\n", "an HLS playlist"),
+    ("live.mp4", "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{video}\n", "an HLS playlist"),
+    ("list.ffconcat", "ffconcat version 1.0\nfile '{video}'\n", "an FFmpeg concat list"),
+])
+def test_a_playlist_naming_another_video_is_refused(tmp_path: Path, make_video: MakeVideo, name: str, text: str,
+                                                    kind: str) -> None:
+    # FFmpeg would follow it to a file the caller never named (or, live, reload it for ever).
+    elsewhere = make_video("elsewhere", 30, 64, 48)
+    playlist = tmp_path / name
+    playlist.write_text(text.format(video=elsewhere))
+    with pytest.raises(VideoDecodeError, match=f"is {kind}, not a video"):
+        read_sampled_frames(playlist, partial(sample_tsn_indices, seg_num=8), np.copy)
+
+
+def test_a_video_stream_without_a_decoder_is_a_named_error(tmp_path: Path) -> None:
+    h264 = write_encoded_video(tmp_path / "h264.mp4", 30, 64, 48, "libx264", {"preset": "ultrafast"})
+    data = h264.read_bytes()
+    assert data.count(b"avc1") >= 1  # the sample entry (and the brand): FFmpeg then knows no codec for the track
+    unknown = tmp_path / "unknown_codec.mp4"
+    unknown.write_bytes(data.replace(b"avc1", b"zzzz"))
+    with pytest.raises(VideoDecodeError, match="unknown_codec.mp4: "):
+        read_sampled_frames(unknown, partial(sample_tsn_indices, seg_num=8), np.copy)

@@ -527,3 +527,13 @@ def test_hub_run_never_empties_a_one_line_file_given_as_output(hub_env: dict[str
     assert f"hub run {STNET}: error: --output {token}: refused: its last line" in proc.stderr, describe(proc)
     assert TRACEBACK not in proc.stderr, describe(proc)
     assert snapshot(token) == before and token.read_bytes() == b"ghp_0123456789abcdefABCDEF"
+
+
+def test_a_path_that_is_not_utf8_is_written_and_found_again(tmp_path: Path) -> None:
+    output = tmp_path / "r.jsonl"
+    path = os.fsdecode(b"caf\xe9.mp4")  # a Latin-1 file name, as os.walk gives it
+    with ResultsFile(output) as results:
+        results.append({"path": path, "prediction": {}})
+        results.append({"path": "b.mp4", "prediction": {"跑步": 0.5}})
+    with ResultsFile(output) as results:
+        assert results.done == {path, "b.mp4"}

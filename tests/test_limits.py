@@ -93,6 +93,15 @@ def test_an_mp4_of_too_many_frames_is_refused_before_ffmpeg_indexes_it(tmp_path,
         check_video(many, DecodeLimits(max_frames=1000))
 
 
+def test_an_mp4_with_another_box_first_is_counted_all_the_same(tmp_path, monkeypatch):
+    many = write_encoded_video(tmp_path / "many.mp4", 3000, 16, 16, "libx264", {"preset": "ultrafast"})
+    uuid_first = tmp_path / "uuid_first.mp4"
+    uuid_first.write_bytes((24).to_bytes(4, "big") + b"uuid" + bytes(16) + many.read_bytes())
+    monkeypatch.setattr("paddlehub_video.limits.av.open", lambda *a, **k: pytest.fail("opened by FFmpeg"))
+    with pytest.raises(VideoDecodeError, match="uuid_first.mp4: holds more than 1000 frames"):
+        check_video(uuid_first, DecodeLimits(max_frames=1000))
+
+
 def test_limits_are_off_by_default_and_cost_nothing(clip, monkeypatch):
     videotag = module("videotag_tsn_lstm")
     assert videotag.decode_limits() == DecodeLimits() and not videotag.decode_limits().active

@@ -460,3 +460,17 @@ def test_request_limits_from_the_environment(monkeypatch):
             with pytest.raises(ValueError, match=f"{name}={bad!r}: expected a positive whole number"):
                 max_items() if name == MAX_ITEMS_ENV else serving_limits()
         monkeypatch.delenv(name)
+
+
+def test_an_upload_keeps_only_a_video_extension(monkeypatch, tmp_path):
+    # A name ending in .m3u8 would make FFmpeg read the upload as a playlist of other files.
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    seen: list[str] = []
+
+    def classify(paths: list[str], top_k: int = 1) -> list[dict]:
+        seen.extend(Path(p).suffix for p in paths)
+        return [{"path": p, "prediction": {}} for p in paths]
+
+    names = ["x.m3u8", "y.MKV", "z.ffconcat", "w.ts"]
+    classify_request(classify, None, [{"name": n, "data": "QUJD"} for n in names], {"top_k": 1})
+    assert seen == [".mp4", ".mkv", ".mp4", ".ts"]

@@ -156,6 +156,24 @@ def test_hostile_pickles_are_a_weights_error_without_allocating(tmp_path, kind):
     assert peak < _LOAD_PEAK_LIMIT, f"reading {kind} allocated {peak} bytes"
 
 
+def test_a_huge_memo_index_allocates_nothing(tmp_path):
+    # 9 bytes: PROTO 2, NONE, LONG_BINPUT 2**25, STOP. The C unpickler grows its memo array to the
+    # index (512 MB here); the reader's memo is a dict.
+    import struct
+    import tracemalloc
+
+    path = tmp_path / "memo.pdparams"
+    path.write_bytes(b"\x80\x02Nr" + struct.pack("<I", 1 << 25) + b".")
+    tracemalloc.start()
+    try:
+        with pytest.raises(WeightsError, match="memo.pdparams"):
+            load_pdparams(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 2**20
+
+
 def test_the_inflating_pickle_does_inflate_without_the_guard():
     """The hostile file above is what it claims: a plain unpickler builds 2 ** steps times more."""
     assert len(pickle.loads(inflating_pickle(4))["w"]) == 64 * 2**4

@@ -37,7 +37,6 @@ from .packet_plan import _open  # one way to open a file with PyAV
 # frame): 1 thread 0.43-0.45 s, 4 threads 0.47-0.53 s. Most files (MP4/MOV/MKV H.264, HEVC,
 # MPEG-4) take packet_plan's decoders, which run side by side, one thread each.
 SEQUENTIAL_THREADS = 1
-THREAD_TYPE = "AUTO"
 # Stream-level field orders that mean interlaced (AVFieldOrder: TT, BB, TB, BT).
 _INTERLACED_FIELD_ORDERS = frozenset({2, 3, 4, 5})
 # Packets read, at most, to find the first frame when probing.
@@ -69,8 +68,8 @@ def probe(source: str) -> Probe | None:
     """Codec and interlacing of `source`'s video, from its header and first frame; None if PyAV cannot read it."""
     try:
         with _open(source) as container:
-            if not container.streams.video:
-                return None
+            if not container.streams.video or container.streams.video[0].codec_context is None:
+                return None  # no video, or no decoder for it
             stream = container.streams.video[0]
             stream.codec_context.thread_count = 1  # one frame wanted: no frame-thread delay
             first = _first_frame(container, stream)
@@ -85,11 +84,10 @@ def probe(source: str) -> Probe | None:
 def open_frames(source: str) -> Iterator[Frames]:
     """Open `source` for one sequential pass; raises av.FFmpegError or OSError when it cannot be opened."""
     with _open(source) as container:
-        if not container.streams.video:
-            yield Frames(0, iter(()))
+        if not container.streams.video or container.streams.video[0].codec_context is None:
+            yield Frames(0, iter(()))  # no video, or no decoder for it: "no decodable video frame"
             return
         stream = container.streams.video[0]
-        stream.thread_type = THREAD_TYPE
         stream.codec_context.thread_count = SEQUENTIAL_THREADS
         yield Frames(max(stream.frames, 0), _decoded(container, stream))
 

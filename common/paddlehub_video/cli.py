@@ -26,11 +26,10 @@ from .postprocess import validate_threshold, validate_top_k
 from .progress import TerminalProgress, reporting
 from .quiet import PROGRESS_ENV, VERBOSE_ENV, env_flag, quiet_decoders, routed_logging, terminal_stream
 from .results_file import ResultsFile, ResultsFileError
+from .video import VIDEO_EXTENSIONS
 
 T = TypeVar("T")
 # What a folder given as --input_path is searched for (compared in lower case).
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".flv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts",
-                    ".3gp", ".mts", ".m2ts", ".ogv", ".vob")
 GLOB_CHARACTERS = re.compile(r"[*?[]")
 ClassifyStream = Callable[[list[str]], Iterable[dict]]
 

@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 import av
 
 from .errors import VideoDecodeError
+from .video import refuse_reference_file
 
 # Decoding skipped while opening: the header gives the frame size without it.
 _PROBE_OPTIONS = {"skip_frame": "all"}
@@ -113,6 +114,7 @@ def check_video(path: str | os.PathLike[str], limits: DecodeLimits) -> None:
         return
     if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
         return
+    refuse_reference_file(source)  # before FFmpeg opens it: a live playlist would block the probe
     if limits.max_frames is not None:
         _check_mp4_sample_count(source, info.st_size, limits)
     try:
@@ -131,6 +133,8 @@ def _check_pixels(source: str, streams: list[Any], limits: DecodeLimits) -> None
     if limits.max_pixels is None:
         return
     for stream in streams:
+        if stream.codec_context is None:
+            raise VideoDecodeError(source, "no decoder for the video stream")
         width, height = stream.codec_context.width, stream.codec_context.height
         if width < 1 or height < 1:
             raise VideoDecodeError(source, f"the frame size is not in the header, so the limit of "
@@ -158,7 +162,6 @@ def _check_frames(source: str, container: Any, streams: list[Any], limits: Decod
 # 13 MB file of a million tiny frames took 2 s and 320 MB), so the video tracks' sample counts
 # are read from the boxes first. Any other file, or an MP4 this walk does not understand
 # (fragmented, malformed), goes to the packet count after opening.
-_MP4_TOP_LEVEL = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"})
 _MAX_BOXES = 10_000  # per level: a file made of millions of empty boxes is left to FFmpeg
 
 
@@ -174,10 +177,11 @@ def _check_mp4_sample_count(source: str, size: int, limits: DecodeLimits) -> Non
 
 
 def _mp4_video_sample_counts(f: BinaryIO, size: int) -> list[int]:
-    """The sample count of each video track of an MP4/MOV file (`stsz`/`stz2`); [] if it is not one."""
-    f.seek(4)
-    if f.read(4) not in _MP4_TOP_LEVEL:
-        return []
+    """The sample count of each video track of an MP4/MOV file (`stsz`/`stz2`); [] if it is not one.
+
+    Every top-level box is looked at, whatever the first one is: FFmpeg finds `moov` behind any
+    box (a `uuid` first, say), and would build its whole sample index when opening the file.
+    """
     moov = _find_box(f, 0, size, b"moov")
     if moov is None:
         return []

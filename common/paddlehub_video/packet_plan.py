@@ -97,7 +97,7 @@ def read_packet_index(source: str) -> PacketIndex | None:
     """Demux `source` without decoding; None (the reason logged) when planning it is not shown exact."""
     try:
         return _read_index(source)
-    except Unsupported as exc:
+    except (Unsupported, IndexError, ValueError) as exc:  # the last two: headers too short or malformed
         logger.debug("%s: not planned, decoded sequentially: %s", source, exc)
         return None
 
@@ -135,6 +135,8 @@ def _plannable_stream(container: av.container.InputContainer) -> av.VideoStream:
     if container.format.name not in CONTAINERS or len(container.streams.video) != 1:
         raise Unsupported(f"container {container.format.name} or not one video stream")
     stream = container.streams.video[0]
+    if stream.codec_context is None:
+        raise Unsupported("no decoder for the video stream")
     pixel_format = getattr(stream.codec_context.format, "name", None)
     if stream.codec_context.name not in CODECS or pixel_format not in PIXEL_FORMATS:
         raise Unsupported(f"codec {stream.codec_context.name}, pixel format {pixel_format}")
@@ -264,7 +266,7 @@ def _decode_span(source: str, plan: _Plan, transform: Callable[[np.ndarray], T],
             i = plan.frame_of_pts.get(frame.pts)
             if i is None or i in kept or frame.pts not in owned:
                 continue  # a reference frame decoded for the sake of a later one
-            if frame.format.name not in PIXEL_FORMATS:
+            if frame.format.name not in PIXEL_FORMATS or frame.interlaced_frame:  # interlaced: av_sequential
                 raise _Unplanned
             kept[i] = transform(frame.to_ndarray(format="rgb24", interpolation="BICUBIC"))
 

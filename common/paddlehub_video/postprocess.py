@@ -36,11 +36,3 @@ def top_k_predictions(probs: np.ndarray, labels: list[str], top_k: int, threshol
         if prob >= threshold and labels[class_id] not in result:
             result[labels[class_id]] = prob
     return result
-
-
-def result_entry(path: str, probs: np.ndarray | None, error: str | None, labels: list[str], top_k: int,
-                 threshold: float) -> dict:
-    """One video's result in the published format; a failed video gets an empty prediction and its error."""
-    if error is not None:
-        return {"path": path, "prediction": {}, "error": error}
-    return {"path": path, "prediction": top_k_predictions(probs, labels, top_k, threshold)}

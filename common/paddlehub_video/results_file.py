@@ -29,7 +29,7 @@ from .errors import PaddleHubVideoError
 # Longer than any line this project writes (3,396 labels with their probabilities and a 4 KiB path
 # stay under 0.5 MiB), so a huge file without newlines is refused after reading this much of it.
 MAX_LINE_BYTES = 1 << 20
-# How every line the writer emits starts (json.dumps keeps the key order of result_entry).
+# How every line the writer emits starts (json.dumps keeps the key order of VideoModule._entry).
 ENTRY_START = b'{"path": "'
 LEFT_AS_IT_WAS = "the file was left as it was (name a new file, or one written by hub run --output)"
 ENTRY_KEYS = ({"path", "prediction"}, {"path", "prediction", "error"})
@@ -228,7 +228,7 @@ class ResultsFile:
     def append(self, entry: dict) -> None:
         """Write one entry as a line and flush it, so a killed run keeps every finished video."""
         try:
-            self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            self._file.write(_json_line(entry))
             self._file.flush()
         except OSError as exc:  # a full disk ends the run: the next video could not be kept either
             raise ResultsFileError(f"cannot write {self.path}: {exc}") from exc
@@ -247,3 +247,16 @@ class ResultsFile:
                  trace: TracebackType | None) -> None:
         self.close()
 
+
+def _json_line(entry: dict) -> str:
+    """`entry` as one JSON line: UTF-8 text as it is, escaped where a path is not valid UTF-8.
+
+    A file name that is not UTF-8 reaches Python with surrogate escapes, which the UTF-8 file
+    cannot hold; `\\udcxx` escapes read back to the same string, so resuming still finds it.
+    """
+    line = json.dumps(entry, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(entry)
+    return line + "\n"

@@ -26,6 +26,7 @@ from typing import Any
 
 from .limits import DecodeLimits, applied_limits
 from .pipeline import validate_paths
+from .video import VIDEO_EXTENSIONS
 
 MAX_UPLOAD_ENV = "PADDLEHUB_VIDEO_MAX_UPLOAD_MB"
 DEFAULT_MAX_UPLOAD_MB = 100.0
@@ -186,10 +187,11 @@ def _write_upload(upload: Item, folder: Path, index: int) -> Path | None:
     except (binascii.Error, UnicodeEncodeError) as exc:
         upload.error = f"{upload.label}: invalid base64 ({exc})"
         return None
-    # The label is never part of the file name (it comes from the client); only a plain extension
-    # is kept, as a hint for the demuxer.
+    # The label is never part of the file name (it comes from the client); only a video extension
+    # is kept, as a hint for the demuxer (never one that makes FFmpeg read a playlist, e.g. .m3u8).
     suffix = _SUFFIX.search(upload.label)
-    path = folder / f"video_{index}{suffix.group(0) if suffix else '.mp4'}"
+    extension = suffix.group(0).lower() if suffix else ""
+    path = folder / f"video_{index}{extension if extension in VIDEO_EXTENSIONS else '.mp4'}"
     try:
         path.write_bytes(data)
     except OSError as exc:

@@ -194,7 +194,33 @@ def _validated_path(path: object) -> str:
         raise VideoDecodeError(path, "file is empty (0 bytes)")
     if not os.access(path, os.R_OK):
         raise VideoDecodeError(path, "file is not readable (permission denied)")
+    refuse_reference_file(path)
     return path
+
+
+# Text files that FFmpeg's demuxers recognise by their first bytes and follow to other files or to
+# the network: a "video" that is one of these would be read from elsewhere (a file the caller never
+# named, a live playlist that never ends).
+_REFERENCE_SIGNATURES = (
+    (b"#EXTM3U", "an HLS playlist"),
+    (b"ffconcat", "an FFmpeg concat list"),
+    (b"v=0", "an SDP session description"),
+)
+# The file name endings of videos (what `hub run` looks for in a folder, what serving keeps of a name).
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".flv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts",
+                    ".3gp", ".mts", ".m2ts", ".ogv", ".vob")
+
+
+def refuse_reference_file(source: str) -> None:
+    """Raise VideoDecodeError if `source` is a playlist or other list of references, not a video."""
+    try:
+        with open(source, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise VideoDecodeError(source, f"cannot read the file ({exc.strerror})") from None
+    kind = next((name for magic, name in _REFERENCE_SIGNATURES if head.startswith(magic)), None)
+    if kind:
+        raise VideoDecodeError(source, f"is {kind}, not a video (it would make the decoder read other files)")
 
 
 def _open(source: str) -> cv2.VideoCapture:
@@ -247,7 +273,7 @@ def _retrieve(capture: cv2.VideoCapture, source: str, count: int, previous: list
     """RGB picture of the frame just grabbed; _NoPicture when OpenCV hands out one it did not decode."""
     ok, bgr = capture.retrieve()
     if not ok or bgr is None:
-        raise VideoDecodeError(source, f"frame {count} was read but could not be decoded")
+        raise _NoPicture(source, f"OpenCV read frame {count} but could not decode it")
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     suspicion = _not_decoded(rgb, previous[0] if previous else None)
     if suspicion:

@@ -69,9 +69,13 @@ class _CheckedArray(np.ndarray):
         super().__setstate__(state)
 
 
-class _ArrayUnpickler(pickle.Unpickler):
+class _ArrayUnpickler(pickle._Unpickler):
     """Only what a fluid.save of numpy arrays needs, so a tampered file can neither run code nor
-    make the reader allocate more than `budget` allows."""
+    make the reader allocate more than `budget` allows.
+
+    The pure-Python unpickler, not the C one: the C unpickler's memo is an array grown to any index
+    a PUT opcode names (9 bytes made it allocate 512 MB); this one's memo is a dict.
+    """
 
     def __init__(self, file: Any, budget: _Budget) -> None:
         super().__init__(file, encoding="latin1")
