@@ -1,24 +1,38 @@
 """Benchmark: `classify_timeline` against `classify`, per analysed frame, in one run.
 
-Usage (from the repository root): python bench/bench_timeline.py [--seconds 60] [--window 20]
+Usage (from the repository root): python bench/bench_timeline.py [--seconds 60] [--window 20] [--memory]
 
 On a generated camera-like H.264 clip (640x360, 30 fps), each module classifies the whole clip
 (`classify`: one clip's frames through the network) and then its timeline in windows of
 `--window` seconds (each window as many frames again, all decoded in one pass). The ratio of the
 two times per analysed frame should be about 1: a timeline costs its windows, nothing more.
 videotag runs with 30 TSN frames per clip (not 300) to keep the run short; StNet with its own 25x5.
+`--memory` measures instead the peak RSS of StNet timelines (10 s windows) of a 20 s and a 120 s clip, each in its
+own process: a longer video should not hold more.
 Random weights in the publisher's format; nothing is downloaded. Writes bench/results/timeline.json.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
-from common_setup import RESULTS_DIR, cached_video, load_average, load_module, prepare_environment, timed
+from common_setup import (
+    RESULTS_DIR,
+    cached_video,
+    emit,
+    load_average,
+    load_module,
+    peak_rss_mib,
+    prepare_environment,
+    run_json,
+    timed,
+)
 
 RESULTS = RESULTS_DIR / "timeline.json"
+MEMORY_SECONDS = (20, 120)
 SETTINGS = {"videotag_tsn_lstm": ({"sampling": {"seg_num": 30}}, 30), "stnet_kinetics400": ({}, 125)}
 
 
@@ -37,22 +51,44 @@ def bench_module(name: str, video: Path, window: float) -> dict:
             "timeline_over_classify_per_frame": timeline_per_frame / per_frame}
 
 
+def memory_worker(video: str) -> None:
+    """In a fresh process: StNet's timeline of `video` in 10 s windows, then this process's peak RSS."""
+    (entry,) = load_module("stnet_kinetics400").classify_timeline([video], window_seconds=10)
+    emit({"video": video, "duration": entry["duration"], "windows": len(entry["windows"]),
+          "peak_rss_mib": peak_rss_mib()})
+
+
+def bench_memory() -> list[dict]:
+    """Peak RSS of a timeline of each of MEMORY_SECONDS long clips, one process each."""
+    videos = [cached_video("scene", seconds, 640, 360, codec="h264")[0] for seconds in MEMORY_SECONDS]
+    return [run_json([sys.executable, __file__, "--worker", str(video)]) for video in videos]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        return memory_worker(args.worker)
     video, _, _ = cached_video("scene", args.seconds, 640, 360, codec="h264")
     with tempfile.TemporaryDirectory(prefix="bench-timeline-") as work:
         prepare_environment(Path(work))
         load_before = load_average()
-        rows = [bench_module(name, video, args.window) for name in SETTINGS]
+        rows = [] if args.memory else [bench_module(name, video, args.window) for name in SETTINGS]
+        memory = bench_memory() if args.memory else []
     for row in rows:
         print(f"{row['module']}: classify {row['classify_s']:.2f} s, timeline {row['timeline_s']:.2f} s "
               f"({row['windows']} windows); per analysed frame timeline / classify = "
               f"{row['timeline_over_classify_per_frame']:.2f}")
+    for row in memory:
+        print(f"StNet timeline, {row['duration']:.0f} s clip, {row['windows']} windows: "
+              f"peak RSS {row['peak_rss_mib']:.0f} MiB")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"video": str(video), "window_s": args.window, "rows": rows,
+    results = RESULTS.with_name("timeline_memory.json") if args.memory else RESULTS
+    results.write_text(json.dumps({"video": str(video), "window_s": args.window, "rows": rows, "memory": memory,
                                    "load_average": [load_before, load_average()]}, indent=2))
 
 
