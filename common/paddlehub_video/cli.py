@@ -26,6 +26,7 @@ from .errors import PaddleHubVideoError
 from .postprocess import validate_threshold, validate_top_k
 from .progress import TerminalProgress, reporting
 from .quiet import PROGRESS_ENV, VERBOSE_ENV, env_flag, quiet_decoders, routed_logging, terminal_stream
+from .report import write_report
 from .results_file import ResultsFile, ResultsFileError
 
 T = TypeVar("T")
@@ -104,6 +105,8 @@ def build_parser(module_name: str, description: str, top_k: int, threshold: floa
                         help="tags over time: classify windows of this many seconds (classify_timeline)")
     parser.add_argument("--stride", type=seconds_option, metavar="SECONDS",
                         help="with --timeline: seconds from one window's start to the next (default: the window)")
+    parser.add_argument("--report", type=str, metavar="FILE",
+                        help="also write a self-contained HTML report (thumbnails, tags, timelines, failures)")
     parser.add_argument("--list_labels", action="store_true",
                         help="print the labels (class id, a tab, the name; one per line) and exit")
     parser.add_argument("--progress", action="store_true",
@@ -268,17 +271,31 @@ def run_batch(module_name: str, parser: argparse.ArgumentParser, args: argparse.
     with command_output(module_name, args) as display:
         if args.output:
             timeline = getattr(args, "timeline", None) is not None
-            return run_into_file(module_name, parser, args.output, paths, classify_stream, display, timeline)
+            return run_into_file(module_name, parser, args.output, paths, classify_stream, display, timeline,
+                                 getattr(args, "report", None))
         with fatal_errors(module_name):
             entries = list(with_progress(classify_stream(paths), len(paths), display))
+            write_requested_report(module_name, getattr(args, "report", None), entries)
     return finish(module_name, present(entries), errors_of(entries), len(entries))
 
 
+def write_requested_report(module_name: str, report: str | None, entries: list[dict]) -> None:
+    """--report FILE: the HTML report of `entries` (an OSError is the run's failure, exit status 1)."""
+    if report is None:
+        return
+    try:
+        write_report(entries, report, title=module_name)
+    except OSError as exc:
+        raise ResultsFileError(f"cannot write the report {report}: {exc}") from exc
+
+
 def run_into_file(module_name: str, parser: argparse.ArgumentParser, output: str, paths: list[str],
-                  classify_stream: ClassifyStream, display: TerminalProgress, timeline: bool = False) -> dict:
+                  classify_stream: ClassifyStream, display: TerminalProgress, timeline: bool = False,
+                  report: str | None = None) -> dict:
     """--output: append each video's entry as it finishes, skip those answered before; return a summary.
 
-    `timeline`: the entries are timelines, and so must be those of an existing file."""
+    `timeline`: the entries are timelines, and so must be those of an existing file. `report`: an
+    HTML report of every entry the file then holds (earlier runs' too)."""
     try:
         results = ResultsFile(output, timeline)
     except (OSError, ResultsFileError) as exc:
@@ -295,6 +312,7 @@ def run_into_file(module_name: str, parser: argparse.ArgumentParser, output: str
             print(f"hub run {module_name}: interrupted; the finished videos are in {output}: "
                   "run the same command again to go on", file=sys.stderr)
             raise SystemExit(130) from None
+        write_requested_report(module_name, report, results.entries() if report else [])
     summary = {"output": output, "videos": len(unique), "skipped": len(unique) - len(todo),
                "classified": len(todo) - len(failed), "failed": len(failed)}
     return finish(module_name, summary, failed, len(todo))

@@ -270,6 +270,12 @@ class ResultsFile:
         except OSError as exc:  # a full disk ends the run: the next video could not be kept either
             raise ResultsFileError(f"cannot write {self.path}: {exc}") from exc
 
+    def entries(self) -> list[dict]:
+        """Every entry the file holds now (this run's and earlier runs')."""
+        self._file.flush()
+        with open(self.path, encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+
     def close(self) -> None:
         """Close the file."""
         try:
