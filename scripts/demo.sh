@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Set everything up and run the main job: install the package, `hub install` both modules,
-# make a sample video and classify it with each module. Both modules are tried even when one
-# fails (offline, say: each names every file it lacks), and the end says how each went.
+# Set everything up and run the main job: install the package, `hub install` both modules, fetch
+# the publisher's two sample videos (1.mp4, 2.mp4: through the asset layer, sha256 checked) and
+# classify them with each module. Both modules are tried even when one fails (offline, say: each
+# names every file it lacks), and the end says how each went. Without the sample videos (offline)
+# it stops at once with the asset layer's message.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --disable-pip-version-check -c constraints.txt -e .
 hub install videotag_tsn_lstm stnet_kinetics400
-python3 scripts/make_sample_video.py samples/sample.mp4
+if ! python3 -m paddlehub_video.samples --list samples/publisher_videos.txt; then
+    echo "demo: cannot fetch the publisher's sample videos (the reason is above)" >&2
+    exit 1
+fi
 failed=()
 for module in videotag_tsn_lstm stnet_kinetics400; do
-    hub run "$module" --input_path samples/sample.mp4 || failed+=("$module")
+    hub run "$module" --input_file samples/publisher_videos.txt || failed+=("$module")
 done
 if ((${#failed[@]})); then
     echo "demo: failed: ${failed[*]} (the reasons are above)" >&2
     exit 1
 fi
-echo "demo: both modules classified samples/sample.mp4" >&2
+echo "demo: both modules classified the publisher's 1.mp4 and 2.mp4" >&2

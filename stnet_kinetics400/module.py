@@ -5,6 +5,7 @@ The published PaddleHub v1 module, on PaddlePaddle 3: same weights, same network
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -62,12 +63,14 @@ class StNet(VideoModule, hub.Module):
         model = cached_inference_model(program, {self.config["assets"]["weights"]["network"]: weights_file})
         return ModelBundle({"stnet": model}, labels)
 
+    def sampling(self) -> Callable[[int], list[int]]:
+        """Frame count -> the indices of the `seg_num` windows of `seglen` frames (the publisher's formula)."""
+        sampling = self.config["sampling"]
+        return partial(sample_stnet_indices, seg_num=sampling["seg_num"], seglen=sampling["seglen"])
+
     def preprocess(self, path: str) -> np.ndarray:
         """One video -> its `seg_num` windows of `seglen` frames, `[seg_num * seglen, crop, crop, 3]` uint8."""
-        sampling = self.config["sampling"]
-        return self.read_clip(
-            path, partial(sample_stnet_indices, seg_num=sampling["seg_num"], seglen=sampling["seglen"])
-        )
+        return self.read_clip(path, self.sampling())
 
     def forward(self, frames: np.ndarray, predictors: dict[str, Predictor]) -> np.ndarray:
         """Frames -> super-images `[1, seg_num, 3 * seglen, crop, crop]` float32 -> the 400 probabilities."""

@@ -4,6 +4,7 @@ The published PaddleHub module, on PaddlePaddle 3: same weights, same numbers, s
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
 
@@ -72,9 +73,13 @@ class VideoTag(VideoModule, hub.Module):
         }
         return ModelBundle(models, labels)
 
+    def sampling(self) -> Callable[[int], list[int]]:
+        """Frame count -> the indices of the `seg_num` TSN frames (the publisher's formula)."""
+        return partial(sample_tsn_indices, seg_num=self.config["sampling"]["seg_num"])
+
     def preprocess(self, path: str) -> np.ndarray:
         """One video -> its `seg_num` sampled, cropped frames `[seg_num, crop, crop, 3]` uint8."""
-        return self.read_clip(path, partial(sample_tsn_indices, seg_num=self.config["sampling"]["seg_num"]))
+        return self.read_clip(path, self.sampling())
 
     def forward(self, frames: np.ndarray, predictors: dict[str, Predictor]) -> np.ndarray:
         """Frames -> the 3396 tag probabilities."""

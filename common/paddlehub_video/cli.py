@@ -14,6 +14,7 @@ import argparse
 import ast
 import contextlib
 import glob
+import math
 import os
 import re
 import sys
@@ -25,6 +26,7 @@ from .errors import PaddleHubVideoError
 from .postprocess import validate_threshold, validate_top_k
 from .progress import TerminalProgress, reporting
 from .quiet import PROGRESS_ENV, VERBOSE_ENV, env_flag, quiet_decoders, routed_logging, terminal_stream
+from .report import write_report
 from .results_file import ResultsFile, ResultsFileError
 from .video import VIDEO_EXTENSIONS
 
@@ -66,9 +68,20 @@ def threshold_option(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
 
 
+def seconds_option(text: str) -> float:
+    """--timeline / --stride: a positive number of seconds, else a usage error."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def build_parser(module_name: str, description: str, top_k: int, threshold: float) -> argparse.ArgumentParser:
     """`hub run <module_name>` options: --input_path / --input_file, --output, --use_gpu, --top_k, --threshold,
-    --list_labels."""
+    --timeline / --stride, --list_labels."""
     parser = argparse.ArgumentParser(prog=f"hub run {module_name}", description=description)
     inputs = parser.add_argument_group("input (at least one)")
     inputs.add_argument(
@@ -87,6 +100,12 @@ def build_parser(module_name: str, description: str, top_k: int, threshold: floa
     parser.add_argument("--top_k", type=top_k_option, default=top_k, help=f"labels kept per video (default {top_k})")
     parser.add_argument("--threshold", type=threshold_option, default=threshold,
                         help=f"minimum probability kept, 0 to 1 (default {threshold})")
+    parser.add_argument("--timeline", type=seconds_option, metavar="SECONDS",
+                        help="tags over time: classify windows of this many seconds (classify_timeline)")
+    parser.add_argument("--stride", type=seconds_option, metavar="SECONDS",
+                        help="with --timeline: seconds from one window's start to the next (default: the window)")
+    parser.add_argument("--report", type=str, metavar="FILE",
+                        help="also write a self-contained HTML report (thumbnails, tags, timelines, failures)")
     parser.add_argument("--list_labels", action="store_true",
                         help="print the labels (class id, a tab, the name; one per line) and exit")
     parser.add_argument("--progress", action="store_true",
@@ -245,20 +264,39 @@ def run_batch(module_name: str, parser: argparse.ArgumentParser, args: argparse.
     """
     if args.list_labels:
         print_labels(module_name, labels)
+    if getattr(args, "stride", None) is not None and getattr(args, "timeline", None) is None:
+        parser.error("--stride needs --timeline")
     paths = input_paths(parser, args)
     with command_output(module_name, args) as display:
         if args.output:
-            return run_into_file(module_name, parser, args.output, paths, classify_stream, display)
+            timeline = getattr(args, "timeline", None) is not None
+            return run_into_file(module_name, parser, args.output, paths, classify_stream, display, timeline,
+                                 getattr(args, "report", None))
         with fatal_errors(module_name):
             entries = list(with_progress(classify_stream(paths), len(paths), display))
+            write_requested_report(module_name, getattr(args, "report", None), entries)
     return finish(module_name, present(entries), errors_of(entries), len(entries))
 
 
-def run_into_file(module_name: str, parser: argparse.ArgumentParser, output: str, paths: list[str],
-                  classify_stream: ClassifyStream, display: TerminalProgress) -> dict:
-    """--output: append each video's entry as it finishes, skip those answered before; return a summary."""
+def write_requested_report(module_name: str, report: str | None, entries: list[dict]) -> None:
+    """--report FILE: the HTML report of `entries` (an OSError is the run's failure, exit status 1)."""
+    if report is None:
+        return
     try:
-        results = ResultsFile(output)
+        write_report(entries, report, title=module_name)
+    except OSError as exc:
+        raise ResultsFileError(f"cannot write the report {report}: {exc}") from exc
+
+
+def run_into_file(module_name: str, parser: argparse.ArgumentParser, output: str, paths: list[str],
+                  classify_stream: ClassifyStream, display: TerminalProgress, timeline: bool = False,
+                  report: str | None = None) -> dict:
+    """--output: append each video's entry as it finishes, skip those answered before; return a summary.
+
+    `timeline`: the entries are timelines, and so must be those of an existing file. `report`: an
+    HTML report of every entry the file then holds (earlier runs' too)."""
+    try:
+        results = ResultsFile(output, timeline)
     except (OSError, ResultsFileError) as exc:
         parser.error(f"--output {output}: {exc}")
     unique = list(dict.fromkeys(paths))  # the file holds one answer per path
@@ -273,6 +311,7 @@ def run_into_file(module_name: str, parser: argparse.ArgumentParser, output: str
             print(f"hub run {module_name}: interrupted; the finished videos are in {output}: "
                   "run the same command again to go on", file=sys.stderr)
             raise SystemExit(130) from None
+        write_requested_report(module_name, report, results.entries() if report else [])
     summary = {"output": output, "videos": len(unique), "skipped": len(unique) - len(todo),
                "classified": len(todo) - len(failed), "failed": len(failed)}
     return finish(module_name, summary, failed, len(todo))

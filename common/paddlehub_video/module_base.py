@@ -24,17 +24,20 @@ from typing import Any, NamedTuple, TypeVar
 import numpy as np
 from paddlehub.module.module import runnable, serving
 
+from . import progress
 from .assets import AssetSpec, fetch_assets, read_label_file
 from .cli import build_parser, run_batch
 from .config import ConfigOverrides, load_module_config
 from .errors import ConfigError
 from .limits import DecodeLimits, check_video, effective_limits
-from .pipeline import VideoOutcome, VideoPipeline, validate_paths
+from .pipeline import VideoOutcome, VideoPipeline, report_failure, validate_paths
 from .postprocess import top_k_predictions, validate_threshold, validate_top_k
 from .predictor import Predictor, shared_predictor
 from .preprocess import scale_and_crop
+from .sampling import plan_windows
 from .serving import classify_request
-from .video import read_sampled_frames
+from .timeline import failed_entry, prefetched, timeline_entry, validate_window, window_entry
+from .video import frame_times, read_sampled_frames, read_sampled_groups
 
 T = TypeVar("T")
 
@@ -94,12 +97,12 @@ class VideoModule:
     __getattribute__ = object.__getattribute__
 
     def __init_subclass__(cls, **kwargs: Any):
-        """Give a class with its own `DEFAULTS` its own `classify`, `classify_stream` and `postprocess`
-        defaults: real ones, that `inspect.signature` and `help()` show."""
+        """Give a class with its own `DEFAULTS` its own `classify`, `classify_stream`, `classify_timeline`
+        and `postprocess` defaults: real ones, that `inspect.signature` and `help()` show."""
         super().__init_subclass__(**kwargs)
         if "DEFAULTS" in cls.__dict__:
             options = {"top_k": cls.DEFAULTS.top_k, "threshold": cls.DEFAULTS.threshold}
-            for name in ("classify", "classify_stream", "postprocess"):
+            for name in ("classify", "classify_stream", "classify_timeline", "postprocess"):
                 setattr(cls, name, with_defaults(getattr(VideoModule, name), **options))
 
     def __init__(self, config: ConfigOverrides = None, **kwargs: Any):
@@ -121,6 +124,11 @@ class VideoModule:
 
     def forward(self, frames: np.ndarray, predictors: dict[str, Predictor]) -> np.ndarray:
         """`preprocess`'s frames -> the class probabilities `[num_classes]`, with the predictors of `bundle`."""
+        raise NotImplementedError
+
+    def sampling(self) -> Callable[[int], Sequence[int]]:
+        """Frame count of a clip -> the indices of the frames `preprocess` takes from it (timelines sample each
+        window with it)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------ files, models, predictors
@@ -200,12 +208,15 @@ class VideoModule:
         check_video(path, self.decode_limits())
         return read_sampled_frames(path, sample_indices, transform)
 
+    def crop(self) -> Callable[[np.ndarray], np.ndarray]:
+        """An RGB frame -> scaled and centre-cropped as the config says (uint8)."""
+        pre = self.config["preprocess"]
+        return partial(scale_and_crop, short_size=pre["short_size"], crop_size=pre["crop_size"])
+
     def read_clip(self, path: str | os.PathLike[str], sample_indices: Callable[[int], Sequence[int]]) -> np.ndarray:
         """The frames `sample_indices` picks, scaled and centre-cropped as the config says: uint8 `[T, H, W, 3]`."""
-        pre = self.config["preprocess"]
-        crop = partial(scale_and_crop, short_size=pre["short_size"], crop_size=pre["crop_size"])
         # Kept as uint8 until the network runs: 300 crops are 45 MB, their float32 tensor 180 MB.
-        return np.stack(self.read_frames(path, sample_indices, crop))
+        return np.stack(self.read_frames(path, sample_indices, self.crop()))
 
     # ------------------------------------------------------------ the public API
 
@@ -255,6 +266,54 @@ class VideoModule:
             return {"path": outcome.path, "prediction": {}, "error": outcome.error}
         return {"path": outcome.path, "prediction": self.postprocess(outcome.output, top_k, threshold)}
 
+    def classify_timeline(
+        self, paths: list[str], window_seconds: float = 60.0, stride_seconds: float | None = None,
+        use_gpu: bool = False, threshold: float = DEFAULTS.threshold, top_k: int = DEFAULTS.top_k,
+    ) -> list[dict]:
+        """Tags over time: `[{'path': p, 'duration': s, 'windows': [{'start': s, 'end': s, 'prediction': {...}}]}]`.
+
+        Windows of `window_seconds` every `stride_seconds` (default: side by side; overlapping when
+        shorter), by the frames' timestamps; each classified as `classify` classifies a whole clip,
+        so one window covering a short video gives its `classify` prediction. In input order; a
+        video that cannot be read gets `{'path': p, 'duration': None, 'windows': [], 'error': reason}`.
+        """
+        return list(self.classify_timeline_stream(paths, window_seconds, stride_seconds, use_gpu, threshold, top_k))
+
+    def classify_timeline_stream(
+        self, paths: list[str], window_seconds: float = 60.0, stride_seconds: float | None = None,
+        use_gpu: bool = False, threshold: float | None = None, top_k: int | None = None,
+    ) -> Iterator[dict]:
+        """`classify_timeline`, one entry at a time in input order (`None` options: the module's defaults)."""
+        paths = validate_paths(paths)
+        window, stride = validate_window(window_seconds, stride_seconds)
+        top_k, threshold = self._options(
+            self.DEFAULTS.top_k if top_k is None else top_k, self.DEFAULTS.threshold if threshold is None else threshold
+        )
+        if not paths:
+            return iter(())
+        infer = self.predict_fn(use_gpu)  # fetches and converts now, so a missing file fails the call
+        return (self._timeline_of(path, window, stride, infer, top_k, threshold) for path in paths)
+
+    def _timeline_of(
+        self, path: str, window: float, stride: float, infer: Callable[[np.ndarray], np.ndarray],
+        top_k: int, threshold: float,
+    ) -> dict:
+        """One video's timeline entry: one decoding pass, window k + 1 decoding while window k is inferred."""
+        report = progress.current()
+        try:
+            check_video(path, self.decode_limits())
+            times = frame_times(path)
+            windows = plan_windows(times.times, times.duration, window, stride, self.sampling())
+            crop = self.crop()
+            clips = (np.stack(frames) for frames in read_sampled_groups(path, [w.indices for w in windows], crop))
+            probabilities = map(infer, prefetched(clips))
+            found = [window_entry(w, self.postprocess(p, top_k, threshold)) for w, p in zip(windows, probabilities)]
+            return timeline_entry(str(path), times.duration, found)
+        except Exception as exc:  # one bad video must not cost the others their results
+            return failed_entry(str(path), report_failure(path, exc))
+        finally:
+            report.finished(str(path))
+
     @staticmethod
     def _options(top_k: object, threshold: object) -> tuple[int, float]:
         """Validated `top_k` and `threshold`."""
@@ -262,8 +321,15 @@ class VideoModule:
 
     @serving
     def serving_method(self, paths: list[str] | None = None, videos: list | None = None, **options: Any) -> list[dict]:
-        """`hub serving`: `classify` of server `paths` and/or base64 `videos` (see paddlehub_video.serving)."""
-        return classify_request(self.classify, paths, videos, options)
+        """`hub serving`: `classify` of server `paths` and/or base64 `videos` (see paddlehub_video.serving);
+        with `timeline` (seconds) and optionally `stride`, `classify_timeline` instead."""
+        if "timeline" not in options:
+            return classify_request(self.classify, paths, videos, options)
+        window, stride = options.pop("timeline"), options.pop("stride", None)
+        return classify_request(
+            partial(self.classify_timeline, window_seconds=window, stride_seconds=stride), paths, videos, options,
+            refused=failed_entry,
+        )
 
     @runnable
     def run_cmd(self, argvs: list[str]) -> object:
@@ -271,6 +337,14 @@ class VideoModule:
         defaults = self.DEFAULTS
         parser = build_parser(self.NAME, defaults.description, top_k=defaults.top_k, threshold=defaults.threshold)
         args = parser.parse_args(argvs)
+        if args.timeline is not None:  # entries of their own shape, printed as they are
+            return run_batch(
+                self.NAME, parser, args,
+                lambda paths: self.classify_timeline_stream(
+                    paths, args.timeline, args.stride, args.use_gpu, args.threshold, args.top_k
+                ),
+                labels=lambda: self.labels, present=list,
+            )
         return run_batch(
             self.NAME, parser, args,
             lambda paths: self.classify_stream(paths, args.use_gpu, args.threshold, args.top_k),

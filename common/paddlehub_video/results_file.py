@@ -6,7 +6,8 @@ dropped), and a last line cut short by a killed run is dropped and written again
 
 Only a file this project wrote is ever changed. A results file is recognised positively: every
 complete line is a result entry (a JSON object with exactly the keys `path`, `prediction` and,
-for a failed video, `error`), and the only damage tolerated is a last line without its newline
+for a failed video, `error`; for `--timeline` runs, a file of its own, `path`, `duration`, `windows`
+and, for a failed video, `error`), and the only damage tolerated is a last line without its newline
 that is such an entry, or, after at least one entry, the start of one (a run killed mid-write).
 Anything else (a token, a config, a binary file, a directory, a FIFO, a device, a read-only file,
 a file with other hard links) is refused before a byte is written, and left as it was.
@@ -33,6 +34,8 @@ MAX_LINE_BYTES = 1 << 20
 ENTRY_START = b'{"path": "'
 LEFT_AS_IT_WAS = "the file was left as it was (name a new file, or one written by hub run --output)"
 ENTRY_KEYS = ({"path", "prediction"}, {"path", "prediction", "error"})
+TIMELINE_KEYS = ({"path", "duration", "windows"}, {"path", "duration", "windows", "error"})
+WINDOW_KEYS = {"start", "end", "prediction"}
 FILE_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket",
               stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
 
@@ -52,24 +55,54 @@ class Scan(NamedTuple):
     rewrite: bool
 
 
-def parse_entry(line: bytes) -> dict | None:
-    """The result entry a line holds, or None if it holds none: exactly the shape the writer gives."""
+def parse_entry(line: bytes, timeline: bool = False) -> dict | None:
+    """The result entry a line holds, or None if it holds none: exactly the shape the writer gives
+    (a `classify_timeline` entry when `timeline`, else a `classify` one)."""
     if not (line.startswith(ENTRY_START) and line.endswith(b"}")):  # no other spacing, no \r
         return None
     try:
         entry = json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return None
-    if not isinstance(entry, dict) or set(entry) not in ENTRY_KEYS:
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
         return None
-    path, prediction, error = entry["path"], entry["prediction"], entry.get("error", "")
-    if not (isinstance(path, str) and isinstance(prediction, dict) and isinstance(error, str)):
+    if not isinstance(entry.get("error", ""), str):
         return None
-    if "error" in entry and prediction:  # a failed video has no prediction
-        return None
-    if not all(is_probability(value) for value in prediction.values()):
-        return None
-    return entry
+    return entry if (is_timeline_entry(entry) if timeline else is_classify_entry(entry)) else None
+
+
+def is_classify_entry(entry: dict) -> bool:
+    """`{path, prediction[, error]}`, a failed video without prediction."""
+    if set(entry) not in ENTRY_KEYS:
+        return False
+    prediction = entry["prediction"]
+    return is_prediction(prediction) and not ("error" in entry and prediction)
+
+
+def is_timeline_entry(entry: dict) -> bool:
+    """`{path, duration, windows[, error]}`, a failed video without duration or window."""
+    if set(entry) not in TIMELINE_KEYS:
+        return False
+    duration, windows = entry["duration"], entry["windows"]
+    if "error" in entry:
+        return duration is None and windows == []
+    return is_seconds(duration) and isinstance(windows, list) and all(is_window(w) for w in windows)
+
+
+def is_window(window: object) -> bool:
+    """`{start, end, prediction}` with times in seconds."""
+    return (isinstance(window, dict) and set(window) == WINDOW_KEYS and is_seconds(window["start"])
+            and is_seconds(window["end"]) and is_prediction(window["prediction"]))
+
+
+def is_seconds(value: object) -> bool:
+    """A JSON number >= 0 (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
+def is_prediction(prediction: object) -> bool:
+    """A `{label: probability}` dict."""
+    return isinstance(prediction, dict) and all(is_probability(value) for value in prediction.values())
 
 
 def is_probability(value: object) -> bool:
@@ -119,16 +152,16 @@ def open_regular(path: Path, flags: int) -> int:
     return fd
 
 
-def keep_answered(target: Path) -> set[str]:
+def keep_answered(target: Path, timeline: bool = False) -> set[str]:
     """The paths answered in the results file `target` (none if absent), once its failed entries and
     a cut-short last line are dropped; NotResultsFile if it is not a results file."""
     if not check_usable(target):
         return set()
     with os.fdopen(open_regular(target, os.O_RDONLY), "rb") as fh:
-        found = scan(fh)
+        found = scan(fh, timeline)
         if found.rewrite:
             fh.seek(0)
-            replace_atomically(target, answered_lines(fh))
+            replace_atomically(target, answered_lines(fh, timeline))
     return found.done
 
 
@@ -143,7 +176,7 @@ def read_lines(fh: BinaryIO) -> Iterator[bytes]:
         yield line
 
 
-def scan(fh: BinaryIO) -> Scan:
+def scan(fh: BinaryIO, timeline: bool = False) -> Scan:
     """Check that `fh` is a results file; the answered paths, and whether some line must be dropped.
 
     Raises NotResultsFile with the reason when it is not one.
@@ -152,12 +185,13 @@ def scan(fh: BinaryIO) -> Scan:
     rewrite, entries = False, 0
     for number, line in enumerate(read_lines(fh), 1):
         complete = line.endswith(b"\n")
-        entry = parse_entry(line[:-1] if complete else line)
+        entry = parse_entry(line[:-1] if complete else line, timeline)
         if entry is None and not complete and entries and is_cut_entry(line):
             return Scan(done, True)  # a run was killed while writing this line: it is redone
         if entry is None:
             where = f"line {number}" if complete else f"its last line (line {number}, without a newline)"
-            raise NotResultsFile(f"{where} is not a result entry of hub run")
+            kind = "a timeline entry of hub run --timeline" if timeline else "a result entry of hub run"
+            raise NotResultsFile(f"{where} is not {kind}")
         entries += 1
         rewrite |= not complete or "error" in entry  # a newline to add, a failed video to try again
         if "error" not in entry:
@@ -165,10 +199,10 @@ def scan(fh: BinaryIO) -> Scan:
     return Scan(done, rewrite)
 
 
-def answered_lines(fh: BinaryIO) -> Iterator[bytes]:
+def answered_lines(fh: BinaryIO, timeline: bool = False) -> Iterator[bytes]:
     """The lines of a scanned results file that are kept: complete answers, each with its newline."""
     for line in read_lines(fh):
-        entry = parse_entry(line.rstrip(b"\n"))
+        entry = parse_entry(line.rstrip(b"\n"), timeline)
         if entry is not None and "error" not in entry:
             yield line if line.endswith(b"\n") else line + b"\n"
 
@@ -209,15 +243,18 @@ def sync_directory(folder: Path) -> None:
 class ResultsFile:
     """An open --output file: `done` holds the paths answered by earlier runs; `append` adds one entry.
 
+    `timeline`: a file of `classify_timeline` entries (`hub run --timeline`), which is refused
+    otherwise, as a file of `classify` entries is refused for a timeline.
+
     A symlink is followed: its target is read, rewritten in place and appended to, and the link
     stays a link (appending follows it anyway, so the rewrite must too).
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, timeline: bool = False):
         self.path = Path(path)
         target = Path(os.path.realpath(self.path))
         try:
-            self.done = keep_answered(target)
+            self.done = keep_answered(target, timeline)
             fd = open_regular(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         except NotResultsFile as exc:
             raise ResultsFileError(f"refused: {exc}; {LEFT_AS_IT_WAS}") from None
@@ -232,6 +269,12 @@ class ResultsFile:
             self._file.flush()
         except OSError as exc:  # a full disk ends the run: the next video could not be kept either
             raise ResultsFileError(f"cannot write {self.path}: {exc}") from exc
+
+    def entries(self) -> list[dict]:
+        """Every entry the file holds now (this run's and earlier runs')."""
+        self._file.flush()
+        with open(self.path, encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
 
     def close(self) -> None:
         """Close the file."""

@@ -248,13 +248,20 @@ def readable_json() -> None:
         provider.sort_keys = False
 
 
-def classify_request(classify: Classify, paths: object, videos: object, options: Mapping[str, Any]) -> list[dict]:
+def refused_entry(label: str, error: str) -> dict:
+    """The answer to an item that cannot be used, in `classify`'s shape."""
+    return {"path": label, "prediction": {}, "error": error}
+
+
+def classify_request(classify: Classify, paths: object, videos: object, options: Mapping[str, Any],
+                     refused: Callable[[str, str], dict] = refused_entry) -> list[dict]:
     """`classify` of each of `paths` then `videos`, one at a time, with the serving limits: their results in order.
 
     Each base64 video is written to a private temporary folder just before it is classified and
     removed right after. An item that cannot be used (a refused path, not base64, not a video, over
     a limit) gets `{'path': label, 'prediction': {}, 'error': reason}`, `label` being the path, its
-    `name` or `videos[i]`; the other items are answered all the same.
+    `name` or `videos[i]`; the other items are answered all the same. `refused(label, reason)` gives
+    that entry in the shape of `classify`'s (a timeline's, for `classify_timeline`).
     """
     readable_json()
     check_options(classify, options)
@@ -268,12 +275,13 @@ def classify_request(classify: Classify, paths: object, videos: object, options:
     limits = serving_limits()
     classify([], **options)  # the options checked once, before any file is written
     with applied_limits(limits), tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as folder:
-        return [_answer(classify, item, Path(folder), index, options) for index, item in enumerate(items)]
+        return [_answer(classify, item, Path(folder), index, options, refused) for index, item in enumerate(items)]
 
 
-def _answer(classify: Classify, item: Item, folder: Path, index: int, options: Mapping[str, Any]) -> dict:
+def _answer(classify: Classify, item: Item, folder: Path, index: int, options: Mapping[str, Any],
+            refused: Callable[[str, str], dict]) -> dict:
     """The result entry of one item, classified on its own."""
     with _video_file(item, folder, index) as file:
         if file is None:
-            return {"path": item.label, "prediction": {}, "error": item.error}
+            return refused(item.label, item.error)
         return _relabel(classify([file], **options)[0], file, item.label)

@@ -46,8 +46,9 @@ import os
 import stat
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from fractions import Fraction
 from functools import partial
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, NamedTuple, Optional, TypeVar, Union
 
 import av
 import cv2
@@ -98,6 +99,139 @@ def read_sampled_frames(
         if frames is not None:
             return frames
     raise VideoDecodeError(source, _joined(reasons))
+
+
+class FrameTimes(NamedTuple):
+    """When a video's frames are shown: seconds from its first frame, display order, and its duration."""
+
+    times: list[float]
+    duration: float
+
+
+def frame_times(path: PathType) -> FrameTimes:
+    """The timestamp of every frame of `path`, from its packets alone (demuxed, nothing decoded).
+
+    The frames counted are those the planned decoder counts (packets not discarded by an edit list),
+    so the indices of a timeline's windows are the indices `read_sampled_groups` decodes. A packet
+    without a timestamp (raw streams, some AVI) is placed by the stream's average frame rate.
+    """
+    source = _validated_path(path)
+    try:
+        with av.open(source) as container:
+            if not container.streams.video:
+                raise VideoDecodeError(source, "no video stream")
+            stream = container.streams.video[0]
+            packets = [(p.pts, p.duration) for p in container.demux(stream) if p.size and not p.is_discard]
+            base, rate = stream.time_base, stream.average_rate or stream.guessed_rate
+    except (av.FFmpegError, OSError) as exc:
+        raise VideoDecodeError(source, f"cannot read its packets ({exc})") from None
+    if not packets:
+        raise VideoDecodeError(source, "no decodable video frame")
+    if len(packets) == 1:
+        _refuse_still_image(source)
+    return _timed(packets, base, rate)
+
+
+def _timed(packets: list[tuple[int | None, int | None]], base: Fraction | None, rate: Fraction | None) -> FrameTimes:
+    """Seconds from the first frame of packets `(pts, duration)`, and the video's duration."""
+    if base is None or any(pts is None for pts, _ in packets):
+        step = 1 / float(rate) if rate else 1 / 25  # FFmpeg's own fallback rate
+        times = [i * step for i in range(len(packets))]
+        return FrameTimes(times, len(packets) * step)
+    ordered = sorted(packets)
+    first = ordered[0][0]
+    times = [float((pts - first) * base) for pts, _ in ordered]
+    last_pts, last_duration = ordered[-1]
+    # The last frame lasts its packet's duration, else as long as the one before it.
+    last = float(last_duration * base) if last_duration else (times[-1] - times[-2] if len(times) > 1 else 0.0)
+    return FrameTimes(times, times[-1] + last)
+
+
+def read_sampled_groups(
+    path: PathType, groups: Sequence[Sequence[int]], transform: Callable[[np.ndarray], T]
+) -> Iterator[list[T]]:
+    """`transform(rgb_frame)` of each group's frames, one list per group, in order, as each group is complete.
+
+    One decoding pass for all groups (a timeline's windows: indices ascending from group to group,
+    as `sampling.plan_windows` gives them), holding only the frames of the groups not yet given out
+    that have been decoded, so memory does not grow with the video's length. Planned decoding
+    where `read_sampled_frames` plans it, each group decoding what it still lacks; sequential
+    otherwise, or from the first group planning cannot give. Indices are those of `frame_times`.
+    """
+    source = _validated_path(path)
+    found = probe(source)
+    index = None if found is not None and found.interlaced else read_packet_index(source)
+    given = 0
+    if index is not None:
+        for frames in _planned_groups(source, index, groups, transform):
+            yield frames
+            given += 1
+    if given < len(groups):
+        yield from _sequential_groups(source, groups[given:], transform, _sequential_decoders(found))
+
+
+def _planned_groups(
+    source: str, index: PacketIndex, groups: Sequence[Sequence[int]], transform: Callable[[np.ndarray], T]
+) -> Iterator[list[T]]:
+    """Planned decoding of each group in turn, reusing what overlapping groups share; stops where it falls short."""
+    kept: dict[int, T] = {}
+    for position, group in enumerate(groups):
+        missing = set(_checked_indices(group, index.frame_count)) - kept.keys()
+        decoded = decode_frames(source, index, missing, _reported(transform, source, len(missing))) if missing else {}
+        if decoded is None:
+            return
+        kept.update(decoded)
+        yield [kept[i] for i in group]
+        kept = _still_needed(kept, groups, position + 1)
+
+
+def _still_needed(kept: dict[int, T], groups: Sequence[Sequence[int]], following: int) -> dict[int, T]:
+    """The frames of `kept` that groups from `following` on may use (groups start later and later)."""
+    if following >= len(groups):
+        return {}
+    first = min(groups[following])
+    return {i: frame for i, frame in kept.items() if i >= first}
+
+
+def _sequential_groups(
+    source: str, groups: Sequence[Sequence[int]], transform: Callable[[np.ndarray], T], decoders: Sequence[Decoder]
+) -> Iterator[list[T]]:
+    """Every frame decoded once, each group given out when its last frame is; the next decoder where one cannot."""
+    reasons: list[str] = []
+    given = [0]  # groups already given out: a decoder tried after a failure starts after them
+    for decoder in decoders:
+        try:
+            yield from _one_pass(source, groups, transform, decoder, given)
+            return
+        except _NoPicture as exc:
+            reasons.append(exc.reason)
+    raise VideoDecodeError(source, _joined(reasons))
+
+
+def _one_pass(
+    source: str, groups: Sequence[Sequence[int]], transform: Callable[[np.ndarray], T], decoder: Decoder,
+    given: list[int],
+) -> Iterator[list[T]]:
+    """One sequential pass of `decoder` over `source`, giving out `groups[given[0]:]` as they complete."""
+    pending = list(groups[given[0]:])
+    wanted = {i for group in pending for i in group}
+    reported = _reported(transform, source, len(wanted))
+    kept: dict[int, T] = {}
+    count = 0
+    with decoder(source) as frames:
+        for retrieve in frames.frames:
+            if count in wanted:
+                kept[count] = reported(retrieve())
+            count += 1
+            while pending and max(pending[0]) < count:
+                yield [kept[i] for i in pending.pop(0)]
+                given[0] += 1
+                kept = _still_needed(kept, pending, 0)
+            if not pending:
+                return
+    if count == 0:
+        raise _NoPicture(source, "no decodable video frame")
+    raise VideoDecodeError(source, f"decoded {count} frames, fewer than its packets announce")
 
 
 def _readers(source: str) -> Iterator[Reader]:

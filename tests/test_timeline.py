@@ -1,0 +1,247 @@
+"""Tags over time (`classify_timeline`, `hub run --timeline`, the serving body's `timeline`): windows by
+the frames' timestamps, each sampled as a whole clip, all decoded in one pass with bounded memory.
+
+The modules use the SMALL settings (shared converted models); videos are generated here.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import weakref
+from fractions import Fraction
+from functools import partial
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from paddlehub_video import video as video_module
+from paddlehub_video.results_file import ResultsFile, ResultsFileError, parse_entry
+from paddlehub_video.sampling import plan_windows, sample_stnet_indices, sample_tsn_indices
+from paddlehub_video.video import frame_times, read_sampled_frames, read_sampled_groups
+from tests.fixtures.videos import MakeVideo, frame_index_of, synthetic_frame, write_encoded_video
+
+TSN8 = partial(sample_tsn_indices, seg_num=8)
+
+
+# ---------------------------------------------------------------- videos
+
+
+@pytest.fixture(scope="module")
+def h264_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """250 frames at 25 fps (10 s), H.264 with B-frames: the planned decoder's kind of file."""
+    return write_encoded_video(tmp_path_factory.mktemp("timeline") / "b.mp4", 250, 64, 48, "libx264", {"bf": "2"})
+
+
+@pytest.fixture(scope="module")
+def lossless_10s(make_video: MakeVideo) -> Path:
+    """250 frames at 25 fps, FFV1: decoded frame by frame, each frame tells its index."""
+    return make_video("timeline_lossless", 250, 64, 48, codec="lossless")
+
+
+@pytest.fixture(scope="module")
+def vfr_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Variable frame rate: 50 frames 40 ms apart (2 s), then 20 frames 200 ms apart (4 s)."""
+    path = tmp_path_factory.mktemp("timeline") / "vfr.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.time_base = Fraction(1, 1000)
+        times = [40 * i for i in range(50)] + [2000 + 200 * i for i in range(20)]
+        for index, ms in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(synthetic_frame(index, 64, 48), format="rgb24")
+            frame.pts, frame.time_base = ms, Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+# ---------------------------------------------------------------- windows (no decoding)
+
+
+def test_side_by_side_windows_cover_the_video_each_sampled_as_a_clip():
+    times = [i / 25 for i in range(250)]  # 10 s at 25 fps
+    windows = plan_windows(times, 10.0, 4.0, 4.0, TSN8)
+    assert [(w.start, w.end) for w in windows] == [(0.0, 4.0), (4.0, 8.0), (8.0, 10.0)]
+    assert windows[0].indices == sample_tsn_indices(100, 8)
+    assert windows[1].indices == [100 + i for i in sample_tsn_indices(100, 8)]
+    assert windows[2].indices == [200 + i for i in sample_tsn_indices(50, 8)]
+
+
+def test_overlapping_windows_stop_at_the_one_reaching_the_end():
+    times = [i / 25 for i in range(250)]
+    windows = plan_windows(times, 10.0, 4.0, 2.0, TSN8)
+    assert [(w.start, w.end) for w in windows] == [(0.0, 4.0), (2.0, 6.0), (4.0, 8.0), (6.0, 10.0)]
+    assert windows[1].indices == [50 + i for i in sample_tsn_indices(100, 8)]
+
+
+def test_a_window_longer_than_the_video_is_the_whole_clip():
+    times = [i / 25 for i in range(100)]
+    (window,) = plan_windows(times, 4.0, 60.0, 30.0, partial(sample_stnet_indices, seg_num=4, seglen=5))
+    assert (window.start, window.end) == (0.0, 4.0)
+    assert window.indices == sample_stnet_indices(100, 4, 5)
+
+
+def test_windows_follow_the_timestamps_and_skip_a_gap_without_frames():
+    times = [0.0, 0.5, 1.0, 9.0, 9.5]  # nothing between 1 s and 9 s
+    windows = plan_windows(times, 10.0, 2.0, 2.0, lambda n: list(range(n)))
+    assert [(w.start, w.indices) for w in windows] == [(0.0, [0, 1, 2]), (8.0, [3, 4])]
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def test_frame_times_of_a_variable_frame_rate_video(vfr_video):
+    found = frame_times(vfr_video)
+    assert len(found.times) == 70
+    assert found.times[49] == pytest.approx(1.96) and found.times[50] == pytest.approx(2.0)
+    assert found.times[-1] == pytest.approx(5.8)
+    assert found.duration > found.times[-1]
+
+
+def test_vfr_windows_take_the_frames_their_times_say(vfr_video):
+    found = frame_times(vfr_video)
+    windows = plan_windows(found.times, found.duration, 2.0, 2.0, lambda n: list(range(n)))
+    assert [len(w.indices) for w in windows] == [50, 10, 10]
+    groups = list(read_sampled_groups(vfr_video, [w.indices for w in windows], frame_index_of))
+    assert groups == [w.indices for w in windows]  # each frame is the one its index names
+
+
+@pytest.mark.parametrize("kind", ["h264_video", "lossless_10s"])
+def test_each_group_is_what_read_sampled_frames_gives_for_it(kind, request):
+    path = request.getfixturevalue(kind)
+    found = frame_times(path)
+    windows = plan_windows(found.times, found.duration, 4.0, 2.0, TSN8)
+    groups = list(read_sampled_groups(path, [w.indices for w in windows], lambda frame: frame))
+    assert len(groups) == len(windows) == 4
+    for window, frames in zip(windows, groups):
+        alone = read_sampled_frames(path, lambda n, w=window: w.indices, lambda frame: frame)
+        assert all(np.array_equal(a, b) for a, b in zip(frames, alone, strict=True))
+
+
+class Held:
+    """A transformed frame whose life the test can watch."""
+
+    def __init__(self, frame: np.ndarray):
+        self.frame = frame
+
+
+@pytest.mark.parametrize("kind", ["h264_video", "lossless_10s"])
+def test_one_pass_holds_only_the_frames_of_the_group_given_out(kind, request, monkeypatch):
+    path = request.getfixturevalue(kind)
+    found = frame_times(path)
+    windows = plan_windows(found.times, found.duration, 1.0, 1.0, TSN8)
+    opened = []
+    for name in ("_opencv_frames", "_pyav_frames"):
+        real = getattr(video_module, name)
+        monkeypatch.setattr(video_module, name, lambda source, real=real: opened.append(source) or real(source))
+    alive: weakref.WeakSet[Held] = weakref.WeakSet()
+
+    def keep(frame: np.ndarray) -> Held:
+        held = Held(frame)
+        alive.add(held)
+        return held
+
+    peak = given = 0
+    for group in read_sampled_groups(path, [w.indices for w in windows], keep):
+        del group
+        gc.collect()
+        peak, given = max(peak, len(alive)), given + 1
+    assert given == len(windows) == 10
+    assert peak <= 8  # never more than one window's distinct frames (given out and dropped)
+    assert len(opened) <= 1  # frame by frame: one decoder opened once for every window
+
+
+def test_an_unreadable_file_is_a_video_error(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video" * 100)
+    with pytest.raises(video_module.VideoDecodeError):
+        frame_times(bad)
+
+
+# ---------------------------------------------------------------- the modules
+
+
+@pytest.mark.parametrize("module", ["small_videotag", "small_stnet"])
+def test_a_window_covering_a_short_video_gives_its_classify_result(module, request, h264_video, short_video):
+    model = request.getfixturevalue(module)
+    paths = [str(h264_video), str(short_video)]
+    timelines = model.classify_timeline(paths, window_seconds=60, top_k=5, threshold=0.0)
+    classified = model.classify(paths, top_k=5, threshold=0.0)
+    assert [t["path"] for t in timelines] == paths
+    for timeline, whole in zip(timelines, classified):
+        (window,) = timeline["windows"]
+        assert window["start"] == 0.0 and window["end"] == timeline["duration"]
+        assert window["prediction"] == whole["prediction"]
+    assert timelines[0]["duration"] == 10.0 and timelines[1]["duration"] == 4.0  # 250 and 100 frames at 25 fps
+
+
+def test_overlapping_windows_and_errors_in_input_order(small_videotag, h264_video, tmp_path):
+    missing = str(tmp_path / "missing.mp4")
+    first, second = small_videotag.classify_timeline(
+        [str(h264_video), missing], window_seconds=4, stride_seconds=2, top_k=3, threshold=0.0
+    )
+    assert [(w["start"], w["end"]) for w in first["windows"]] == [(0.0, 4.0), (2.0, 6.0), (4.0, 8.0), (6.0, 10.0)]
+    assert all(len(w["prediction"]) == 3 for w in first["windows"])
+    assert second["path"] == missing and second["windows"] == [] and second["duration"] is None
+    assert "file not found" in second["error"]
+
+
+@pytest.mark.parametrize("window, stride", [(0, None), (-1, None), (float("nan"), None), (True, None), (5, 0)])
+def test_bad_window_options_are_value_errors(small_stnet, window, stride):
+    with pytest.raises(ValueError, match="seconds"):
+        small_stnet.classify_timeline([], window_seconds=window, stride_seconds=stride)
+
+
+# ---------------------------------------------------------------- hub run and the results file
+
+
+def test_hub_run_timeline_into_a_results_file_resumes(small_stnet, h264_video, short_video, tmp_path):
+    output = tmp_path / "t.jsonl"
+    args = ["--input_path", str(h264_video), "--timeline", "4", "--stride", "2", "--output", str(output)]
+    summary = small_stnet.run_cmd(args)
+    assert summary["classified"] == 1 and summary["failed"] == 0
+    (entry,) = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert entry["path"] == str(h264_video) and len(entry["windows"]) == 4
+    again = small_stnet.run_cmd(["--input_file", str(_list(tmp_path, h264_video, short_video)), "--timeline", "4",
+                                 "--stride", "2", "--output", str(output)])
+    assert (again["skipped"], again["classified"]) == (1, 1)
+
+
+def _list(folder: Path, *paths: Path) -> Path:
+    listing = folder / "list.txt"
+    listing.write_text("".join(f"{p}\n" for p in paths), encoding="utf-8")
+    return listing
+
+
+def test_timeline_and_classify_results_files_do_not_mix(tmp_path):
+    timeline = {"path": "a.mp4", "duration": 4.0, "windows": [{"start": 0.0, "end": 4.0, "prediction": {"x": 0.5}}]}
+    line = json.dumps(timeline).encode()
+    assert parse_entry(line, timeline=True) == timeline
+    assert parse_entry(line) is None
+    classify_line = json.dumps({"path": "a.mp4", "prediction": {"x": 0.5}}).encode()
+    assert parse_entry(classify_line, timeline=True) is None
+    failed = {"path": "b.mp4", "duration": None, "windows": [], "error": "b.mp4: file not found"}
+    assert parse_entry(json.dumps(failed).encode(), timeline=True) == failed
+    written = tmp_path / "r.jsonl"
+    written.write_bytes(classify_line + b"\n")
+    with pytest.raises(ResultsFileError, match="timeline entry"):
+        ResultsFile(written, timeline=True)
+
+
+def test_hub_run_prints_timelines_and_refuses_a_stride_alone(small_stnet, short_video, capsys):
+    (entry,) = small_stnet.run_cmd(["--input_path", str(short_video), "--timeline", "2"])
+    assert [w["start"] for w in entry["windows"]] == [0.0, 2.0]
+    with pytest.raises(SystemExit) as stopped:
+        small_stnet.run_cmd(["--input_path", str(short_video), "--stride", "2"])
+    assert stopped.value.code == 2 and "--stride needs --timeline" in capsys.readouterr().err
+
+
+def test_the_serving_body_takes_timeline_and_stride(small_stnet, short_video, monkeypatch):
+    monkeypatch.setenv("PADDLEHUB_VIDEO_SERVING_DIRS", str(short_video.parent))
+    (entry,) = small_stnet.serving_method(paths=[str(short_video)], timeline=2, stride=1, top_k=2)
+    assert [w["start"] for w in entry["windows"]] == [0.0, 1.0, 2.0]
+    assert all(len(w["prediction"]) == 2 for w in entry["windows"])
+    (refused,) = small_stnet.serving_method(videos=["not base64!"], timeline=2)
+    assert refused["windows"] == [] and refused["duration"] is None and refused["error"]
