@@ -1,13 +1,12 @@
 """The HTML report (`paddlehub_video.report`, `hub run --report`), opened in a real headless Chromium.
 
-Chromium and a CJK font come from the system packages; the `chromium` fixture installs them with
-apt-get where they are missing (and skips where it cannot). Each browser test keeps a screenshot
+Chromium and a CJK font come from the system packages, installed by `scripts/test.sh` where they
+are missing (apt-get, as root); without them the browser tests are skipped. Each browser test keeps a screenshot
 in tests/artifacts/ (gitignored), to look at after the run.
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -19,20 +18,15 @@ from paddlehub_video.report import render_report, write_report
 from tests.fixtures.videos import MakeVideo
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-PACKAGES = ["chromium", "fonts-wqy-microhei"]
 BROWSER_TIMEOUT_S = 120
 
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    """The Chromium executable, installed from the system packages when missing."""
+    """The Chromium executable (scripts/test.sh installs it from the system packages)."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES],
-                       capture_output=True, timeout=900, check=False)
-        found = shutil.which("chromium")
     if found is None:
-        pytest.skip("no Chromium, and it cannot be installed here (apt-get as root)")
+        pytest.skip("no Chromium: scripts/test.sh installs it (apt-get, as root)")
     return found
 
 
