@@ -14,7 +14,7 @@ from paddlehub.module.module import moduleinfo
 from paddlehub_video.inference_model import Program, cached_inference_model
 from paddlehub_video.module_base import Defaults, ModelBundle, VideoModule
 from paddlehub_video.networks import attention_lstm, tsn
-from paddlehub_video.pipeline import VideoOutcome, VideoPipeline, validate_paths
+from paddlehub_video.pipeline import VideoOutcome, validate_paths
 from paddlehub_video.predictor import Predictor
 from paddlehub_video.preprocess import tensor_batches, unique_frames
 from paddlehub_video.sampling import sample_tsn_indices
@@ -111,6 +111,4 @@ class VideoTag(VideoModule, hub.Module):
         paths = validate_paths(paths)
         if not paths:
             return []
-        predictors = self.predictors(use_gpu)
-        outcomes = VideoPipeline(self.preprocess, partial(self.run_networks, predictors=predictors)).run(paths)
-        return [features_entry(o) for o in outcomes]
+        return [features_entry(o) for o in self.outcomes(paths, use_gpu, self.run_networks)]

@@ -67,6 +67,13 @@ def threshold_option(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
 
 
+def workers_option(text: str) -> int:
+    """--workers: a positive integer, else a usage error."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def build_parser(module_name: str, description: str, top_k: int, threshold: float) -> argparse.ArgumentParser:
     """`hub run <module_name>` options: --input_path / --input_file, --output, --use_gpu, --top_k, --threshold,
     --list_labels."""
@@ -88,6 +95,9 @@ def build_parser(module_name: str, description: str, top_k: int, threshold: floa
     parser.add_argument("--top_k", type=top_k_option, default=top_k, help=f"labels kept per video (default {top_k})")
     parser.add_argument("--threshold", type=threshold_option, default=threshold,
                         help=f"minimum probability kept, 0 to 1 (default {threshold})")
+    parser.add_argument("--workers", type=workers_option, default=None,
+                        help="videos run at once, each worker with its own predictor sharing the weights "
+                        "(default: runtime.workers, automatic; see README Speed)")
     parser.add_argument("--list_labels", action="store_true",
                         help="print the labels (class id, a tab, the name; one per line) and exit")
     parser.add_argument("--progress", action="store_true",
