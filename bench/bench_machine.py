@@ -1,14 +1,17 @@
 """Using the whole machine: how to spend the cores, and what the defaults give end to end.
 
     python bench/bench_machine.py                 # every section below
-    python bench/bench_machine.py --only split    # one section: split, hub_run, clip_length, scaling
+    python bench/bench_machine.py --only split workers   # some sections (SECTIONS)
 
 - split: TSN frames/s with one predictor on all cores vs one predictor per core (clones sharing
   the weights, each on its own frames), against the all-core sgemm measured in the same run;
 - hub_run: the default `hub run <module> --input_path <folder>` over a folder of 300-frame clips
   (a subprocess, as a user runs it): videos/hour against what the all-core sgemm allows;
 - clip_length: a 150-frame clip's classify time over a 300-frame clip's, same size;
-- scaling: the hub_run row of videotag on 1, 2, ... all cores (CPU affinity), each with its sgemm.
+- workers: the hub_run row of videotag with one worker (all cores' threads) and one per core;
+- scaling: the hub_run row of videotag on 1, 2, ... all cores (CPU affinity), each with its sgemm;
+- cold: process start to first result with the model converted (bench_memory's cold start);
+- rss: peak RSS of the default on a 10-minute 1080p video (bench_memory's, one process per module).
 
 Seeded random weights as in every bench section (`common_setup.prepare_environment`); each
 number is a ratio within this run.
@@ -16,6 +19,7 @@ number is a ratio within this run.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import subprocess
@@ -26,9 +30,11 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from bench_memory import bench_cold_start, bench_rss, short_clip
 from common_setup import (
     REPO,
     RESNET101_GFLOP,
+    RESULTS_DIR,
     cached_video,
     emit,
     load_average,
@@ -93,6 +99,7 @@ def bench_split(cores: int) -> dict:
     }
 
 
+SECTIONS = ("split", "workers", "hub_run", "clip_length", "scaling", "cold", "rss")
 HUB = [sys.executable, "-c", "import sys; from paddlehub.commands.utils import execute; sys.exit(execute())"]
 GFLOP_PER_VIDEO = {"videotag_tsn_lstm": RESNET101_GFLOP * TSN_FRAMES_PER_VIDEO}  # StNet's: stnet_gflop()
 
@@ -115,7 +122,8 @@ def hub_run_seconds(module: str, folder: Path, work: Path, cores: int | None = N
     `cores` CPUs (all when None), from process start to its exit."""
     hub_home = Path(os.environ["HUB_HOME"])
     (hub_home / "conf").mkdir(parents=True, exist_ok=True)  # PaddleHub's server: a closed local port
-    (hub_home / "conf" / "config.yaml").write_text("server: http://127.0.0.1:9/paddlehub\nlog:\n  enable: false\n")
+    (hub_home / "conf" / "config.yaml").write_text(
+        "server: http://127.0.0.1:9/paddlehub\nlog:\n  enable: true\n  level: WARNING\n")
     command = [*HUB, "run", module, "--input_path", str(folder), "--output", str(work / f"{module}.jsonl")]
     if workers is not None:
         command += ["--workers", str(workers)]
@@ -179,13 +187,24 @@ def stnet_gflop() -> float:
             outputs = math.prod(d if d > 0 else rows for d in op.result(0).shape)
             total += 2 * outputs * math.prod(op.operand_source(1).shape[1:])
         elif name == "pd_op.matmul":
-            total += 2 * math.prod(d if d > 0 else 1 for d in op.operand_source(0).shape) * op.operand_source(1).shape[-1]
+            rows = math.prod(d if d > 0 else 1 for d in op.operand_source(0).shape)
+            total += 2 * rows * op.operand_source(1).shape[-1]
     return total / 1e9
+
+
+def bench_clip_length(repeats: int = 2) -> dict:
+    """classify of a 150-frame clip over a 300-frame clip of the same size (default config, best of `repeats`)."""
+    module = load_module("videotag_tsn_lstm")
+    clips = {frames: str(cached_video("scene", frames / 30, 640, 360, 30)[0]) for frames in (150, 300)}
+    module.classify([clips[150]])  # load and warm up
+    best = {frames: min(timed(partial(module.classify, [clip]))[1] for _ in range(repeats))
+            for frames, clip in clips.items()}
+    return {"s_150": best[150], "s_300": best[300], "ratio": best[150] / best[300], "load_average": load_average()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("split", "hub_run", "workers", "clip_length", "scaling"))
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="sections to run (default: all)")
     parser.add_argument("--videos", type=int, default=3, help="300-frame clips per hub run (default 3)")
     args = parser.parse_args()
     from paddlehub_video.cpus import usable_cpus
@@ -193,15 +212,26 @@ def main() -> None:
     cores = usable_cpus()
     with tempfile.TemporaryDirectory(prefix="bench-machine-") as work:
         prepare_environment(Path(work))
-        results = {}
-        if args.only in (None, "split"):
+        results: dict = {}
+        if "split" in args.only:
             results["split"] = bench_split(cores)
-        if args.only in (None, "workers"):
+        if "workers" in args.only:
             results["workers"] = [hub_run_row("videotag_tsn_lstm", Path(work), args.videos, workers=w)
                                   for w in (1, cores, 1, cores)]
-        if args.only in (None, "hub_run"):
+        if "hub_run" in args.only:
             GFLOP_PER_VIDEO["stnet_kinetics400"] = stnet_gflop()
             results["hub_run"] = [hub_run_row(m, Path(work), args.videos) for m in GFLOP_PER_VIDEO]
+        if "clip_length" in args.only:
+            results["clip_length"] = bench_clip_length()
+        if "scaling" in args.only:
+            results["scaling"] = [hub_run_row("videotag_tsn_lstm", Path(work), args.videos, cores=n)
+                                  for n in range(1, cores + 1)]
+        if "cold" in args.only:
+            results["cold_start"] = bench_cold_start(short_clip(), None)
+        if "rss" in args.only:
+            results["rss_10min_1080p"] = bench_rss([("10 min", 600)], None, small_batch=None)
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        (RESULTS_DIR / "machine.json").write_text(json.dumps(results, indent=1))
         emit(results)
 
 

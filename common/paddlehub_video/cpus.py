@@ -85,7 +85,7 @@ def _positive(value: object, name: str) -> int:
 
 
 WORKERS_ENV = "PADDLEHUB_VIDEO_WORKERS"
-AUTO_WORKERS = 1  # measured: see bench/bench_machine.py (split) and README "Speed"
+AUTO_WORKERS = 1  # measured (bench/bench_machine.py split, workers): README "Speed" says why
 
 
 def default_workers(configured: int | None) -> int:
