@@ -64,3 +64,17 @@ def test_a_stream_left_early_releases_its_workers(mirror: PublisherHost, paths: 
         if thread.name.startswith("paddlehub_video-worker"):
             thread.join(timeout=60)
             assert not thread.is_alive()
+
+
+def test_hub_run_workers_option(mirror: PublisherHost, short_video: Path) -> None:
+    from paddlehub_video.cli import build_parser
+
+    parser = build_parser(NAME, "", top_k=5, threshold=0.0)
+    assert parser.parse_args(["--input_path", "x"]).workers is None  # automatic
+    assert parser.parse_args(["--input_path", "x", "--workers", "3"]).workers == 3
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--input_path", "x", "--workers", bad])
+    module = module_with(mirror, 1)
+    module.run_cmd(["--input_path", str(short_video), "--workers", "2"])
+    assert module.workers() == 2
