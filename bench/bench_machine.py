@@ -100,7 +100,10 @@ def bench_split(cores: int) -> dict:
 
 
 SECTIONS = ("split", "workers", "hub_run", "clip_length", "scaling", "cold", "rss")
-HUB = [sys.executable, "-c", "import sys; from paddlehub.commands.utils import execute; sys.exit(execute())"]
+# `hub`, printing its peak RSS (VmHWM, its own: not a parent's carried over) on stderr as it exits.
+HUB = [sys.executable, "-c", "import atexit, sys; atexit.register(lambda: print([l for l in open('/proc/self/status') "
+       "if l.startswith('VmHWM')][0], file=sys.stderr)); from paddlehub.commands.utils import execute; "
+       "sys.exit(execute())"]
 GFLOP_PER_VIDEO = {"videotag_tsn_lstm": RESNET101_GFLOP * TSN_FRAMES_PER_VIDEO}  # StNet's: stnet_gflop()
 
 
@@ -117,9 +120,9 @@ def video_folder(work: Path, videos: int, frames: int = TSN_FRAMES_PER_VIDEO, si
 
 
 def hub_run_seconds(module: str, folder: Path, work: Path, cores: int | None = None,
-                    workers: int | None = None) -> float:
+                    workers: int | None = None) -> tuple[float, float]:
     """Wall time of `hub run <module> --input_path <folder>` (defaults unless `workers`), on the first
-    `cores` CPUs (all when None), from process start to its exit."""
+    `cores` CPUs (all when None), from process start to its exit; and its peak RSS in MiB."""
     hub_home = Path(os.environ["HUB_HOME"])
     (hub_home / "conf").mkdir(parents=True, exist_ok=True)  # PaddleHub's server: a closed local port
     (hub_home / "conf" / "config.yaml").write_text(
@@ -135,7 +138,8 @@ def hub_run_seconds(module: str, folder: Path, work: Path, cores: int | None = N
         preexec_fn=(lambda: os.sched_setaffinity(0, allowed)) if allowed else None))
     if proc.returncode != 0:
         raise RuntimeError(f"hub run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return seconds
+    peak_kib = [line.split()[1] for line in proc.stderr.splitlines() if line.startswith("VmHWM")][-1]
+    return seconds, int(peak_kib) / 1024
 
 
 def sgemm_on(cores: int) -> float:
@@ -153,12 +157,14 @@ def hub_run_row(module: str, work: Path, videos: int, cores: int | None = None, 
     cores = cores or len(os.sched_getaffinity(0))
     folder = video_folder(work, videos)
     sgemm_before = sgemm_on(cores)
-    seconds = hub_run_seconds(module, folder, work, cores, workers)
+    seconds, peak_mib = hub_run_seconds(module, folder, work, cores, workers)
+    print(f"  hub run {module}, {cores} cores, workers {workers or 'default'}: {seconds:.1f} s for {videos} videos, "
+          f"peak {peak_mib:.0f} MiB", file=sys.stderr, flush=True)
     sgemm = max(sgemm_before, sgemm_on(cores))
     allowed_per_hour = 3600 * sgemm / GFLOP_PER_VIDEO[module]
     return {
         "module": module, "cores": cores, "workers": workers or "default", "videos": videos,
-        "seconds": seconds, "videos_per_hour": 3600 * videos / seconds, "sgemm_gflops": sgemm,
+        "seconds": seconds, "peak_rss_mib": peak_mib, "videos_per_hour": 3600 * videos / seconds, "sgemm_gflops": sgemm,
         "sgemm_videos_per_hour": allowed_per_hour,
         "fraction_of_sgemm": 3600 * videos / seconds / allowed_per_hour, "load_average": load_average(),
     }
