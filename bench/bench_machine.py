@@ -156,6 +156,7 @@ def hub_run_row(module: str, work: Path, videos: int, cores: int | None = None, 
     """Videos/hour of the default hub run over `videos` 300-frame clips vs the sgemm of the same cores."""
     cores = cores or len(os.sched_getaffinity(0))
     folder = video_folder(work, videos)
+    load_module(module).bundle()  # converted once beforehand: the rows time a user's later runs
     sgemm_before = sgemm_on(cores)
     seconds, peak_mib = hub_run_seconds(module, folder, work, cores, workers)
     print(f"  hub run {module}, {cores} cores, workers {workers or 'default'}: {seconds:.1f} s for {videos} videos, "
