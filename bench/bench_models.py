@@ -45,6 +45,7 @@ from common_setup import (
     timed,
 )
 
+from paddlehub_video.cpus import default_cpu_threads
 from paddlehub_video.preprocess import (
     frames_to_tensor,
     tensor_batches,
@@ -106,7 +107,7 @@ def bench_videotag(clip: str, threads: int | None, repeats: int, batch_videos: i
     """decode, TSN (300 frames), LSTM, and end-to-end classify of `batch_videos` videos vs N x TSN."""
     module = load_module("videotag_tsn_lstm", runtime_config(threads))
     runtime = module.config["runtime"]
-    threads = runtime["cpu_threads"]
+    threads = default_cpu_threads(runtime["cpu_threads"])  # what the predictors get (null: automatic)
     _, first_call_s = timed(lambda: module.classify([clip]))  # convert (if needed) + predictors + run
     tsn_model, lstm_model = module.bundle().models.values()
     tsn = module.predictor(tsn_model, False)
@@ -163,7 +164,7 @@ def bench_stnet(clip: str, threads: int | None, repeats: int) -> dict:
     video = to_super_images(frames_to_tensor(frames, pre["mean"], pre["std"]), module.config["sampling"]["seglen"])
     predictor = module.predictors(False)["stnet"]
     return {
-        "threads": module.config["runtime"]["cpu_threads"],
+        "threads": default_cpu_threads(module.config["runtime"]["cpu_threads"]),
         "first_call_s": first_call_s,
         "decode_preprocess_s": best_of(lambda: module.preprocess(clip), repeats),
         "network_s": best_of(lambda: predictor.run({"image": video[np.newaxis]}), repeats),

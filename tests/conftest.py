@@ -15,6 +15,9 @@ _HUB_HOME = Path(tempfile.mkdtemp(prefix="paddlehub-video-tests-"))
     "server: http://127.0.0.1:9/paddlehub\nlog:\n  enable: true\n  level: WARNING\n"
 )
 os.environ["HUB_HOME"] = str(_HUB_HOME)
+# One thread per predictor, as before automatic thread counts: the machine's cores are shared by the
+# test processes, and subprocesses (hub run) inherit it. Tests of the automatic count unset it.
+os.environ.setdefault("PADDLEHUB_VIDEO_CPU_THREADS", "1")
 
 pytest_plugins = [
     "tests.fixtures.videos",

@@ -15,9 +15,9 @@ from paddlehub.module.module import moduleinfo
 from paddlehub_video.inference_model import Program, cached_inference_model
 from paddlehub_video.module_base import Defaults, ModelBundle, VideoModule
 from paddlehub_video.networks import attention_lstm, tsn
-from paddlehub_video.pipeline import VideoOutcome, VideoPipeline, validate_paths
+from paddlehub_video.pipeline import VideoOutcome, validate_paths
 from paddlehub_video.predictor import Predictor
-from paddlehub_video.preprocess import tensor_batches
+from paddlehub_video.preprocess import tensor_batches, unique_frames
 from paddlehub_video.sampling import sample_tsn_indices
 
 
@@ -85,16 +85,27 @@ class VideoTag(VideoModule, hub.Module):
         """Frames -> the 3396 tag probabilities."""
         return self.run_networks(frames, predictors).probabilities
 
-    def run_networks(self, frames: np.ndarray, predictors: dict[str, Predictor]) -> VideoTagOutputs:
-        """Frames -> their VideoTagOutputs: the one inference path of classify and extract_features."""
-        pre = self.config["preprocess"]
-        # Frames are independent in the extractor, so running a few at a time bounds memory
-        # without changing results.
-        batches = tensor_batches(frames, self.config["runtime"]["frames_per_batch"], pre["mean"], pre["std"])
-        features = np.concatenate([predictors["tsn"].run({"image": batch})[0] for batch in batches], axis=1)[0]
+    def run_networks(
+        self, frames: np.ndarray, predictors: dict[str, Predictor], dedup: bool = True
+    ) -> VideoTagOutputs:
+        """Frames -> their VideoTagOutputs: the one inference path of classify and extract_features.
+
+        `dedup`: TSN sees each distinct frame once (a clip shorter than seg_num is sampled
+        cyclically); its features are then copied to every place the frame was sampled.
+        """
+        unique, inverse = unique_frames(frames) if dedup else (frames, np.arange(len(frames)))
+        features = self.tsn_features(unique, predictors["tsn"])[inverse]
         # The program's fetch order (networks/attention_lstm.py): probabilities, then the pooled vector.
         probabilities, pooled = predictors["lstm"].run({"rgb": features}, lod={"rgb": [[0, features.shape[0]]]})
         return VideoTagOutputs(features, probabilities[0], pooled[0])
+
+    def tsn_features(self, frames: np.ndarray, tsn: Predictor) -> np.ndarray:
+        """Frames -> TSN features `[len(frames), 2048]`."""
+        pre = self.config["preprocess"]
+        # Frames are independent in the extractor, so running a few at a time (or each distinct
+        # frame once) bounds memory and time without changing results.
+        batches = tensor_batches(frames, self.config["runtime"]["frames_per_batch"], pre["mean"], pre["std"])
+        return np.concatenate([tsn.run({"image": batch})[0] for batch in batches], axis=1)[0]
 
     def extract_features(self, paths: list[str], use_gpu: bool = False) -> list[dict]:
         """Features of each video for your own classifier or search, in input order.
@@ -105,6 +116,4 @@ class VideoTag(VideoModule, hub.Module):
         paths = validate_paths(paths)
         if not paths:
             return []
-        predictors = self.predictors(use_gpu)
-        outcomes = VideoPipeline(self.preprocess, partial(self.run_networks, predictors=predictors)).run(paths)
-        return [features_entry(o) for o in outcomes]
+        return [features_entry(o) for o in self.outcomes(paths, use_gpu, self.run_networks)]

@@ -79,6 +79,13 @@ def seconds_option(text: str) -> float:
     return value
 
 
+def workers_option(text: str) -> int:
+    """--workers: a positive integer, else a usage error."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def build_parser(module_name: str, description: str, top_k: int, threshold: float) -> argparse.ArgumentParser:
     """`hub run <module_name>` options: --input_path / --input_file, --output, --use_gpu, --top_k, --threshold,
     --timeline / --stride, --list_labels."""
@@ -106,6 +113,9 @@ def build_parser(module_name: str, description: str, top_k: int, threshold: floa
                         help="with --timeline: seconds from one window's start to the next (default: the window)")
     parser.add_argument("--report", type=str, metavar="FILE",
                         help="also write a self-contained HTML report (thumbnails, tags, timelines, failures)")
+    parser.add_argument("--workers", type=workers_option, default=None,
+                        help="videos run at once, each worker with its own predictor sharing the weights "
+                        "(default: runtime.workers, automatic; see README Speed)")
     parser.add_argument("--list_labels", action="store_true",
                         help="print the labels (class id, a tab, the name; one per line) and exit")
     parser.add_argument("--progress", action="store_true",

@@ -28,9 +28,10 @@ from . import progress
 from .assets import AssetSpec, fetch_assets, read_label_file
 from .cli import build_parser, run_batch
 from .config import ConfigOverrides, load_module_config
+from .cpus import default_cpu_threads, default_workers
 from .errors import ConfigError
 from .limits import DecodeLimits, check_video, effective_limits
-from .pipeline import VideoOutcome, VideoPipeline, report_failure, validate_paths
+from .pipeline import ParallelPipelines, VideoOutcome, VideoPipeline, report_failure, validate_paths
 from .postprocess import top_k_predictions, validate_threshold, validate_top_k
 from .predictor import Predictor, shared_predictor
 from .preprocess import scale_and_crop
@@ -181,18 +182,26 @@ class VideoModule:
         """The class names in the fetched label file `path`; a downloaded file that fails the check is deleted."""
         return read_label_file(path, self.config["model"]["num_classes"])
 
-    def predictor(self, model_prefix: Path, use_gpu: bool, use_onednn: bool | None = None) -> Predictor:
-        """The process-wide predictor of a converted model, on CPU or GPU as asked for this call."""
+    def predictor(
+        self, model_prefix: Path, use_gpu: bool, use_onednn: bool | None = None, worker: int = 0
+    ) -> Predictor:
+        """The process-wide predictor of a converted model, on CPU or GPU as asked for this call;
+        `worker` k > 0 gets a clone of worker 0's (the weights shared, its own activations)."""
         runtime = self.config["runtime"]
         onednn = runtime["use_onednn"] if use_onednn is None else use_onednn
-        return shared_predictor(model_prefix, bool(use_gpu), runtime["cpu_threads"], onednn)
+        threads = default_cpu_threads(runtime.get("cpu_threads"), self.workers(use_gpu))
+        return shared_predictor(model_prefix, bool(use_gpu), threads, onednn, worker)
 
-    def predictors(self, use_gpu: bool) -> dict[str, Predictor]:
+    def predictors(self, use_gpu: bool, worker: int = 0) -> dict[str, Predictor]:
         """A predictor for each model of `bundle()`, by the same names; fetches and converts on first use."""
         return {
-            name: self.predictor(prefix, use_gpu, use_onednn=False if name in self.WITHOUT_ONEDNN else None)
+            name: self.predictor(prefix, use_gpu, False if name in self.WITHOUT_ONEDNN else None, worker)
             for name, prefix in self.bundle().models.items()
         }
+
+    def workers(self, use_gpu: bool = False) -> int:
+        """Videos run at once (`runtime.workers`; null: automatic): one on a GPU, whatever the config."""
+        return 1 if use_gpu else default_workers(self.config["runtime"].get("workers"))
 
     # ------------------------------------------------------------ decoding
 
@@ -232,9 +241,18 @@ class VideoModule:
         top_k, threshold = self._options(top_k, threshold)
         return top_k_predictions(probs, self.class_names(), top_k, threshold)
 
-    def outcomes(self, paths: list[str], use_gpu: bool) -> Iterator[VideoOutcome[np.ndarray]]:
-        """`preprocess` then `predict_fn` of each video, the next one decoding meanwhile: outcomes in order."""
-        return VideoPipeline(self.preprocess, self.predict_fn(use_gpu)).run(paths)
+    def outcomes(
+        self, paths: list[str], use_gpu: bool, model: Callable[[np.ndarray, dict[str, Predictor]], T] | None = None
+    ) -> Iterator[VideoOutcome[T]]:
+        """`preprocess` then `model` (default: `forward`) of each video, the next one decoding meanwhile:
+        outcomes in input order. With several `workers()`, each runs its own videos on its own predictors."""
+        model = model or self.forward
+        count = min(self.workers(use_gpu), len(paths))
+        pipelines = [
+            VideoPipeline(self.preprocess, partial(model, predictors=self.predictors(use_gpu, worker)))
+            for worker in range(count)
+        ]
+        return (pipelines[0] if count == 1 else ParallelPipelines(pipelines)).run(paths)
 
     def classify(
         self, paths: list[str], use_gpu: bool = False,
@@ -337,6 +355,8 @@ class VideoModule:
         defaults = self.DEFAULTS
         parser = build_parser(self.NAME, defaults.description, top_k=defaults.top_k, threshold=defaults.threshold)
         args = parser.parse_args(argvs)
+        if args.workers is not None:
+            self.config["runtime"]["workers"] = args.workers
         if args.timeline is not None:  # entries of their own shape, printed as they are
             return run_batch(
                 self.NAME, parser, args,

@@ -61,6 +61,7 @@ import av
 import numpy as np
 
 from .bitstream import Picture, PictureReader, Unsupported
+from .cpus import usable_cpus
 
 T = TypeVar("T")
 logger = logging.getLogger("paddlehub_video")
@@ -188,7 +189,7 @@ def decode_frames(
     """
     frame_of_pts = {index.frame_pts[i]: i for i in wanted}
     needed = packets_to_decode(index, frame_of_pts.keys())
-    count = decoders or min(_cpu_count(), MAX_DECODERS)
+    count = decoders or min(usable_cpus(), MAX_DECODERS)
     spans = decoder_spans(index, needed, frame_of_pts.keys(), count)
     plan = _Plan(index, needed, frame_of_pts, _leading_pictures(index), frozenset(index.frame_pts))
     decode = partial(_decode_span, source, plan, transform)
@@ -363,7 +364,7 @@ def _decoder_pool() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            size = min(_cpu_count(), MAX_DECODERS)
+            size = min(usable_cpus(), MAX_DECODERS)
             _pool = ThreadPoolExecutor(size, thread_name_prefix="paddlehub-video-decode")
         return _pool
 
@@ -376,14 +377,6 @@ def _forget_pool() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
-
-
-def _cpu_count() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _group_numbers(keyframe: list[bool]) -> list[int]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
+import queue
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -88,3 +90,59 @@ class VideoPipeline(Generic[Inputs, Output]):
             return VideoOutcome(str(path), error=report_failure(path, exc))
         finally:
             report.finished(str(path))
+
+
+class ParallelPipelines(Generic[Inputs, Output]):
+    """Several `VideoPipeline`s side by side, each on its own videos (video i goes to worker i % n),
+    outcomes still yielded in input order.
+
+    Worker k runs `pipelines[k]` in a thread of its own. Each worker holds at most two videos'
+    frames (the one it infers and the one it decodes) plus one finished outcome, so memory grows
+    with the workers, not with the number of videos.
+    """
+
+    def __init__(self, pipelines: list[VideoPipeline[Inputs, Output]]):
+        self.pipelines = pipelines
+
+    def run(self, paths: list[str]) -> Iterator[VideoOutcome[Output]]:
+        """Yield one VideoOutcome per path, in order."""
+        count = min(len(self.pipelines), len(paths))
+        queues: list[queue.Queue] = [queue.Queue(maxsize=1) for _ in range(count)]
+        stop = threading.Event()
+        threads = [
+            threading.Thread(target=contextvars.copy_context().run,
+                             args=(self._work, self.pipelines[k], paths[k::count], queues[k], stop),
+                             name=f"paddlehub_video-worker-{k}", daemon=True)
+            for k in range(count)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for index in range(len(paths)):
+                outcome = queues[index % count].get()
+                if isinstance(outcome, BaseException):  # not a video's failure: the worker itself broke
+                    raise outcome
+                yield outcome
+        finally:
+            stop.set()  # a caller that stops early releases the workers
+
+    @staticmethod
+    def _work(pipeline: VideoPipeline, paths: list[str], out: queue.Queue, stop: threading.Event) -> None:
+        """Run `pipeline` over `paths`, handing each outcome over as the consumer takes it."""
+        try:
+            for outcome in pipeline.run(paths):
+                if not _put(out, outcome, stop):
+                    return
+        except BaseException as exc:  # given to the consumer, which raises it in its own thread
+            _put(out, exc, stop)
+
+
+def _put(out: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Put `item` once there is room; False if the consumer stopped meanwhile."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -59,11 +59,24 @@ class Predictor:
                 config.enable_onednn()
             else:
                 config.disable_onednn()
+        self._start(paddle_infer.create_predictor, config, use_gpu)
+
+    def _start(self, create: Callable[..., object], argument: object, use_gpu: bool) -> None:
+        """Make the Paddle predictor with `create(argument)` in this object's own owner thread."""
         self.use_gpu = use_gpu
         self._owner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paddlehub_video-predictor")
-        self._predictor = self._owner.submit(paddle_infer.create_predictor, config).result()
+        self._predictor = self._owner.submit(create, argument).result()
         self.input_names: list[str] = list(self._predictor.get_input_names())
         self.output_names: list[str] = list(self._predictor.get_output_names())
+
+    def clone(self) -> Predictor:
+        """Another predictor of the same model sharing this one's weights (Paddle's `clone`), with
+        its own owner thread and activations: for running two videos at once without a second
+        copy of the parameters."""
+        twin = object.__new__(Predictor)
+        # The clone is made in the new owner thread: its oneDNN cache is that thread's.
+        twin._start(lambda source: source.clone(), self._predictor, self.use_gpu)
+        return twin
 
     def run(
         self,
@@ -108,16 +121,29 @@ _shared_lock = threading.Lock()
 
 
 def shared_predictor(
-    model_prefix: str | Path, use_gpu: bool = False, cpu_threads: int = 1, use_onednn: bool = False
+    model_prefix: str | Path, use_gpu: bool = False, cpu_threads: int = 1, use_onednn: bool = False,
+    worker: int = 0,
 ) -> Predictor:
-    """The process-wide Predictor for a model and settings: created on first use, then reused."""
-    key = (str(model_prefix), use_gpu, cpu_threads, use_onednn)
+    """The process-wide Predictor for a model, settings and worker: created on first use, then reused.
+    Worker k > 0 gets a clone of worker 0's, sharing its weights."""
+    key = (str(model_prefix), use_gpu, cpu_threads, use_onednn, worker)
     with _shared_lock:
         if key not in _shared:
-            # Seconds for TSN's 170 MB of parameters: a line on hub run's terminal meanwhile.
-            with progress.current().busy(f"loading {model_name(model_prefix)}"):
-                _shared[key] = Predictor(model_prefix, use_gpu, cpu_threads, use_onednn)
+            if worker:
+                _shared[key] = _shared_unlocked(key[:-1] + (0,)).clone()
+            else:
+                _shared[key] = _shared_unlocked(key)
         return _shared[key]
+
+
+def _shared_unlocked(key: tuple) -> Predictor:
+    """Worker 0's predictor of `key`, made if needed (the caller holds `_shared_lock`)."""
+    if key not in _shared:
+        model_prefix, use_gpu, cpu_threads, use_onednn, _ = key
+        # Seconds for TSN's 170 MB of parameters: a line on hub run's terminal meanwhile.
+        with progress.current().busy(f"loading {model_name(model_prefix)}"):
+            _shared[key] = Predictor(model_prefix, use_gpu, cpu_threads, use_onednn)
+    return _shared[key]
 
 
 def model_name(model_prefix: str | Path) -> str:

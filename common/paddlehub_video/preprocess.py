@@ -7,6 +7,7 @@ few frames at a time, so that a long sequence is never held in float32 as a whol
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -83,3 +84,26 @@ def to_super_images(tensor: np.ndarray, seglen: int) -> np.ndarray:
     if channels != 3 or seglen < 1 or frames % seglen:
         raise ValueError(f"cannot group a {tuple(tensor.shape)} tensor into windows of {seglen} RGB frames")
     return tensor.reshape(frames // seglen, 3 * seglen, height, width)
+
+
+def unique_frames(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`(unique, inverse)` with `unique[inverse]` equal to `frames`, first occurrences in order.
+
+    A clip shorter than the sample count is sampled cyclically (150 frames give each frame twice):
+    a network that treats frames independently need only see each distinct frame once. Frames are
+    matched by a digest, then compared in full, so equal means equal byte for byte.
+    """
+    first_of: dict[bytes, list[int]] = {}
+    keep: list[int] = []
+    inverse = np.empty(len(frames), dtype=np.int64)
+    for i, frame in enumerate(frames):
+        candidates = first_of.setdefault(hashlib.blake2b(frame.tobytes(), digest_size=16).digest(), [])
+        slot = next((k for k in candidates if np.array_equal(frames[keep[k]], frame)), None)
+        if slot is None:
+            slot = len(keep)
+            keep.append(i)
+            candidates.append(slot)
+        inverse[i] = slot
+    if len(keep) == len(frames):  # all distinct: no 45 MB copy
+        return frames, inverse
+    return frames[keep], inverse

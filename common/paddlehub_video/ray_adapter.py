@@ -40,6 +40,7 @@ except ImportError as exc:  # ray is an optional extra
     ) from exc
 
 from .config import ConfigOverrides
+from .cpus import CPU_THREADS_ENV
 from .pipeline import report_failure
 from .postprocess import validate_threshold, validate_top_k
 
@@ -82,6 +83,17 @@ def load_module(module: ModuleRef, config: ConfigOverrides = None) -> Any:
     if os.path.isdir(module):
         return hub.Module(directory=os.fspath(module), config=config)
     return hub.Module(name=module, config=config)
+
+
+def use_assigned_cpus(module: Any) -> None:
+    """In a Ray actor, an unset `runtime.cpu_threads` means the CPUs Ray assigned it (`num_cpus`):
+    Ray does not narrow the actor's affinity mask, so the automatic count would be the node's."""
+    runtime = module.config["runtime"]
+    if runtime.get("cpu_threads") is not None or os.environ.get(CPU_THREADS_ENV) or not ray.is_initialized():
+        return
+    assigned = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    if assigned:
+        runtime["cpu_threads"] = max(1, int(assigned))
 
 
 def _column(batch: Batch, name: str) -> list:
@@ -127,6 +139,7 @@ class ModelStage:
         if threshold is not None:
             self.options["threshold"] = validate_threshold(threshold)
         self.module = load_module(module, config)
+        use_assigned_cpus(self.module)
         self.predict = self.module.predict_fn(use_gpu)  # fetch, convert, load: here, once, not per batch
 
     def __call__(self, batch: Batch) -> pa.Table:

@@ -1,0 +1,76 @@
+"""The CPUs a process may use (affinity mask, cgroup v1/v2 quota in a fake cgroup folder) and the
+default predictor threads and workers drawn from them: explicit config first, then the env var."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from paddlehub_video import cpus
+
+
+@pytest.fixture
+def two_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+
+
+def test_cgroup_v2_quota(tmp_path: Path) -> None:
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert cpus.cgroup_cpu_quota(tmp_path) == 1.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cpus.cgroup_cpu_quota(tmp_path) is None
+
+
+def test_cgroup_v1_quota(tmp_path: Path) -> None:
+    folder = tmp_path / "cpu,cpuacct"
+    folder.mkdir()
+    (folder / "cpu.cfs_quota_us").write_text("50000\n")
+    (folder / "cpu.cfs_period_us").write_text("100000\n")
+    assert cpus.cgroup_cpu_quota(tmp_path) == 0.5
+    (folder / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cpus.cgroup_cpu_quota(tmp_path) is None
+
+
+def test_usable_cpus_is_the_smaller_of_affinity_and_quota(tmp_path: Path, two_cpus: None) -> None:
+    assert cpus.usable_cpus(tmp_path) == 2  # no cgroup files: the affinity mask
+    (tmp_path / "cpu.max").write_text("100000 100000\n")
+    assert cpus.usable_cpus(tmp_path) == 1
+    (tmp_path / "cpu.max").write_text("20000 100000\n")  # a fifth of a CPU still runs one thread
+    assert cpus.usable_cpus(tmp_path) == 1
+    (tmp_path / "cpu.max").write_text("800000 100000\n")  # 8 CPUs of quota, 2 cores allowed
+    assert cpus.usable_cpus(tmp_path) == 2
+
+
+def test_usable_cpus_is_not_the_host_count(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert cpus.usable_cpus(tmp_path) == 1
+
+
+def test_cpu_threads_config_then_env_then_usable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                 two_cpus: None) -> None:
+    monkeypatch.setattr(cpus, "CGROUP_ROOT", tmp_path)
+    monkeypatch.delenv(cpus.CPU_THREADS_ENV, raising=False)
+    assert cpus.default_cpu_threads(None) == 2
+    (tmp_path / "cpu.max").write_text("100000 100000\n")
+    assert cpus.default_cpu_threads(None) == 1
+    (tmp_path / "cpu.max").unlink()
+    assert cpus.default_cpu_threads(None, workers=2) == 1
+    monkeypatch.setenv(cpus.CPU_THREADS_ENV, "1")
+    assert cpus.default_cpu_threads(None) == 1
+    assert cpus.default_cpu_threads(3) == 3  # explicit config wins
+    monkeypatch.setenv(cpus.CPU_THREADS_ENV, "many")
+    with pytest.raises(ValueError, match=cpus.CPU_THREADS_ENV):
+        cpus.default_cpu_threads(None)
+    with pytest.raises(ValueError, match="runtime.cpu_threads"):
+        cpus.default_cpu_threads(0)
+
+
+def test_workers_config_then_env_then_automatic(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(cpus.WORKERS_ENV, raising=False)
+    assert cpus.default_workers(None) == cpus.AUTO_WORKERS
+    monkeypatch.setenv(cpus.WORKERS_ENV, "2")
+    assert cpus.default_workers(None) == 2
+    assert cpus.default_workers(1) == 1

@@ -1,0 +1,80 @@
+"""Several videos at once (`runtime.workers`): each worker runs its own videos on its own predictor
+(a clone sharing the weights); the results are those of one worker, in input order, with the same
+per-video errors. The module runs with the SMALL settings on the simulated publisher's weights.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.publisher import REPO, SMALL, PublisherHost
+
+NAME = "videotag_tsn_lstm"
+
+
+def module_with(mirror: PublisherHost, workers: int):
+    import paddlehub as hub  # not at import: conftest sets HUB_HOME first
+
+    settings = {**SMALL, "runtime": {"workers": workers}}
+    return hub.Module(directory=str(REPO / NAME), config=mirror.config(NAME, **settings))
+
+
+@pytest.fixture(scope="module")
+def paths(short_video: Path, portrait_video: Path, long_video: Path, tmp_path_factory) -> list[str]:
+    missing = str(tmp_path_factory.mktemp("workers") / "missing.mp4")
+    return [str(short_video), missing, str(portrait_video), str(long_video), str(short_video)]
+
+
+def test_two_workers_give_one_workers_results_in_order(mirror: PublisherHost, paths: list[str]) -> None:
+    one, two = module_with(mirror, 1), module_with(mirror, 2)
+    expected = one.classify(paths, threshold=0.0, top_k=5)
+    seen: set[str] = set()
+    model = two.forward
+
+    def spy(frames, predictors):  # which threads run the network
+        seen.add(threading.current_thread().name)
+        return model(frames, predictors)
+
+    two.forward = spy
+    assert two.classify(paths, threshold=0.0, top_k=5) == expected
+    assert [entry["path"] for entry in expected] == paths
+    assert "error" in expected[1] and "missing.mp4" in expected[1]["error"]
+    assert len(seen) == 2  # both workers ran videos
+    # Worker 1 has its own predictor (a clone), not worker 0's.
+    assert two.predictors(False, 1)["tsn"] is not two.predictors(False, 0)["tsn"]
+
+
+def test_features_with_two_workers(mirror: PublisherHost, paths: list[str]) -> None:
+    one, two = module_with(mirror, 1), module_with(mirror, 2)
+    for a, b in zip(one.extract_features(paths), two.extract_features(paths)):
+        assert a["path"] == b["path"] and a.get("error") == b.get("error")
+        if "error" not in a:
+            assert (a["tsn_features"] == b["tsn_features"]).all()
+
+
+def test_a_stream_left_early_releases_its_workers(mirror: PublisherHost, paths: list[str]) -> None:
+    two = module_with(mirror, 2)
+    stream = two.classify_stream(paths * 2)
+    assert next(stream)["path"] == paths[0]
+    stream.close()
+    for thread in threading.enumerate():
+        if thread.name.startswith("paddlehub_video-worker"):
+            thread.join(timeout=60)
+            assert not thread.is_alive()
+
+
+def test_hub_run_workers_option(mirror: PublisherHost, short_video: Path) -> None:
+    from paddlehub_video.cli import build_parser
+
+    parser = build_parser(NAME, "", top_k=5, threshold=0.0)
+    assert parser.parse_args(["--input_path", "x"]).workers is None  # automatic
+    assert parser.parse_args(["--input_path", "x", "--workers", "3"]).workers == 3
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--input_path", "x", "--workers", bad])
+    module = module_with(mirror, 1)
+    module.run_cmd(["--input_path", str(short_video), "--workers", "2"])
+    assert module.workers() == 2
