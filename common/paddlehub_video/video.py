@@ -345,13 +345,18 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".flv", ".webm", ".m4v", ".m
                     ".3gp", ".mts", ".m2ts", ".ogv", ".vob")
 
 
-def refuse_reference_file(source: str) -> None:
-    """Raise VideoDecodeError if `source` is a playlist or other list of references, not a video."""
+def _file_head(source: str, size: int) -> bytes:
+    """The first `size` bytes of `source` (VideoDecodeError when it cannot be read)."""
     try:
         with open(source, "rb") as f:
-            head = f.read(16)
+            return f.read(size)
     except OSError as exc:
         raise VideoDecodeError(source, f"cannot read the file ({exc.strerror})") from None
+
+
+def refuse_reference_file(source: str) -> None:
+    """Raise VideoDecodeError if `source` is a playlist or other list of references, not a video."""
+    head = _file_head(source, 16)
     kind = next((name for magic, name in _REFERENCE_SIGNATURES if head.startswith(magic)), None)
     if kind:
         raise VideoDecodeError(source, f"is {kind}, not a video (it would make the decoder read other files)")
@@ -458,11 +463,7 @@ _IMAGE_SIGNATURES = (
 
 def _refuse_still_image(source: str) -> None:
     """Raise VideoDecodeError if the one-frame file `source` is a still image, not a video."""
-    try:
-        with open(source, "rb") as f:
-            head = f.read(12)
-    except OSError as exc:
-        raise VideoDecodeError(source, f"cannot read the file ({exc.strerror})") from None
+    head = _file_head(source, 12)
     kind = "WebP" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else None
     kind = kind or next((name for magic, name in _IMAGE_SIGNATURES if head.startswith(magic)), None)
     if kind:
