@@ -24,6 +24,7 @@ half-refreshed pictures. `packet_plan` therefore reads the headers itself (never
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Union
 
@@ -149,24 +150,47 @@ class _H264Sequence:
     frame_mbs_only: bool  # False: pictures may be fields (PAFF) or frames of field pairs (MBAFF)
 
 
+def _parameter_set_units(
+    extradata: bytes, codec: str, record: str, read_record: Callable[[bytes], tuple[int, list[Buffer]]]
+) -> tuple[int, list[Buffer]]:
+    """(NAL length size, parameter-set NAL units) of a codec's extradata: its configuration record
+    (`read_record`, which starts with version 1), or Annex-B units (length size 0)."""
+    if extradata[:1] == b"\x01":
+        return read_record(extradata)
+    if not extradata or _is_annex_b(extradata):
+        return 0, list(_nal_units(extradata, 0)) if extradata else []
+    raise Unsupported(f"{codec} extradata neither {record} nor Annex-B")
+
+
+def _avcc_records(extradata: bytes) -> tuple[int, list[Buffer]]:
+    """An avcC record's NAL length size and its SPS and PPS units."""
+    if len(extradata) < 7:
+        raise Unsupported("an avcC record too short")
+    sps, pos = _length_prefixed_records(extradata, 6, extradata[5] & 0x1F)
+    pps, _ = _length_prefixed_records(extradata, pos + 1, extradata[pos] if pos < len(extradata) else 0)
+    return (extradata[4] & 3) + 1, sps + pps
+
+
+def _hvcc_records(extradata: bytes) -> tuple[int, list[Buffer]]:
+    """An hvcC record's NAL length size and the units of its parameter-set arrays."""
+    if len(extradata) < 23:
+        raise Unsupported("an hvcC record too short")
+    units: list[Buffer] = []
+    pos = 23
+    for _ in range(extradata[22]):
+        count = int.from_bytes(extradata[pos + 1 : pos + 3], "big")
+        nals, pos = _length_prefixed_records(extradata, pos + 3, count)
+        units.extend(nals)
+    return (extradata[21] & 3) + 1, units
+
+
 class _H264:
     def __init__(self, extradata: bytes):
         self.sequences: dict[int, _H264Sequence] = {}
         self.sequence_of_pps: dict[int, int] = {}
-        if extradata[:1] == b"\x01":  # avcC
-            if len(extradata) < 7:
-                raise Unsupported("an avcC record too short")
-            self.length_size = (extradata[4] & 3) + 1
-            sps, pos = _length_prefixed_records(extradata, 6, extradata[5] & 0x1F)
-            pps, _ = _length_prefixed_records(extradata, pos + 1, extradata[pos] if pos < len(extradata) else 0)
-            for nal in sps + pps:
-                self._parameter_set(nal)
-        elif not extradata or _is_annex_b(extradata):
-            self.length_size = 0
-            for nal in _nal_units(extradata, 0) if extradata else []:
-                self._parameter_set(nal)
-        else:
-            raise Unsupported("H.264 extradata neither avcC nor Annex-B")
+        self.length_size, parameter_sets = _parameter_set_units(extradata, "H.264", "avcC", _avcc_records)
+        for nal in parameter_sets:
+            self._parameter_set(nal)
 
     def _parameter_set(self, nal: Buffer) -> None:
         kind = nal[0] & 0x1F
@@ -292,20 +316,9 @@ _HEVC_B_SLICE = 0
 class _Hevc:
     def __init__(self, extradata: bytes):
         self.extra_slice_bits: dict[int, int] = {}  # of each PPS
-        if extradata[:1] == b"\x01" and len(extradata) >= 23:  # hvcC
-            self.length_size = (extradata[21] & 3) + 1
-            pos = 23
-            for _ in range(extradata[22]):
-                count = int.from_bytes(extradata[pos + 1 : pos + 3], "big")
-                nals, pos = _length_prefixed_records(extradata, pos + 3, count)
-                for nal in nals:
-                    self._parameter_set(nal)
-        elif not extradata or _is_annex_b(extradata):
-            self.length_size = 0
-            for nal in _nal_units(extradata, 0) if extradata else []:
-                self._parameter_set(nal)
-        else:
-            raise Unsupported("HEVC extradata neither hvcC nor Annex-B")
+        self.length_size, parameter_sets = _parameter_set_units(extradata, "HEVC", "hvcC", _hvcc_records)
+        for nal in parameter_sets:
+            self._parameter_set(nal)
 
     def _parameter_set(self, nal: Buffer) -> None:
         if len(nal) < 3 or (nal[0] >> 1) & 0x3F != _HEVC_PPS:
