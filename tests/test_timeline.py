@@ -245,3 +245,10 @@ def test_the_serving_body_takes_timeline_and_stride(small_stnet, short_video, mo
     assert all(len(w["prediction"]) == 2 for w in entry["windows"])
     (refused,) = small_stnet.serving_method(videos=["not base64!"], timeline=2)
     assert refused["windows"] == [] and refused["duration"] is None and refused["error"]
+
+
+def test_frame_times_of_a_relative_name_with_a_colon(vfr_video, tmp_path, monkeypatch):
+    # FFmpeg reads `clip:v.mp4` as a URL of protocol `clip`: the file is opened by its absolute path.
+    (tmp_path / "clip:v.mp4").write_bytes(Path(vfr_video).read_bytes())
+    monkeypatch.chdir(tmp_path)
+    assert frame_times("clip:v.mp4") == frame_times(vfr_video)

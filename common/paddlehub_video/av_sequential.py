@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from .packet_plan import _open  # one way to open a file with PyAV
+from .packet_plan import open_container
 
 # One decoder thread, on every machine. With frame threads, how a damaged packet is concealed
 # depends on which frames are being decoded at the same moment: a fixed count of 4 still gave other
@@ -67,7 +67,7 @@ class Frames:
 def probe(source: str) -> Probe | None:
     """Codec and interlacing of `source`'s video, from its header and first frame; None if PyAV cannot read it."""
     try:
-        with _open(source) as container:
+        with open_container(source) as container:
             if not container.streams.video or container.streams.video[0].codec_context is None:
                 return None  # no video, or no decoder for it
             stream = container.streams.video[0]
@@ -83,7 +83,7 @@ def probe(source: str) -> Probe | None:
 @contextmanager
 def open_frames(source: str) -> Iterator[Frames]:
     """Open `source` for one sequential pass; raises av.FFmpegError or OSError when it cannot be opened."""
-    with _open(source) as container:
+    with open_container(source) as container:
         if not container.streams.video or container.streams.video[0].codec_context is None:
             yield Frames(0, iter(()))  # no video, or no decoder for it: "no decodable video frame"
             return

@@ -106,7 +106,7 @@ def read_packet_index(source: str) -> PacketIndex | None:
 def _read_index(source: str) -> PacketIndex:
     """The PacketIndex of `source`; Unsupported, with the reason, when it may not be planned."""
     try:
-        with _open(source) as container:
+        with open_container(source) as container:
             stream = _plannable_stream(container)
             context = stream.codec_context
             reader = PictureReader(context.name, bytes(context.extradata or b""))
@@ -271,7 +271,7 @@ def _decode_span(source: str, plan: _Plan, transform: Callable[[np.ndarray], T],
                 raise _Unplanned
             kept[i] = transform(frame.to_ndarray(format="rgb24", interpolation="BICUBIC"))
 
-    with _open(source) as container:
+    with open_container(source) as container:
         stream = container.streams.video[0]
         context = stream.codec_context
         # One thread: with frame threads FFmpeg's concealment of a corrupt packet depends on the
@@ -393,6 +393,7 @@ class _Unplanned(Exception):
     """The decoder delivered something the plan did not foresee (e.g. a pixel format change)."""
 
 
-def _open(source: str) -> av.container.InputContainer:
+def open_container(source: str) -> av.container.InputContainer:
+    """`source` opened by PyAV, the one way this package does it."""
     # An absolute path, as OpenCV's: FFmpeg reads `clip:1.mp4` as a URL of protocol `clip`.
     return av.open(os.path.abspath(source), metadata_errors="ignore")

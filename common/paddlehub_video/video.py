@@ -57,7 +57,7 @@ import numpy as np
 from . import progress
 from .av_sequential import SEQUENTIAL_THREADS, Frames, Probe, open_frames, probe
 from .errors import VideoDecodeError
-from .packet_plan import PacketIndex, decode_frames, read_packet_index
+from .packet_plan import PacketIndex, decode_frames, open_container, read_packet_index
 
 T = TypeVar("T")
 PathType = Union[str, "os.PathLike[str]"]
@@ -117,7 +117,7 @@ def frame_times(path: PathType) -> FrameTimes:
     """
     source = _validated_path(path)
     try:
-        with av.open(source) as container:
+        with open_container(source) as container:
             if not container.streams.video:
                 raise VideoDecodeError(source, "no video stream")
             stream = container.streams.video[0]
@@ -159,8 +159,7 @@ def read_sampled_groups(
     otherwise, or from the first group planning cannot give. Indices are those of `frame_times`.
     """
     source = _validated_path(path)
-    found = probe(source)
-    index = None if found is not None and found.interlaced else read_packet_index(source)
+    found, index = _decoding_choice(source)
     given = 0
     if index is not None:
         for frames in _planned_groups(source, index, groups, transform):
@@ -234,10 +233,15 @@ def _one_pass(
     raise VideoDecodeError(source, f"decoded {count} frames, fewer than its packets announce")
 
 
+def _decoding_choice(source: str) -> tuple[Probe | None, PacketIndex | None]:
+    """The probe of `source`, and its packet index when it may be planned (never for interlaced files)."""
+    found = probe(source)
+    return found, None if found is not None and found.interlaced else read_packet_index(source)
+
+
 def _readers(source: str) -> Iterator[Reader]:
     """The ways to read `source`'s sampled frames, in the order to try them (the module docstring's table)."""
-    found = probe(source)
-    index = None if found is not None and found.interlaced else read_packet_index(source)
+    found, index = _decoding_choice(source)
     if index is not None:
         yield partial(_read_planned, index=index)
     for decoder in _sequential_decoders(found):
