@@ -78,3 +78,35 @@ def test_hub_run_workers_option(mirror: PublisherHost, short_video: Path) -> Non
     module = module_with(mirror, 1)
     module.run_cmd(["--input_path", str(short_video), "--workers", "2"])
     assert module.workers() == 2
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_first_videos_decode_while_the_models_load(mirror: PublisherHost, paths: list[str], workers: int) -> None:
+    """On a module's first call, each worker's first video is already decoding when the models are
+    loaded; later calls load nothing and decode as before. Results are the same either way."""
+    module = module_with(mirror, workers)
+    decoding: list[str] = []
+    two_started = threading.Event()
+    seen_when_loading: list[list[str]] = []
+    preprocess, predictors = module.preprocess, module.predictors
+
+    def spy_preprocess(path):
+        decoding.append(path)
+        if len(decoding) >= workers:
+            two_started.set()
+        return preprocess(path)
+
+    def spy_predictors(use_gpu, worker=0):
+        if not seen_when_loading:  # waits on an event, not on time: the bound only catches a hang
+            assert two_started.wait(timeout=300), "the first videos did not start decoding while the models loaded"
+        seen_when_loading.append(list(decoding))
+        return predictors(use_gpu, worker)
+
+    module.preprocess, module.predictors = spy_preprocess, spy_predictors
+    first = module.classify(paths, threshold=0.0, top_k=5)
+    assert sorted(seen_when_loading[0]) == sorted(paths[:workers])
+    decoding.clear()
+    seen_when_loading.clear()
+    assert module.classify(paths, threshold=0.0, top_k=5) == first
+    assert seen_when_loading[0] == []  # the models were loaded: nothing decodes ahead of the call
+    assert first == module_with(mirror, 1).classify(paths, threshold=0.0, top_k=5)

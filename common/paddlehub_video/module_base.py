@@ -31,7 +31,7 @@ from .config import ConfigOverrides, load_module_config
 from .cpus import default_cpu_threads, default_workers
 from .errors import ConfigError
 from .limits import DecodeLimits, check_video, effective_limits
-from .pipeline import ParallelPipelines, VideoOutcome, VideoPipeline, report_failure, validate_paths
+from .pipeline import ParallelPipelines, VideoOutcome, VideoPipeline, load_soon, report_failure, validate_paths
 from .postprocess import top_k_predictions, validate_threshold, validate_top_k
 from .predictor import Predictor, shared_predictor
 from .preprocess import scale_and_crop
@@ -112,6 +112,7 @@ class VideoModule:
         self._bundle: ModelBundle | None = None  # what `load_bundle` made, once
         self._label_list: list[str] | None = None  # the label file alone, for `postprocess` before any load
         self._once_lock = threading.Lock()
+        self._loaded_for: set[tuple[bool, int]] = set()  # (use_gpu, workers) whose predictors exist
 
     # ------------------------------------------------------------ the hooks of a module class
 
@@ -248,11 +249,18 @@ class VideoModule:
         outcomes in input order. With several `workers()`, each runs its own videos on its own predictors."""
         model = model or self.forward
         count = min(self.workers(use_gpu), len(paths))
+        # On the first call, each worker's first video decodes while the models are fetched and loaded
+        # (seconds): a failure there still fails this call, and the decoded frames are dropped.
+        ready = (use_gpu, count) in self._loaded_for
+        firsts = None if ready else [load_soon(self.preprocess, path) for path in paths[:count]]
         pipelines = [
             VideoPipeline(self.preprocess, partial(model, predictors=self.predictors(use_gpu, worker)))
             for worker in range(count)
         ]
-        return (pipelines[0] if count == 1 else ParallelPipelines(pipelines)).run(paths)
+        self._loaded_for.add((use_gpu, count))
+        if count == 1:
+            return pipelines[0].run(paths, firsts[0] if firsts else None)
+        return ParallelPipelines(pipelines).run(paths, firsts)
 
     def classify(
         self, paths: list[str], use_gpu: bool = False,

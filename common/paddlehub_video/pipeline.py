@@ -64,12 +64,13 @@ class VideoPipeline(Generic[Inputs, Output]):
         self.load = load
         self.infer = infer
 
-    def run(self, paths: list[str]) -> Iterator[VideoOutcome[Output]]:
-        """Yield one VideoOutcome per path, in order."""
+    def run(self, paths: list[str], first: Future | None = None) -> Iterator[VideoOutcome[Output]]:
+        """Yield one VideoOutcome per path, in order. `first`: `paths[0]`'s loading, if already started
+        (`load_soon`)."""
         if not paths:
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="paddlehub_video-decode") as pool:
-            pending = self._submit(pool, paths[0])
+            pending = first if first is not None else self._submit(pool, paths[0])
             for index, path in enumerate(paths):
                 current = pending
                 if index + 1 < len(paths):
@@ -92,6 +93,17 @@ class VideoPipeline(Generic[Inputs, Output]):
             report.finished(str(path))
 
 
+def load_soon(load: Callable[[str], Inputs], path: str) -> Future:
+    """`load(path)` started now in a thread of its own (in a copy of the caller's context), for
+    `VideoPipeline.run(first=...)`: a video decodes while the caller still prepares (loads a model).
+    Whether or not the future is ever read, the thread ends when `load` returns."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paddlehub_video-decode")
+    try:
+        return pool.submit(contextvars.copy_context().run, load, path)
+    finally:
+        pool.shutdown(wait=False)
+
+
 class ParallelPipelines(Generic[Inputs, Output]):
     """Several `VideoPipeline`s side by side, each on its own videos (video i goes to worker i % n),
     outcomes still yielded in input order.
@@ -104,14 +116,16 @@ class ParallelPipelines(Generic[Inputs, Output]):
     def __init__(self, pipelines: list[VideoPipeline[Inputs, Output]]):
         self.pipelines = pipelines
 
-    def run(self, paths: list[str]) -> Iterator[VideoOutcome[Output]]:
-        """Yield one VideoOutcome per path, in order."""
+    def run(self, paths: list[str], firsts: list[Future] | None = None) -> Iterator[VideoOutcome[Output]]:
+        """Yield one VideoOutcome per path, in order. `firsts`: the loading of each worker's first
+        video (`paths[k]`), if already started."""
         count = min(len(self.pipelines), len(paths))
+        firsts = firsts or [None] * count
         queues: list[queue.Queue] = [queue.Queue(maxsize=1) for _ in range(count)]
         stop = threading.Event()
         threads = [
             threading.Thread(target=contextvars.copy_context().run,
-                             args=(self._work, self.pipelines[k], paths[k::count], queues[k], stop),
+                             args=(self._work, self.pipelines[k], paths[k::count], firsts[k], queues[k], stop),
                              name=f"paddlehub_video-worker-{k}", daemon=True)
             for k in range(count)
         ]
@@ -127,10 +141,12 @@ class ParallelPipelines(Generic[Inputs, Output]):
             stop.set()  # a caller that stops early releases the workers
 
     @staticmethod
-    def _work(pipeline: VideoPipeline, paths: list[str], out: queue.Queue, stop: threading.Event) -> None:
+    def _work(
+        pipeline: VideoPipeline, paths: list[str], first: Future | None, out: queue.Queue, stop: threading.Event
+    ) -> None:
         """Run `pipeline` over `paths`, handing each outcome over as the consumer takes it."""
         try:
-            for outcome in pipeline.run(paths):
+            for outcome in pipeline.run(paths, first):
                 if not _put(out, outcome, stop):
                     return
         except BaseException as exc:  # given to the consumer, which raises it in its own thread

@@ -130,6 +130,7 @@ class TerminalProgress(Progress):
         """The bar of videos (`total`); stage reports go into its text while it is open."""
         with tqdm(total=total, desc=self.name, unit="video", file=self.stream, dynamic_ncols=True) as bar:
             self._bar = bar
+            self._redraw(force=True)  # a video may be decoding already (while the model loaded)
             try:
                 yield bar
             finally:
