@@ -118,6 +118,61 @@ def test_stages_answer_every_video_as_classify_does(
     assert all(rows[p]["prediction"] != "{}" and not rows[p]["error"] for p in videos if p != videos[1])
 
 
+def threads_probe(ray: Any, num_cpus: int, env: dict) -> Any:
+    """An actor of `num_cpus` CPUs whose `stage_threads(config)` builds a StNet ModelStage and returns the
+    cpu_threads of the predictors that stage created in the actor's process (from `predictor._shared`'s
+    keys), the process's PADDLEHUB_VIDEO_CPU_THREADS, and the file its paddlehub_video came from."""
+
+    @ray.remote(num_cpus=num_cpus, runtime_env=env)
+    class ThreadsProbe:  # defined in a function: pickled by value, so the workers never import tests/
+        def stage_threads(self, config: dict) -> tuple[list[int], str | None, str]:
+            import paddlehub_video
+            from paddlehub_video import predictor
+            from paddlehub_video.cpus import CPU_THREADS_ENV
+            from paddlehub_video.ray_adapter import ModelStage
+            from stnet_kinetics400.module import StNet
+
+            before = set(predictor._shared)
+            ModelStage(StNet, config=config)
+            made = [key[2] for key in predictor._shared if key not in before]  # (prefix, gpu, threads, ...)
+            return made, os.environ.get(CPU_THREADS_ENV), paddlehub_video.__file__
+
+    return ThreadsProbe.remote()
+
+
+@pytest.fixture(scope="module")
+def probe_env(adapter, publisher_host: PublisherHost, actor_hub_home) -> dict:
+    """The stages' runtime_env without this run's PADDLEHUB_VIDEO_CPU_THREADS (conftest pins 1): threads automatic."""
+    env = adapter.runtime_env(HUB_HOME=str(actor_hub_home), no_proxy="127.0.0.1,localhost", **publisher_host.env())
+    env["env_vars"].pop("PADDLEHUB_VIDEO_CPU_THREADS", None)
+    return env
+
+
+def stage_threads(ray: Any, num_cpus: int, env: dict, config: dict) -> list[int]:
+    """The threads of the predictors that a ModelStage with `config` made in a fresh actor of `num_cpus` CPUs."""
+    probe = threads_probe(ray, num_cpus, env)
+    try:
+        made, pinned, package = ray.get(probe.stage_threads.remote(config), timeout=600)
+    finally:
+        ray.kill(probe)  # frees its CPUs for the next actor (the instance has 2)
+    assert pinned is None  # the automatic count is what is tested
+    assert package == importlib.import_module("paddlehub_video").__file__  # the actor runs this checkout's code
+    return made
+
+
+@pytest.mark.parametrize("num_cpus", [1, 2])
+def test_model_stage_threads_are_the_cpus_ray_assigned(ray_instance, probe_env, publisher_host, num_cpus):
+    # Ray leaves the actor the node's affinity mask: without use_assigned_cpus both cases would get
+    # the node's usable CPUs, which differ from at least one of 1 and 2.
+    config = publisher_host.config("stnet_kinetics400", **SMALL)
+    assert stage_threads(ray_instance, num_cpus, probe_env, config) == [num_cpus]  # StNet: one predictor
+
+
+def test_model_stage_config_cpu_threads_wins_over_ray(ray_instance, probe_env, publisher_host):
+    config = publisher_host.config("stnet_kinetics400", **SMALL, runtime={"cpu_threads": 1})
+    assert stage_threads(ray_instance, 2, probe_env, config) == [1]
+
+
 def test_importing_paddlehub_video_never_imports_ray():
     code = (
         "import importlib, pkgutil, sys, paddlehub_video as p\n"
