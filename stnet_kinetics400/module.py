@@ -81,10 +81,11 @@ class StNet(VideoModule, hub.Module):
         """Frames -> super-images `[N, 3 * seglen, crop, crop]` float32 and each segment's window -> the
         400 probabilities.
 
-        `dedup`: each distinct window (its seglen frames equal byte for byte: a clip shorter than
-        seg_num * seglen frames, a still picture) runs through the per-window layers (stem to res3,
-        about half the FLOPs) once and is then copied to every segment it is; the temporal layers
-        see all seg_num segments, so the probabilities are bit for bit those of feeding every one.
+        `dedup`: each distinct window (windows repeat, their seglen frames equal byte for byte, in a
+        clip of fewer than seg_num frames or a still picture) runs through the per-window layers
+        (stem to res3, about half the FLOPs) once, and is then copied to every segment that is it;
+        the temporal layers see all seg_num segments, so the probabilities are bit for bit those
+        of feeding every window.
         """
         pre, seglen = self.config["preprocess"], self.config["sampling"]["seglen"]
         if dedup:

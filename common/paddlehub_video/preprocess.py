@@ -114,8 +114,8 @@ def unique_windows(frames: np.ndarray, seglen: int) -> tuple[np.ndarray, np.ndar
     """StNet's windows of `seglen` frames each (`[T*L, H, W, 3]`), each distinct one once: `(frames of the
     distinct windows [N*L, H, W, 3], inverse [T])`, window t being distinct window `inverse[t]`.
 
-    A window repeats when its frames repeat byte for byte in the same order: in a clip of fewer than
-    seg_num * seglen frames (window i + N takes the indices of window i), or a still picture.
+    A window repeats when its frames repeat byte for byte in the same order: in a clip of N < seg_num
+    frames (window i + N takes the indices of window i), or a still picture.
     """
     if seglen < 1 or len(frames) % seglen:
         raise ValueError(f"cannot group {len(frames)} frames into windows of {seglen}")
