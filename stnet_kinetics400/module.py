@@ -19,7 +19,7 @@ from paddlehub_video.module_base import Defaults, ModelBundle, VideoModule
 from paddlehub_video.networks.stnet import PROGRAM_VERSION, SEG_LEN, build_stnet_program
 from paddlehub_video.pipeline import validate_paths
 from paddlehub_video.predictor import Predictor
-from paddlehub_video.preprocess import frames_to_tensor, to_super_images
+from paddlehub_video.preprocess import frames_to_tensor, to_super_images, unique_windows
 from paddlehub_video.sampling import sample_stnet_indices
 
 
@@ -55,6 +55,7 @@ class StNet(VideoModule, hub.Module):
             "seg_num": self.config["sampling"]["seg_num"],
             "image_size": self.config["preprocess"]["crop_size"],
             "num_classes": self.config["model"]["num_classes"],
+            "distinct_windows": True,  # forward feeds each distinct window once (run_network)
         }
         # Every file first: a failed download or a wrong label file is reported before any conversion.
         weights_file, labels_file = self.assets("weights", "labels")
@@ -73,10 +74,26 @@ class StNet(VideoModule, hub.Module):
         return self.read_clip(path, self.sampling())
 
     def forward(self, frames: np.ndarray, predictors: dict[str, Predictor]) -> np.ndarray:
-        """Frames -> super-images `[1, seg_num, 3 * seglen, crop, crop]` float32 -> the 400 probabilities."""
-        pre = self.config["preprocess"]
-        supers = to_super_images(frames_to_tensor(frames, pre["mean"], pre["std"]), self.config["sampling"]["seglen"])
-        return predictors["stnet"].run({"image": supers[np.newaxis]})[0][0]
+        """Frames -> the 400 probabilities."""
+        return self.run_network(frames, predictors)
+
+    def run_network(self, frames: np.ndarray, predictors: dict[str, Predictor], dedup: bool = True) -> np.ndarray:
+        """Frames -> super-images `[N, 3 * seglen, crop, crop]` float32 and each segment's window -> the
+        400 probabilities.
+
+        `dedup`: each distinct window (windows repeat, their seglen frames equal byte for byte, in a
+        clip of fewer than seg_num frames or a still picture) runs through the per-window layers
+        (stem to res3, about half the FLOPs) once, and is then copied to every segment that is it;
+        the temporal layers see all seg_num segments, so the probabilities are bit for bit those
+        of feeding every window.
+        """
+        pre, seglen = self.config["preprocess"], self.config["sampling"]["seglen"]
+        if dedup:
+            frames, window_index = unique_windows(frames, seglen)
+        else:
+            window_index = np.arange(len(frames) // seglen, dtype=np.int64)
+        windows = to_super_images(frames_to_tensor(frames, pre["mean"], pre["std"]), seglen)
+        return predictors["stnet"].run({"windows": windows, "window_index": window_index})[0][0]
 
     def video_classification(
         self, data: dict, use_gpu: bool = False, top_k: int = 5, threshold: float = 0.0, **kwargs: Any

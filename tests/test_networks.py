@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -113,6 +114,7 @@ def report(label: str, diff: float) -> None:
         ("videotag_tsn_resnet101", build_tsn_program),
         ("videotag_attention_lstm", build_attention_lstm_program),
         ("stnet_resnet50_kinetics400", build_stnet_program),
+        ("stnet_resnet50_kinetics400", partial(build_stnet_program, distinct_windows=True)),
     ],
 )
 def test_parameters_match_manifest(manifest: str, build: Callable[[], tuple]) -> None:
@@ -378,3 +380,28 @@ def test_stnet_small_forward_and_predictor(static_scope: Any, tmp_path: Path) ->
     diff = float(np.abs(got - probabilities).max())
     report("StNet predictor vs executor", diff)
     assert diff < 1e-5
+
+
+def test_stnet_distinct_windows_equal_feeding_every_segment(static_scope: Any) -> None:
+    """The deduplicating variant (same parameters) on the distinct windows plus a gather index gives,
+    bit for bit, what the default program gives on every segment; repeated windows in one clip and
+    across the two clips of a batch."""
+    exe = static_scope
+    seg_num, size = 4, 64
+    main, startup, feeds, fetches = build_stnet_program(seg_num=seg_num, image_size=size)
+    dedup, _dedup_startup, dedup_feeds, dedup_fetches = build_stnet_program(
+        seg_num=seg_num, image_size=size, distinct_windows=True
+    )
+    assert dedup_feeds == ["windows", "window_index"]
+    assert program_params(dedup) == program_params(main)
+    exe.run(startup)
+    rng = np.random.default_rng(9)
+    load_params(main, random_params(main, rng, lambda name, shape: 0.01 if name == "fc_0.w_0" else None))
+    windows = rng.normal(0, 1, (3, 15, size, size)).astype(np.float32)
+    index = np.array([0, 1, 0, 1, 2, 2, 2, 0], dtype=np.int64)  # clip 1: 0 1 0 1; clip 2: 2 2 2 0
+    (every,) = exe.run(main, feed={"image": windows[index].reshape(2, seg_num, 15, size, size)}, fetch_list=fetches)
+    # The same scope holds the parameters: both programs name them alike.
+    (distinct,) = exe.run(dedup, feed={"windows": windows, "window_index": index}, fetch_list=dedup_fetches)
+    assert distinct.shape == (2, 400)
+    assert np.abs(distinct[0] - distinct[1]).max() > 1e-3
+    np.testing.assert_array_equal(distinct, every)

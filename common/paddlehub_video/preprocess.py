@@ -91,7 +91,8 @@ def unique_frames(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     A clip shorter than the sample count is sampled cyclically (150 frames give each frame twice):
     a network that treats frames independently need only see each distinct frame once. Frames are
-    matched by a digest, then compared in full, so equal means equal byte for byte.
+    matched by a digest, then compared in full, so equal means equal byte for byte. Any array works,
+    its items taken along the first axis (`unique_windows` passes windows of frames).
     """
     first_of: dict[bytes, list[int]] = {}
     keep: list[int] = []
@@ -107,3 +108,16 @@ def unique_frames(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(keep) == len(frames):  # all distinct: no 45 MB copy
         return frames, inverse
     return frames[keep], inverse
+
+
+def unique_windows(frames: np.ndarray, seglen: int) -> tuple[np.ndarray, np.ndarray]:
+    """StNet's windows of `seglen` frames each (`[T*L, H, W, 3]`), each distinct one once: `(frames of the
+    distinct windows [N*L, H, W, 3], inverse [T])`, window t being distinct window `inverse[t]`.
+
+    A window repeats when its frames repeat byte for byte in the same order: in a clip of N < seg_num
+    frames (window i + N takes the indices of window i), or a still picture.
+    """
+    if seglen < 1 or len(frames) % seglen:
+        raise ValueError(f"cannot group {len(frames)} frames into windows of {seglen}")
+    unique, inverse = unique_frames(frames.reshape(len(frames) // seglen, seglen, *frames.shape[1:]))
+    return unique.reshape(-1, *frames.shape[1:]), inverse

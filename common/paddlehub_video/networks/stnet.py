@@ -4,6 +4,12 @@ Inference program built by `build_stnet_program(seg_num, image_size)`: feed `ima
 `[B, seg_num, 15, S, S]` (upstream: seg_num 25, S 256; channel 3j+c = frame j, colour c), fetch
 softmax probabilities `[B, 400]`. seg_num and S are baked into the graph by the temporal reshapes.
 
+With `distinct_windows=True` the program runs each distinct window once through the per-window
+layers (stem, res2, res3: about half the FLOPs): feed `windows` float32 `[N, 15, S, S]` (the
+distinct super-images) and `window_index` int64 `[B * seg_num]` (which of them each segment is);
+the res3 maps are gathered to the B * seg_num segments before the first temporal block, so what
+follows, and the probabilities, are those of feeding every segment.
+
 The auto-named upstream tensors (`conv3d_0/1`, `batch_norm_24/44`, `xception_*`, `fc_0`) are
 created here under exactly those names.
 """
@@ -19,7 +25,7 @@ from .layers import auto_bn_names, batch_norm, conv2d, fc, new_program, paramete
 from .resnet import resnet
 
 # Bump when build_stnet_program changes what it computes: converted models are cached per version.
-PROGRAM_VERSION = 1
+PROGRAM_VERSION = 2
 SEG_NUM = 25
 SEG_LEN = 5
 IMAGE_SIZE = 256
@@ -65,14 +71,20 @@ def xception_head(x: Any, in_channels: int = 2048, out_channels: int = 1024) -> 
     return batch_norm(a + b, auto_bn_names("xception_bn2"), out_channels, act="relu")
 
 
-def stnet(image: Any, seg_num: int = SEG_NUM, num_classes: int = NUM_CLASSES) -> Any:
-    """`[B, seg_num, 15, S, S]` super-images -> softmax probabilities `[B, num_classes]`."""
-    channels, height, width = image.shape[2:]
-    frames = paddle.reshape(image, [-1, channels, height, width])
+def stnet(image: Any, seg_num: int = SEG_NUM, num_classes: int = NUM_CLASSES, window_index: Any = None) -> Any:
+    """`[B, seg_num, 15, S, S]` super-images -> softmax probabilities `[B, num_classes]`.
+
+    With `window_index` (int64 `[B * seg_num]`), `image` is `[N, 15, S, S]` distinct windows instead:
+    segment i is window `window_index[i]`, taken after res3 (the layers that see one window alone).
+    """
+    channels, height, width = image.shape[-3:]
+    frames = image if window_index is not None else paddle.reshape(image, [-1, channels, height, width])
 
     def insert_temporal_block(stage: int, x: Any) -> Any:
         if stage not in TEMPORAL_BLOCKS:
             return x
+        if stage == min(TEMPORAL_BLOCKS) and window_index is not None:
+            x = paddle.gather(x, window_index)  # distinct windows -> every segment, before time mixes them
         conv_name, bn_name, block_channels = TEMPORAL_BLOCKS[stage]
         return temporal_block(x, seg_num, block_channels, conv_name, bn_name)
 
@@ -86,10 +98,24 @@ def stnet(image: Any, seg_num: int = SEG_NUM, num_classes: int = NUM_CLASSES) ->
 
 
 def build_stnet_program(
-    seg_num: int = SEG_NUM, image_size: int = IMAGE_SIZE, num_classes: int = NUM_CLASSES
+    seg_num: int = SEG_NUM,
+    image_size: int = IMAGE_SIZE,
+    num_classes: int = NUM_CLASSES,
+    distinct_windows: bool = False,
 ) -> tuple[Any, Any, list[str], list[Any]]:
-    """Build the StNet inference program: returns (main, startup, ["image"], [probabilities])."""
+    """Build the StNet inference program: returns (main, startup, feed names, [probabilities]).
+
+    Feeds `["image"]`, or with `distinct_windows` `["windows", "window_index"]` (module docstring).
+    """
+    shape = [3 * SEG_LEN, image_size, image_size]
     with new_program() as (main, startup):
-        image = paddle.static.data("image", [-1, seg_num, 3 * SEG_LEN, image_size, image_size], "float32")
-        probabilities = stnet(image, seg_num=seg_num, num_classes=num_classes)
-    return main, startup, ["image"], [probabilities]
+        if distinct_windows:
+            feeds = ["windows", "window_index"]
+            windows = paddle.static.data("windows", [-1, *shape], "float32")
+            window_index = paddle.static.data("window_index", [-1], "int64")
+            probabilities = stnet(windows, seg_num=seg_num, num_classes=num_classes, window_index=window_index)
+        else:
+            feeds = ["image"]
+            image = paddle.static.data("image", [-1, seg_num, *shape], "float32")
+            probabilities = stnet(image, seg_num=seg_num, num_classes=num_classes)
+    return main, startup, feeds, [probabilities]
