@@ -6,10 +6,12 @@
 - split: TSN frames/s with one predictor on all cores vs one predictor per core (clones sharing
   the weights, each on its own frames), against the all-core sgemm measured in the same run;
 - hub_run: the default `hub run <module> --input_path <folder>` over a folder of 300-frame clips
-  (a subprocess, as a user runs it): videos/hour against what the all-core sgemm allows;
+  (a subprocess, as a user runs it): videos/hour against what the all-core sgemm allows, start-up
+  included (1 clip, N clips) and left out (the N - 1 clips after the first);
 - clip_length: a 150-frame clip's classify time over a 300-frame clip's, same size;
-- workers: the hub_run row of videotag with one worker (all cores' threads) and one per core;
-- scaling: the hub_run row of videotag on 1, 2, ... all cores (CPU affinity), each with its sgemm;
+- workers: the hub_run row of videotag with one worker (all cores' threads) and one per core, and
+  the peak RSS each extra worker adds;
+- scaling: the hub_run row of each module on 1, 2, ... all cores (CPU affinity), each with its sgemm;
 - cold: process start to first result with the model converted (bench_memory's cold start);
 - rss: peak RSS of the default on a 10-minute 1080p video (bench_memory's, one process per module).
 
@@ -171,6 +173,16 @@ def hub_run_row(module: str, work: Path, videos: int, cores: int | None = None, 
     }
 
 
+def hub_run_rows(module: str, work: Path, videos: int) -> dict:
+    """The default hub run over 1 clip and over `videos` clips: each row, and the videos/hour of the
+    clips after the first ((t_N - t_1) / (N - 1) a clip: start-up left out) against the sgemm."""
+    one, many = hub_run_row(module, work, 1), hub_run_row(module, work, videos)
+    seconds_per_video = (many["seconds"] - one["seconds"]) / max(1, videos - 1)
+    allowed_per_hour = min(one["sgemm_videos_per_hour"], many["sgemm_videos_per_hour"])
+    return {"one": one, "many": many, "later_seconds_per_video": seconds_per_video,
+            "later_fraction_of_sgemm": 3600 / seconds_per_video / allowed_per_hour if seconds_per_video > 0 else None}
+
+
 def stnet_gflop() -> float:
     """StNet's GFLOP per video (multiply-adds x 2), counted over its program's convolutions and matmul.
 
@@ -212,8 +224,11 @@ def bench_clip_length(repeats: int = 2) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="sections to run (default: all)")
-    parser.add_argument("--videos", type=int, default=3, help="300-frame clips per hub run (default 3)")
+    parser.add_argument("--videos", type=int, default=3, help="300-frame clips per videotag hub run (default 3)")
+    parser.add_argument("--stnet_videos", type=int, default=20,
+                        help="clips per StNet hub run (default 20: StNet takes ~2 s a clip, start-up ~5 s)")
     args = parser.parse_args()
+    videos_of = {"videotag_tsn_lstm": args.videos, "stnet_kinetics400": args.stnet_videos}
     from paddlehub_video.cpus import usable_cpus
 
     cores = usable_cpus()
@@ -223,16 +238,19 @@ def main() -> None:
         if "split" in args.only:
             results["split"] = bench_split(cores)
         if "workers" in args.only:
-            results["workers"] = [hub_run_row("videotag_tsn_lstm", Path(work), args.videos, workers=w)
-                                  for w in (1, cores, 1, cores)]
+            rows = [hub_run_row("videotag_tsn_lstm", Path(work), args.videos, workers=w) for w in (1, cores, 1, cores)]
+            peak = {w: min(r["peak_rss_mib"] for r in rows if r["workers"] == w) for w in (1, cores)}
+            results["workers"] = {"rows": rows, "peak_rss_mib_per_extra_worker":
+                                  (peak[cores] - peak[1]) / (cores - 1) if cores > 1 else None}
         if "hub_run" in args.only:
             GFLOP_PER_VIDEO["stnet_kinetics400"] = stnet_gflop()
-            results["hub_run"] = [hub_run_row(m, Path(work), args.videos) for m in GFLOP_PER_VIDEO]
+            results["hub_run"] = [hub_run_rows(m, Path(work), videos_of[m]) for m in GFLOP_PER_VIDEO]
         if "clip_length" in args.only:
             results["clip_length"] = bench_clip_length()
         if "scaling" in args.only:
-            results["scaling"] = [hub_run_row("videotag_tsn_lstm", Path(work), args.videos, cores=n)
-                                  for n in range(1, cores + 1)]
+            GFLOP_PER_VIDEO["stnet_kinetics400"] = stnet_gflop()
+            results["scaling"] = [hub_run_row(m, Path(work), videos_of[m], cores=n)
+                                  for m in GFLOP_PER_VIDEO for n in range(1, cores + 1)]
         if "cold" in args.only:
             results["cold_start"] = bench_cold_start(short_clip(), None)
         if "rss" in args.only:
