@@ -124,6 +124,50 @@ def test_two_processes_start_cold_on_one_hub_home_at_once(
     assert not [p for p in cache.rglob("*") if p.name.endswith((".part", ".tmp"))]
 
 
+FORKED = textwrap.dedent("""
+    import json, multiprocessing, sys
+    import paddlehub as hub
+    directory, config, threads, video = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    config["runtime"] = {"cpu_threads": threads}
+    module = hub.Module(directory=directory, config=config)
+    parent = module.classify([video], top_k=3)
+
+    def child(queue):
+        try:
+            queue.put(["result", module.classify([video], top_k=3)])
+        except Exception as exc:
+            queue.put(["error", type(exc).__name__ + ": " + str(exc)])
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    kind, value = queue.get(timeout=300)  # only a hang takes this long
+    process.join()
+    print("RESULT " + json.dumps({"parent": parent, "kind": kind, "value": value}))
+""")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_process_forked_after_classifying_answers_or_says_why(
+    mirror: PublisherHost, videos: list[str], threads: int
+) -> None:
+    """A child forked after its parent classified: with one CPU thread it makes its own predictor and
+    answers alike; after a multi-threaded predictor (Paddle's OpenMP runtime does not survive fork, a
+    new predictor would wait forever) it gets an error saying what to do, not a hang."""
+    config = json.dumps(mirror.config(STNET, **SMALL))
+    command = [sys.executable, "-c", FORKED, str(REPO / STNET), config, str(threads), videos[0]]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, describe(proc)
+    answer = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert answer["parent"][0]["prediction"], answer
+    if threads == 1:
+        assert answer == {"parent": answer["parent"], "kind": "result", "value": answer["parent"]}
+    else:
+        assert answer["kind"] == "error" and answer["value"].startswith("DeviceError: this process was forked")
+        assert "'spawn'" in answer["value"], answer
+
+
 # ---------------------------------------------------------------- many calls
 
 

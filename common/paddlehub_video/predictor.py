@@ -1,6 +1,7 @@
 """A thin wrapper around a Paddle Inference predictor: named inputs in, outputs out."""
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -127,6 +128,7 @@ def shared_predictor(
     """The process-wide Predictor for a model, settings and worker: created on first use, then reused.
     Worker k > 0 gets a clone of worker 0's, sharing its weights."""
     key = (str(model_prefix), use_gpu, cpu_threads, use_onednn, worker)
+    _check_not_forked_after_threads()
     with _shared_lock:
         if key not in _shared:
             if worker:
@@ -144,6 +146,35 @@ def _shared_unlocked(key: tuple) -> Predictor:
         with progress.current().busy(f"loading {model_name(model_prefix)}"):
             _shared[key] = Predictor(model_prefix, use_gpu, cpu_threads, use_onednn)
     return _shared[key]
+
+
+# Set in a process forked after its parent ran a predictor on several CPU threads: Paddle's OpenMP
+# runtime (GNU libgomp) does not survive fork, and creating a predictor here would wait forever.
+_forked_after_threads = False
+
+
+def _forget_predictors() -> None:
+    """In a forked child: the parent's owner threads do not exist here (a run would wait forever), and
+    its lock may be held. The child makes its own predictors on first use, where Paddle can."""
+    global _shared_lock, _forked_after_threads
+    _forked_after_threads = _forked_after_threads or any(key[2] > 1 and not key[1] for key in _shared)
+    _shared.clear()
+    _shared_lock = threading.Lock()
+
+
+def _check_not_forked_after_threads() -> None:
+    """Refuse, rather than hang, where Paddle cannot make a predictor (see `_forked_after_threads`)."""
+    if _forked_after_threads:
+        raise DeviceError(
+            "this process was forked after its parent ran a Paddle predictor on several CPU threads, and "
+            "Paddle's OpenMP runtime does not survive fork (a new predictor would wait forever): start "
+            "worker processes with multiprocessing's 'spawn' or 'forkserver' method, fork them before the "
+            "parent classifies anything, or set runtime.cpu_threads: 1 in the parent"
+        )
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_predictors)
 
 
 def model_name(model_prefix: str | Path) -> str:
