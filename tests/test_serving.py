@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +252,68 @@ def test_oversize_upload_is_one_clear_error_and_the_server_goes_on(server, clips
     assert "upload too large" in answer["msg"] and MAX_UPLOAD_ENV in answer["msg"], answer
     assert time.monotonic() - started < 60
     assert server.post(VIDEOTAG, {"videos": [b64(clips[0])], "top_k": 1})["status"] == "000"
+
+
+def raw_request(server: Server, head: str, body: Iterable[bytes] = ()) -> tuple[bytes, int]:
+    """Send a request head, then `body`'s pieces while the server takes them; (what it answered, body
+    bytes it took). A server that stops reading shows as a refused or reset send, or one that waits;
+    the bound on a send only turns a hang into an answer."""
+    server.wait_until_up()
+    host, port = server.url.removeprefix("http://").split(":")
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=REQUEST_TIMEOUT_S) as connection:
+        connection.sendall(head.encode("ascii"))
+        connection.settimeout(30)
+        try:
+            for piece in body:
+                connection.sendall(piece)
+                sent += len(piece)
+        except OSError:  # BrokenPipe, ConnectionReset, timeout: the server stopped reading
+            pass
+        connection.settimeout(REQUEST_TIMEOUT_S)
+        answer = b""
+        try:
+            while chunk := connection.recv(65536):
+                answer += chunk
+                if b"\r\n\r\n" in answer:
+                    break
+        except OSError:
+            pass
+    return answer, sent
+
+
+def status_of(answer: bytes) -> bytes:
+    """The status code of a raw HTTP answer (`HTTP/1.0 413 ...` -> b"413")."""
+    return answer.split(b" ", 2)[1] if answer.startswith(b"HTTP/") else b""
+
+
+def test_a_body_over_the_request_limit_is_refused_unread(server, clips):
+    """PaddleHub reads and parses a whole body before the module sees it: a body larger than the
+    upload limit allows is refused by its Content-Length (HTTP 413), and a chunked one is cut at the
+    limit (the server's memory does not grow by its size)."""
+    head = f"POST /predict/{VIDEOTAG} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    answer, _ = raw_request(server, head + f"Content-Length: {10 * 2**30}\r\n\r\n")  # 10 GiB announced
+    assert status_of(answer) == b"413", answer[:300]
+    body_mib = 256  # the server's limit: max_request_bytes() with LIMIT_MB = 1, about 2 MiB
+
+    def chunks() -> Iterator[bytes]:
+        piece = b'{"videos": ["' + b"A" * (2**20 - 13)
+        yield b"%x\r\n%s\r\n" % (len(piece), piece)
+        for _ in range(body_mib - 1):
+            yield b"%x\r\n%s\r\n" % (2**20, b"A" * 2**20)
+        yield b'3\r\n"]}\r\n0\r\n\r\n'
+
+    before = peak_rss_mib(server.proc.pid)
+    answer, _ = raw_request(server, head + "Transfer-Encoding: chunked\r\n\r\n", chunks())
+    assert answer == b"" or status_of(answer) in (b"413", b"400"), answer[:300]
+    assert peak_rss_mib(server.proc.pid) - before < body_mib / 4  # read whole, it would be > body_mib
+    assert_still_serving(server, clips[0])
+
+
+def peak_rss_mib(pid: int) -> float:
+    """A process's peak resident memory (VmHWM), MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
 
 
 @pytest.mark.parametrize("body, message", [

@@ -36,7 +36,7 @@ from .postprocess import top_k_predictions, validate_threshold, validate_top_k
 from .predictor import Predictor, shared_predictor
 from .preprocess import scale_and_crop
 from .sampling import plan_windows
-from .serving import classify_request
+from .serving import bound_request_bodies, classify_request
 from .timeline import failed_entry, prefetched, timeline_entry, validate_window, window_entry
 from .video import frame_times, read_sampled_frames, read_sampled_groups
 
@@ -113,6 +113,7 @@ class VideoModule:
         self._label_list: list[str] | None = None  # the label file alone, for `postprocess` before any load
         self._once_lock = threading.Lock()
         self._loaded_for: set[tuple[bool, int]] = set()  # (use_gpu, workers) whose predictors exist
+        bound_request_bodies()  # under `hub serving`, before PaddleHub makes its Flask app
 
     # ------------------------------------------------------------ the hooks of a module class
 

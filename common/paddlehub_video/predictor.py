@@ -118,6 +118,7 @@ class Predictor:
 
 
 _shared: dict[tuple, Predictor] = {}
+_inherited: list[dict[tuple, Predictor]] = []  # a forked child's copies of its parent's predictors
 _shared_lock = threading.Lock()
 
 
@@ -156,10 +157,12 @@ _forked_after_threads = False
 def _forget_predictors() -> None:
     """In a forked child: the parent's owner threads do not exist here (a run would wait forever), and
     its lock may be held. The child makes its own predictors on first use, where Paddle can."""
-    global _shared_lock, _forked_after_threads
+    global _shared, _shared_lock, _forked_after_threads
     _forked_after_threads = _forked_after_threads or any(key[2] > 1 and not key[1] for key in _shared)
-    _shared.clear()
-    _shared_lock = threading.Lock()
+    # Kept, never freed here: a Paddle predictor's destructor in a forked child can wait on the
+    # parent's threads, which do not exist here.
+    _inherited.append(_shared)
+    _shared, _shared_lock = {}, threading.Lock()
 
 
 def _check_not_forked_after_threads() -> None:

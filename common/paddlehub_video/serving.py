@@ -17,6 +17,7 @@ import inspect
 import math
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -246,6 +247,36 @@ def readable_json() -> None:
         provider = flask.current_app.json
         provider.ensure_ascii = False
         provider.sort_keys = False
+
+
+def max_request_bytes() -> int:
+    """The largest request body worth reading: the upload limit (with room for a client that escapes
+    every `/` of its base64 as `\\/`, ~3% of it) plus 1 MiB for paths and options."""
+    return int(max_upload_bytes() * 1.05) + 2**20
+
+
+def bound_request_bodies() -> None:
+    """Make PaddleHub's serving app refuse a body over `max_request_bytes()` with HTTP 413, before reading it.
+
+    PaddleHub reads and parses the whole body (`request.json`) before the module sees the request,
+    so the upload limit alone would still let a 10 GB body into memory. Its Flask app is created
+    after the modules are loaded (in `paddlehub.serving.app_compat`, both with and without
+    `--use_multiprocess`): where that module is loaded, the name `Flask` in it is given a subclass that
+    sets `MAX_CONTENT_LENGTH` (Werkzeug checks `Content-Length` at once and counts a chunked body
+    as it comes). No other Flask app, and nothing outside a `hub` process, is touched.
+    """
+    app_compat = sys.modules.get("paddlehub.serving.app_compat")
+    if app_compat is None or getattr(app_compat.Flask, "bounded_by_paddlehub_video", False):
+        return
+
+    class BoundedFlask(app_compat.Flask):
+        bounded_by_paddlehub_video = True
+
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.config["MAX_CONTENT_LENGTH"] = max_request_bytes()
+
+    app_compat.Flask = BoundedFlask
 
 
 def refused_entry(label: str, error: str) -> dict:
