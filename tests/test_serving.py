@@ -34,6 +34,7 @@ import yaml
 
 from paddlehub_video.serving import (
     DEFAULT_MAX_ITEMS,
+    IDLE_TIMEOUT_ENV,
     MAX_FRAMES_ENV,
     MAX_ITEMS_ENV,
     MAX_PIXELS_ENV,
@@ -63,6 +64,7 @@ SERVE = [sys.executable, "-c", "import sys, flask; run = flask.Flask.run; "
 START_TIMEOUT_S = 180  # bounds on a busy 2-core machine: a hang fails instead of blocking
 REQUEST_TIMEOUT_S = 300
 LIMIT_MB = 1
+IDLE_TIMEOUT_S = 10  # the server drops a client silent this long
 MAX_FRAMES = 50
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 never goes through a proxy
 
@@ -182,6 +184,7 @@ def server(hub_env: dict[str, str], publisher_host: PublisherHost, served_dir: P
     (folder / "tmp").mkdir()
     served = Server(folder, {**hub_env, "PADDLEHUB_VIDEO_CONFIG": str(config), MAX_UPLOAD_ENV: str(LIMIT_MB),
                              MAX_FRAMES_ENV: str(MAX_FRAMES), SERVING_DIRS_ENV: str(served_dir),
+                             IDLE_TIMEOUT_ENV: str(IDLE_TIMEOUT_S),
                              "TMPDIR": str(folder / "tmp")})
     try:
         yield served
@@ -308,6 +311,17 @@ def test_a_body_over_the_request_limit_is_refused_unread(server, clips):
     assert answer == b"" or status_of(answer) in (b"413", b"400"), answer[:300]
     assert peak_rss_mib(server.proc.pid) - before < body_mib / 4  # read whole, it would be > body_mib
     assert_still_serving(server, clips[0])
+
+
+def test_a_client_that_sends_nothing_does_not_hold_the_server(server, clips):
+    """The server answers one request at a time: a connection opened and left silent would hold it for
+    ever. It is dropped after IDLE_TIMEOUT_S, and the request behind it is answered."""
+    server.wait_until_up()
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=REQUEST_TIMEOUT_S) as silent:
+        silent.sendall(b"POST /predict/" + VIDEOTAG.encode() + b" HTTP/1.1\r\n")  # and nothing more
+        assert_still_serving(server, clips[0])  # without the bound: waits until REQUEST_TIMEOUT_S
+        assert silent.recv(65536) == b""  # the server closed it
 
 
 def peak_rss_mib(pid: int) -> float:

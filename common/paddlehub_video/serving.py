@@ -38,6 +38,8 @@ DEFAULT_MAX_FRAMES = 18_000  # 10 minutes at 30 fps
 MAX_PIXELS_ENV = "PADDLEHUB_VIDEO_MAX_PIXELS"
 DEFAULT_MAX_PIXELS = 3840 * 2160  # 4K UHD: ~100 MB to decode a frame; 16384x8192 took 1.6 GB
 SERVING_DIRS_ENV = "PADDLEHUB_VIDEO_SERVING_DIRS"
+IDLE_TIMEOUT_ENV = "PADDLEHUB_VIDEO_IDLE_TIMEOUT_S"
+DEFAULT_IDLE_TIMEOUT_S = 60.0  # a client silent this long between bytes is dropped
 MAX_PATH_CHARS = 4096  # Linux's PATH_MAX
 # One answer for every refused path, whatever is (or is not) there: a client must not learn from it
 # whether a file exists, is a directory, is empty or is readable.
@@ -255,8 +257,15 @@ def max_request_bytes() -> int:
     return int(max_upload_bytes() * 1.05) + 2**20
 
 
+def idle_timeout_s() -> float:
+    """Seconds `hub serving` waits for a client's next bytes, from $PADDLEHUB_VIDEO_IDLE_TIMEOUT_S."""
+    return _env_positive(IDLE_TIMEOUT_ENV, DEFAULT_IDLE_TIMEOUT_S, "number of seconds")
+
+
 def bound_request_bodies() -> None:
-    """Make PaddleHub's serving app refuse a body over `max_request_bytes()` with HTTP 413, before reading it.
+    """Make PaddleHub's serving app refuse a body over `max_request_bytes()` with HTTP 413, before reading it,
+    and drop a client silent for `idle_timeout_s()` (its development server, `hub serving` without
+    `--use_multiprocess`; gunicorn has its own timeouts).
 
     PaddleHub reads and parses the whole body (`request.json`) before the module sees the request,
     so the upload limit alone would still let a 10 GB body into memory. Its Flask app is created
@@ -269,12 +278,24 @@ def bound_request_bodies() -> None:
     if app_compat is None or getattr(app_compat.Flask, "bounded_by_paddlehub_video", False):
         return
 
+    from werkzeug.serving import WSGIRequestHandler
+
+    class IdleBoundedRequestHandler(WSGIRequestHandler):
+        """Gives up on a client that sends nothing for `idle_timeout_s()` (the server answers one request
+        at a time: a connection left open without a request would hold it for ever)."""
+
+        timeout = idle_timeout_s()
+
     class BoundedFlask(app_compat.Flask):
         bounded_by_paddlehub_video = True
 
         def __init__(self, *args: Any, **kwargs: Any):
             super().__init__(*args, **kwargs)
             self.config["MAX_CONTENT_LENGTH"] = max_request_bytes()
+
+        def run(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("request_handler", IdleBoundedRequestHandler)
+            super().run(*args, **kwargs)
 
     app_compat.Flask = BoundedFlask
 
