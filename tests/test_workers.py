@@ -105,6 +105,7 @@ def test_first_videos_decode_while_the_models_load(mirror: PublisherHost, paths:
     module.preprocess, module.predictors = spy_preprocess, spy_predictors
     first = module.classify(paths, threshold=0.0, top_k=5)
     assert sorted(seen_when_loading[0]) == sorted(paths[:workers])
+    assert sorted(decoding) == sorted(paths)  # each video decoded once: the early ones were used
     decoding.clear()
     seen_when_loading.clear()
     assert module.classify(paths, threshold=0.0, top_k=5) == first

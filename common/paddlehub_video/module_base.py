@@ -33,7 +33,7 @@ from .errors import ConfigError
 from .limits import DecodeLimits, check_video, effective_limits
 from .pipeline import ParallelPipelines, VideoOutcome, VideoPipeline, load_soon, report_failure, validate_paths
 from .postprocess import top_k_predictions, validate_threshold, validate_top_k
-from .predictor import Predictor, shared_predictor
+from .predictor import Predictor, check_can_create, shared_predictor
 from .preprocess import scale_and_crop
 from .sampling import plan_windows
 from .serving import bound_request_bodies, classify_request
@@ -253,6 +253,8 @@ class VideoModule:
         # On the first call, each worker's first video decodes while the models are fetched and loaded
         # (seconds): a failure there still fails this call, and the decoded frames are dropped.
         ready = (use_gpu, count) in self._loaded_for
+        if not ready:
+            check_can_create(use_gpu)  # no GPU, or a forked child that cannot make one: before any decoding
         firsts = None if ready else [load_soon(self.preprocess, path) for path in paths[:count]]
         pipelines = [
             VideoPipeline(self.preprocess, partial(model, predictors=self.predictors(use_gpu, worker)))

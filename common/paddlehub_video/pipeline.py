@@ -71,6 +71,7 @@ class VideoPipeline(Generic[Inputs, Output]):
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="paddlehub_video-decode") as pool:
             pending = first if first is not None else self._submit(pool, paths[0])
+            first = None  # no longer held here: the video's frames go when it is done
             for index, path in enumerate(paths):
                 current = pending
                 if index + 1 < len(paths):
@@ -96,12 +97,21 @@ class VideoPipeline(Generic[Inputs, Output]):
 def load_soon(load: Callable[[str], Inputs], path: str) -> Future:
     """`load(path)` started now in a thread of its own (in a copy of the caller's context), for
     `VideoPipeline.run(first=...)`: a video decodes while the caller still prepares (loads a model).
-    Whether or not the future is ever read, the thread ends when `load` returns."""
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paddlehub_video-decode")
-    try:
-        return pool.submit(contextvars.copy_context().run, load, path)
-    finally:
-        pool.shutdown(wait=False)
+    The thread ends when `load` returns, and is a daemon: a caller that fails meanwhile (a missing
+    model file) and exits does not wait for a decode nobody will read."""
+    future: Future = Future()
+    context = contextvars.copy_context()
+
+    def work() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(context.run(load, path))
+        except BaseException as exc:  # the reader of the future gets it, as from a pool
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="paddlehub_video-first-decode", daemon=True).start()
+    return future
 
 
 class ParallelPipelines(Generic[Inputs, Output]):
@@ -120,12 +130,14 @@ class ParallelPipelines(Generic[Inputs, Output]):
         """Yield one VideoOutcome per path, in order. `firsts`: the loading of each worker's first
         video (`paths[k]`), if already started."""
         count = min(len(self.pipelines), len(paths))
-        firsts = firsts or [None] * count
+        # One-slot lists the workers empty: nothing here keeps a first video's frames once it is done.
+        handed = [[future] for future in (firsts or [None] * count)]
+        firsts = None
         queues: list[queue.Queue] = [queue.Queue(maxsize=1) for _ in range(count)]
         stop = threading.Event()
         threads = [
             threading.Thread(target=contextvars.copy_context().run,
-                             args=(self._work, self.pipelines[k], paths[k::count], firsts[k], queues[k], stop),
+                             args=(self._work, self.pipelines[k], paths[k::count], handed[k], queues[k], stop),
                              name=f"paddlehub_video-worker-{k}", daemon=True)
             for k in range(count)
         ]
@@ -142,11 +154,13 @@ class ParallelPipelines(Generic[Inputs, Output]):
 
     @staticmethod
     def _work(
-        pipeline: VideoPipeline, paths: list[str], first: Future | None, out: queue.Queue, stop: threading.Event
+        pipeline: VideoPipeline, paths: list[str], first: list[Future | None], out: queue.Queue,
+        stop: threading.Event,
     ) -> None:
-        """Run `pipeline` over `paths`, handing each outcome over as the consumer takes it."""
+        """Run `pipeline` over `paths` (`first`: a one-slot list of the first video's loading, emptied
+        here), handing each outcome over as the consumer takes it."""
         try:
-            for outcome in pipeline.run(paths, first):
+            for outcome in pipeline.run(paths, first.pop()):
                 if not _put(out, outcome, stop):
                     return
         except BaseException as exc:  # given to the consumer, which raises it in its own thread

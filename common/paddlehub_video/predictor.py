@@ -1,8 +1,10 @@
 """A thin wrapper around a Paddle Inference predictor: named inputs in, outputs out."""
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,6 +48,7 @@ class Predictor:
     ):
         if use_gpu:
             check_gpu_available()
+        self.cpu_threads = cpu_threads
         prefix = str(model_prefix)
         config = paddle_infer.Config(prefix + ".json", prefix + ".pdiparams")
         config.disable_glog_info()
@@ -65,6 +68,8 @@ class Predictor:
     def _start(self, create: Callable[..., object], argument: object, use_gpu: bool) -> None:
         """Make the Paddle predictor with `create(argument)` in this object's own owner thread."""
         self.use_gpu = use_gpu
+        self._pid = os.getpid()  # a forked child has none of this predictor's threads
+        _made.add(self)
         self._owner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paddlehub_video-predictor")
         self._predictor = self._owner.submit(create, argument).result()
         self.input_names: list[str] = list(self._predictor.get_input_names())
@@ -74,7 +79,9 @@ class Predictor:
         """Another predictor of the same model sharing this one's weights (Paddle's `clone`), with
         its own owner thread and activations: for running two videos at once without a second
         copy of the parameters."""
+        self._check_process()
         twin = object.__new__(Predictor)
+        twin.cpu_threads = self.cpu_threads
         # The clone is made in the new owner thread: its oneDNN cache is that thread's.
         twin._start(lambda source: source.clone(), self._predictor, self.use_gpu)
         return twin
@@ -88,7 +95,18 @@ class Predictor:
         unknown = set(inputs) - set(self.input_names)
         if unknown:
             raise KeyError(f"unknown inputs {sorted(unknown)}; the model takes {self.input_names}")
+        self._check_process()
         return self._owner.submit(self._run, inputs, lod).result()
+
+    def _check_process(self) -> None:
+        """Refuse, rather than wait for ever, in a process forked after this predictor was made: its
+        owner thread exists only in the parent."""
+        if os.getpid() != self._pid:
+            raise DeviceError(
+                "this predictor was made before the process forked and cannot run in the child (its "
+                "threads exist only in the parent): call the module again in the child, which makes "
+                "its own predictors, instead of keeping the parent's (e.g. a predict_fn made before fork)"
+            )
 
     def _run(
         self,
@@ -118,7 +136,7 @@ class Predictor:
 
 
 _shared: dict[tuple, Predictor] = {}
-_inherited: list[dict[tuple, Predictor]] = []  # a forked child's copies of its parent's predictors
+_made: weakref.WeakSet[Predictor] = weakref.WeakSet()  # every predictor of this process still in use
 _shared_lock = threading.Lock()
 
 
@@ -157,12 +175,22 @@ _forked_after_threads = False
 def _forget_predictors() -> None:
     """In a forked child: the parent's owner threads do not exist here (a run would wait forever), and
     its lock may be held. The child makes its own predictors on first use, where Paddle can."""
-    global _shared, _shared_lock, _forked_after_threads
-    _forked_after_threads = _forked_after_threads or any(key[2] > 1 and not key[1] for key in _shared)
-    # Kept, never freed here: a Paddle predictor's destructor in a forked child can wait on the
-    # parent's threads, which do not exist here.
-    _inherited.append(_shared)
-    _shared, _shared_lock = {}, threading.Lock()
+    global _shared, _shared_lock, _made, _forked_after_threads
+    inherited = list(_made)
+    _forked_after_threads = _forked_after_threads or any(p.cpu_threads > 1 and not p.use_gpu for p in inherited)
+    for predictor in inherited:
+        # Never freed here: a Paddle predictor's destructor in a forked child fails on the parent's
+        # threads (std::system_error, SIGABRT), even at the child's normal exit.
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(predictor))
+    _shared, _shared_lock, _made = {}, threading.Lock(), weakref.WeakSet()
+
+
+def check_can_create(use_gpu: bool) -> None:
+    """Raise DeviceError now where no predictor can be made: no GPU for `use_gpu`, or a forked child
+    whose parent ran a multi-threaded one (cheap: before a caller starts work that needs one)."""
+    if use_gpu:
+        check_gpu_available()
+    _check_not_forked_after_threads()
 
 
 def _check_not_forked_after_threads() -> None:
