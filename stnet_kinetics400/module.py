@@ -55,7 +55,7 @@ class StNet(VideoModule, hub.Module):
             "seg_num": self.config["sampling"]["seg_num"],
             "image_size": self.config["preprocess"]["crop_size"],
             "num_classes": self.config["model"]["num_classes"],
-            "distinct_windows": True,  # forward feeds each distinct window once (run_network)
+            "distinct_windows": True,  # forward feeds each distinct window once
         }
         # Every file first: a failed download or a wrong label file is reported before any conversion.
         weights_file, labels_file = self.assets("weights", "labels")
@@ -73,11 +73,7 @@ class StNet(VideoModule, hub.Module):
         """One video -> its `seg_num` windows of `seglen` frames, `[seg_num * seglen, crop, crop, 3]` uint8."""
         return self.read_clip(path, self.sampling())
 
-    def forward(self, frames: np.ndarray, predictors: dict[str, Predictor]) -> np.ndarray:
-        """Frames -> the 400 probabilities."""
-        return self.run_network(frames, predictors)
-
-    def run_network(self, frames: np.ndarray, predictors: dict[str, Predictor], dedup: bool = True) -> np.ndarray:
+    def forward(self, frames: np.ndarray, predictors: dict[str, Predictor], dedup: bool = True) -> np.ndarray:
         """Frames -> super-images `[N, 3 * seglen, crop, crop]` float32 and each segment's window -> the
         400 probabilities.
 

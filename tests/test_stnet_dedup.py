@@ -82,10 +82,10 @@ def still_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def spied_run(stnet, frames: np.ndarray, dedup: bool = True) -> tuple[np.ndarray, WindowSpy]:
-    """`run_network` with a spy on the StNet predictor: (probabilities, the spy)."""
+    """`forward` with a spy on the StNet predictor: (probabilities, the spy)."""
     predictors = stnet.predictors(False)
     spy = WindowSpy(predictors["stnet"])
-    return stnet.run_network(frames, {**predictors, "stnet": spy}, dedup=dedup), spy
+    return stnet.forward(frames, {**predictors, "stnet": spy}, dedup=dedup), spy
 
 
 def assert_every_window_gives(stnet, every_segment, frames: np.ndarray, deduped: np.ndarray) -> None:
