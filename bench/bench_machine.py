@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_memory import bench_cold_start, bench_rss, short_clip
+from bench_models import tsn_model_prefix
 from common_setup import (
     REPO,
     RESNET101_GFLOP,
@@ -84,7 +85,7 @@ def run_all(threads: list[threading.Thread]) -> None:
 
 def bench_split(cores: int) -> dict:
     """One predictor with all threads vs one single-thread predictor per core, same run."""
-    prefix = load_module("videotag_tsn_lstm").bundle().models["tsn"]
+    prefix = tsn_model_prefix()
     rows = {}
     for split in (1, cores) * 3:  # interleaved: a load change hits both
         rows[split] = max(rows.get(split, 0.0), split_row(prefix, cores, split))

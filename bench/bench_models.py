@@ -47,9 +47,7 @@ from common_setup import (
 
 from paddlehub_video.cpus import default_cpu_threads
 from paddlehub_video.preprocess import (
-    frames_to_tensor,
     tensor_batches,
-    to_super_images,
 )
 
 RESULTS = RESULTS_DIR / "models.json"
@@ -158,11 +156,8 @@ def bench_stnet(clip: str, threads: int | None, repeats: int) -> dict:
     """StNet: decode, network, and end-to-end classify per video (best of `repeats`)."""
     module = load_module("stnet_kinetics400", runtime_config(threads))
     _, first_call_s = timed(lambda: module.classify([clip]))
-    pre = module.config["preprocess"]
-    frames = module.preprocess(clip)
-    # The network alone: its input built as StNet's `forward` builds it (the clip's 25 windows are distinct).
-    video = to_super_images(frames_to_tensor(frames, pre["mean"], pre["std"]), module.config["sampling"]["seglen"])
-    inputs = {"windows": video, "window_index": np.arange(len(video), dtype=np.int64)}
+    # The network alone, fed what StNet's `forward` feeds it (the clip's 25 windows are distinct).
+    inputs = module.network_inputs(module.preprocess(clip))
     predictor = module.predictors(False)["stnet"]
     return {
         "threads": default_cpu_threads(module.config["runtime"]["cpu_threads"]),

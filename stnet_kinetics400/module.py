@@ -74,8 +74,12 @@ class StNet(VideoModule, hub.Module):
         return self.read_clip(path, self.sampling())
 
     def forward(self, frames: np.ndarray, predictors: dict[str, Predictor], dedup: bool = True) -> np.ndarray:
-        """Frames -> super-images `[N, 3 * seglen, crop, crop]` float32 and each segment's window -> the
-        400 probabilities.
+        """Frames -> the 400 probabilities (`network_inputs` says what the network is fed)."""
+        return predictors["stnet"].run(self.network_inputs(frames, dedup))[0][0]
+
+    def network_inputs(self, frames: np.ndarray, dedup: bool = True) -> dict[str, np.ndarray]:
+        """Frames -> the network's feeds: super-images `windows` `[N, 3 * seglen, crop, crop]` float32 and
+        `window_index`, each segment's window.
 
         `dedup`: each distinct window (windows repeat, their seglen frames equal byte for byte, in a
         clip of fewer than seg_num frames or a still picture) runs through the per-window layers
@@ -89,7 +93,7 @@ class StNet(VideoModule, hub.Module):
         else:
             window_index = np.arange(len(frames) // seglen, dtype=np.int64)
         windows = to_super_images(frames_to_tensor(frames, pre["mean"], pre["std"]), seglen)
-        return predictors["stnet"].run({"windows": windows, "window_index": window_index})[0][0]
+        return {"windows": windows, "window_index": window_index}
 
     def video_classification(
         self, data: dict, use_gpu: bool = False, top_k: int = 5, threshold: float = 0.0, **kwargs: Any

@@ -14,7 +14,6 @@ import argparse
 import ast
 import contextlib
 import glob
-import math
 import os
 import re
 import sys
@@ -28,6 +27,7 @@ from .progress import TerminalProgress, reporting
 from .quiet import PROGRESS_ENV, VERBOSE_ENV, env_flag, quiet_decoders, routed_logging, terminal_stream
 from .report import write_report
 from .results_file import ResultsFile, ResultsFileError
+from .timeline import validate_window
 from .video import VIDEO_EXTENSIONS
 
 T = TypeVar("T")
@@ -71,12 +71,9 @@ def threshold_option(text: str) -> float:
 def seconds_option(text: str) -> float:
     """--timeline / --stride: a positive number of seconds, else a usage error."""
     try:
-        value = float(text)
+        return validate_window(float(text), None)[0]
     except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}") from None
 
 
 def workers_option(text: str) -> int:

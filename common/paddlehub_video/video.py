@@ -197,10 +197,12 @@ def _sequential_groups(
 ) -> Iterator[list[T]]:
     """Every frame decoded once, each group given out when its last frame is; the next decoder where one cannot."""
     reasons: list[str] = []
-    given = [0]  # groups already given out: a decoder tried after a failure starts after them
+    given = 0  # groups already given out: a decoder tried after a failure starts after them
     for decoder in decoders:
         try:
-            yield from _one_pass(source, groups, transform, decoder, given)
+            for frames in _one_pass(source, groups[given:], transform, decoder):
+                yield frames
+                given += 1
             return
         except _NoPicture as exc:
             reasons.append(exc.reason)
@@ -209,10 +211,9 @@ def _sequential_groups(
 
 def _one_pass(
     source: str, groups: Sequence[Sequence[int]], transform: Callable[[np.ndarray], T], decoder: Decoder,
-    given: list[int],
 ) -> Iterator[list[T]]:
-    """One sequential pass of `decoder` over `source`, giving out `groups[given[0]:]` as they complete."""
-    pending = list(groups[given[0]:])
+    """One sequential pass of `decoder` over `source`, giving out `groups` as they complete."""
+    pending = list(groups)
     wanted = {i for group in pending for i in group}
     reported = _reported(transform, source, len(wanted))
     kept: dict[int, T] = {}
@@ -224,7 +225,6 @@ def _one_pass(
             count += 1
             while pending and max(pending[0]) < count:
                 yield [kept[i] for i in pending.pop(0)]
-                given[0] += 1
                 kept = _still_needed(kept, pending, 0)
             if not pending:
                 return
@@ -254,7 +254,8 @@ def _read_planned(
 ) -> list[T] | None:
     """Decode only the packets the sampled frames depend on; None when planned decoding falls short."""
     indices = _checked_indices(sample_indices(index.frame_count), index.frame_count)
-    kept = decode_frames(source, index, set(indices), _reported(transform, source, len(set(indices))))
+    wanted = set(indices)
+    kept = decode_frames(source, index, wanted, _reported(transform, source, len(wanted)))
     return None if kept is None else [kept[i] for i in indices]
 
 
