@@ -1,5 +1,5 @@
 """paddlehub-video: the videotag_tsn_lstm and stnet_kinetics400 PaddleHub modules on PaddlePaddle 3."""
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="paddlehub-video",
@@ -11,14 +11,14 @@ setup(
     # The shared layer is common/paddlehub_video/: the folder carries the import name, so editors and
     # PYTHONPATH=common resolve it without an install. configs/ stays at the top and ships inside the
     # package as `paddlehub_video.configs`, so installed modules find their YAML.
-    packages=["paddlehub_video", "paddlehub_video.assets", "paddlehub_video.networks", "paddlehub_video.configs"],
+    packages=[*find_packages("common"), "paddlehub_video.configs"],
     package_dir={"": "common", "paddlehub_video.configs": "configs"},
     package_data={"paddlehub_video.configs": ["*.yaml", "params/*.json"]},
     install_requires=[
         "paddlepaddle>=3.0,<4",
         "paddlehub==2.4.0",
         "opencv-python>=4.5",
-        # PyAV: the packet list and planned decoding of paddlehub_video.packet_plan (wheels bundle FFmpeg).
+        # PyAV: the packet list and planned decoding of paddlehub_video.decode.packet_plan (wheels bundle FFmpeg).
         "av>=14",
         "numpy>=1.23",
         "pyyaml>=5.4",
@@ -28,7 +28,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "psutil>=5.9", "ruff>=0.5"],
-        # paddlehub_video.ray_adapter (scale-out on Ray Data); importing paddlehub_video never needs it.
+        # paddlehub_video.interfaces.ray_adapter (scale-out on Ray Data); importing paddlehub_video never needs it.
         "ray": ["ray[data]>=2.9"],
         # bench/: the sgemm reference is run with BLAS limited to the bench's thread count.
         "bench": ["threadpoolctl>=3.1"],

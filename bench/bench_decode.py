@@ -14,7 +14,7 @@ Four clips, written once into bench/results/videos/ and reused by later runs:
 - scene mpeg2_interlaced: the same content as interlaced MPEG-2 in MPEG-TS (broadcast, DVD, camcorders).
 - scene av1: the same content in AV1 (SVT-AV1 preset 10), as YouTube downloads and recent phones.
   OpenCV gives no true picture of these two (black or stale frames, no AV1 decoder): its
-  read-every-frame rows are skipped, and ours decodes them with PyAV (see common/paddlehub_video/video.py).
+  read-every-frame rows are skipped, and ours decodes them with PyAV (see common/paddlehub_video/decode/video.py).
 
 Each method runs in its own subprocess, which reports its wall time for decoding plus sampling
 (300 frames by the TSN rule, or StNet's 25 windows of 5 frames), for TSN also preprocessing them to
@@ -56,9 +56,9 @@ from common_setup import (
     run_json,
 )
 
-from paddlehub_video.preprocess import scale_and_crop
-from paddlehub_video.sampling import sample_stnet_indices, sample_tsn_indices
-from paddlehub_video.video import read_sampled_frames
+from paddlehub_video.decode.preprocess import scale_and_crop
+from paddlehub_video.decode.sampling import sample_stnet_indices, sample_tsn_indices
+from paddlehub_video.decode.video import read_sampled_frames
 
 RESULTS = RESULTS_DIR / "decode.json"
 METHODS = ("baseline", "read_all", "stream_full", "stream", "read_all_stnet", "stream_full_stnet")

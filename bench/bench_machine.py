@@ -59,7 +59,7 @@ def tsn_pass(predictor, frames: int, batch: np.ndarray) -> None:
 
 def split_row(prefix: Path, cores: int, split: int) -> float:
     """TSN frames/s with `split` predictors (a first and its clones) of `cores // split` threads each."""
-    from paddlehub_video.predictor import Predictor
+    from paddlehub_video.model.predictor import Predictor
 
     first = Predictor(prefix, cpu_threads=max(1, cores // split), use_onednn=True)
     predictors = [first] + [first.clone() for _ in range(split - 1)]
@@ -192,7 +192,7 @@ def stnet_gflop() -> float:
     """
     import paddle
 
-    from paddlehub_video.networks.stnet import SEG_NUM, build_stnet_program
+    from paddlehub_video.model.networks.stnet import SEG_NUM, build_stnet_program
 
     paddle.enable_static()
     try:

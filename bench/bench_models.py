@@ -46,7 +46,7 @@ from common_setup import (
 )
 
 from paddlehub_video.cpus import default_cpu_threads
-from paddlehub_video.preprocess import (
+from paddlehub_video.decode.preprocess import (
     tensor_batches,
 )
 
@@ -60,7 +60,7 @@ SWEEP_BATCHES = (1, 2, 5, 10, 30)
 
 def tsn_worker(model_prefix: str, threads: int, batch: int, frames: int) -> None:
     """In a fresh process: sgemm, TSN over `frames` random frames in runs of `batch` (best of 2), sgemm."""
-    from paddlehub_video.predictor import Predictor
+    from paddlehub_video.model.predictor import Predictor
 
     sgemm_before = sgemm_gflops(threads)
     predictor = Predictor(model_prefix, use_gpu=False, cpu_threads=threads, use_onednn=True)

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --disable-pip-version-check -c constraints.txt -e .
 hub install videotag_tsn_lstm stnet_kinetics400
-if ! python3 -m paddlehub_video.samples --list samples/publisher_videos.txt; then
+if ! python3 -m paddlehub_video.interfaces.samples --list samples/publisher_videos.txt; then
     echo "demo: cannot fetch the publisher's sample videos (the reason is above)" >&2
     exit 1
 fi

@@ -14,13 +14,13 @@ import paddlehub as hub
 from paddlehub.module.module import moduleinfo
 
 from paddlehub_video.config import ConfigOverrides
-from paddlehub_video.inference_model import Program, cached_inference_model
+from paddlehub_video.decode.preprocess import frames_to_tensor, to_super_images, unique_windows
+from paddlehub_video.decode.sampling import sample_stnet_indices
+from paddlehub_video.model.inference_model import Program, cached_inference_model
+from paddlehub_video.model.networks.stnet import PROGRAM_VERSION, SEG_LEN, build_stnet_program
+from paddlehub_video.model.predictor import Predictor
 from paddlehub_video.module_base import Defaults, ModelBundle, VideoModule
-from paddlehub_video.networks.stnet import PROGRAM_VERSION, SEG_LEN, build_stnet_program
 from paddlehub_video.pipeline import validate_paths
-from paddlehub_video.predictor import Predictor
-from paddlehub_video.preprocess import frames_to_tensor, to_super_images, unique_windows
-from paddlehub_video.sampling import sample_stnet_indices
 
 
 @moduleinfo(

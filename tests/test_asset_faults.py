@@ -25,12 +25,12 @@ import numpy as np
 import pytest
 import yaml
 
-from paddlehub_video import assets, inference_model
-from paddlehub_video.assets import AssetSpec, cache_root, fetch_asset
-from paddlehub_video.assets import download as asset_download
 from paddlehub_video.errors import AssetError, WeightsError
+from paddlehub_video.model import assets, inference_model
+from paddlehub_video.model.assets import AssetSpec, cache_root, fetch_asset
+from paddlehub_video.model.assets import download as asset_download
+from paddlehub_video.model.weights import expected_parameters
 from paddlehub_video.testing import pdparams_bytes, write_weights_tar
-from paddlehub_video.weights import expected_parameters
 from tests.fixtures.cache import cache_files
 from tests.fixtures.http_server import FileServer
 from tests.fixtures.publisher import PROXY_VARS, SMALL, PublisherHost
@@ -330,7 +330,7 @@ def test_ctrl_c_during_a_download_leaves_only_a_resumable_part(host: FileServer,
     stall_at = len(data) // 3
     host.set_fault("big.bin", stall_after=stall_at, stall_s=600, times=1)
     spec = AssetSpec("weights", host.url_for("big.bin"), max_bytes=1 << 30)
-    code = ("import sys; from paddlehub_video.assets import AssetSpec, fetch_asset; "
+    code = ("import sys; from paddlehub_video.model.assets import AssetSpec, fetch_asset; "
             "fetch_asset(AssetSpec('weights', sys.argv[1], max_bytes=1 << 30), progress=False)")
     child = subprocess.Popen([sys.executable, "-c", code, host.url_for("big.bin")], stderr=subprocess.PIPE,
                              text=True, env={**os.environ, assets.ENV_TIMEOUT: "600"})

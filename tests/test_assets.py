@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from paddlehub_video import assets
-from paddlehub_video.assets import AssetSpec, cache_root, fetch_asset, sha256_file
-from paddlehub_video.assets import cache as asset_cache
-from paddlehub_video.assets import download as asset_download
 from paddlehub_video.errors import AssetError
-from paddlehub_video.weights import max_file_bytes
+from paddlehub_video.model import assets
+from paddlehub_video.model.assets import AssetSpec, cache_root, fetch_asset, sha256_file
+from paddlehub_video.model.assets import cache as asset_cache
+from paddlehub_video.model.assets import download as asset_download
+from paddlehub_video.model.weights import max_file_bytes
 from tests.fixtures.cache import cache_files
 from tests.fixtures.http_server import FileServer
 from tests.fixtures.weights import sparse_tar_member
@@ -301,7 +301,7 @@ def test_two_processes_download_once(http_server: FileServer) -> None:
     http_server.set_fault("shared.bin", hold=gate)
     code = textwrap.dedent("""
         import sys
-        from paddlehub_video.assets import AssetSpec, fetch_asset
+        from paddlehub_video.model.assets import AssetSpec, fetch_asset
         print(fetch_asset(AssetSpec("blob", sys.argv[1], sha256=sys.argv[2]), progress=True))
     """)
     procs = [subprocess.Popen([sys.executable, "-c", code, spec.url, spec.sha256 or ""],

@@ -26,10 +26,10 @@ import numpy as np
 import pytest
 import yaml
 
+from paddlehub_video.decode.preprocess import scale_and_crop
+from paddlehub_video.decode.sampling import sample_tsn_indices
+from paddlehub_video.decode.video import read_sampled_frames
 from paddlehub_video.errors import VideoDecodeError
-from paddlehub_video.preprocess import scale_and_crop
-from paddlehub_video.sampling import sample_tsn_indices
-from paddlehub_video.video import read_sampled_frames
 from tests.fixtures import mp4
 from tests.fixtures.hub_cli import TRACEBACK, describe, printed_result, run_hub
 from tests.fixtures.publisher import KINETICS_LABELS, SMALL, VIDEOTAG_LABELS, PublisherHost

@@ -21,9 +21,9 @@ from typing import Any, NamedTuple
 import pytest
 import yaml
 
-from paddlehub_video import results_file
-from paddlehub_video.cli import VIDEO_EXTENSIONS, build_parser, expand_input_path, input_paths
-from paddlehub_video.results_file import MAX_LINE_BYTES, ResultsFile, ResultsFileError
+from paddlehub_video.interfaces import results_file
+from paddlehub_video.interfaces.cli import VIDEO_EXTENSIONS, build_parser, expand_input_path, input_paths
+from paddlehub_video.interfaces.results_file import MAX_LINE_BYTES, ResultsFile, ResultsFileError
 from tests.fixtures.hub_cli import TRACEBACK, describe, run_hub
 from tests.fixtures.publisher import KINETICS_LABELS, SMALL, VIDEOTAG_LABELS, PublisherHost
 from tests.fixtures.videos import MakeVideo

@@ -20,7 +20,7 @@ import psutil
 import pytest
 import yaml
 
-from paddlehub_video import assets
+from paddlehub_video.model import assets
 from tests.fixtures.http_server import FileServer
 from tests.fixtures.hub_cli import describe, hub_home_config
 from tests.fixtures.publisher import SMALL, PublisherHost

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from paddlehub_video import video
-from paddlehub_video.sampling import sample_stnet_indices, sample_tsn_indices
-from paddlehub_video.video import read_sampled_frames
+from paddlehub_video.decode import video
+from paddlehub_video.decode.sampling import sample_stnet_indices, sample_tsn_indices
+from paddlehub_video.decode.video import read_sampled_frames
 from tests.fixtures.decode_matrix import KINDS, Kind, corrupt_middle_packet, reference_frames, x264
 from tests.fixtures.videos import read_every_frame
 
@@ -101,8 +101,8 @@ _CHILD = """
 import os, sys, hashlib
 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # before the decoders count the CPUs
 from functools import partial
-from paddlehub_video.sampling import sample_tsn_indices
-from paddlehub_video.video import read_sampled_frames
+from paddlehub_video.decode.sampling import sample_tsn_indices
+from paddlehub_video.decode.video import read_sampled_frames
 frames = read_sampled_frames(sys.argv[1], partial(sample_tsn_indices, seg_num=300), lambda f: f)
 print(hashlib.sha256(b"".join(f.tobytes() for f in frames)).hexdigest())
 """

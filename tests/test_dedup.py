@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from paddlehub_video.preprocess import unique_frames
+from paddlehub_video.decode.preprocess import unique_frames
 from tests.fixtures.publisher import REPO, PublisherHost
 
 NAME = "videotag_tsn_lstm"

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from paddlehub_video.preprocess import frames_to_tensor
-from paddlehub_video.weights import load_pdparams
+from paddlehub_video.decode.preprocess import frames_to_tensor
+from paddlehub_video.model.weights import load_pdparams
 from tests.fixtures.publisher import SMALL, VIDEOTAG_LABELS, PublisherHost
 from tests.fixtures.references import DUPLICATE_IDS, np_attention_pooled, np_tag_head, prediction_vector
 

@@ -6,12 +6,12 @@ import numpy as np
 import paddle
 import pytest
 
-from paddlehub_video.assets import cache as asset_cache
-from paddlehub_video.assets import file_digest
 from paddlehub_video.errors import DeviceError, WeightsError
-from paddlehub_video.inference_model import Program, cached_inference_model
-from paddlehub_video.networks.layers import conv2d, new_program
-from paddlehub_video.predictor import Predictor, shared_predictor
+from paddlehub_video.model.assets import cache as asset_cache
+from paddlehub_video.model.assets import file_digest
+from paddlehub_video.model.inference_model import Program, cached_inference_model
+from paddlehub_video.model.networks.layers import conv2d, new_program
+from paddlehub_video.model.predictor import Predictor, shared_predictor
 from paddlehub_video.testing import write_pdparams
 
 TINY = {"tiny_w": (4, 3, 3, 3), "tiny_b": (4,)}
@@ -28,7 +28,7 @@ def build_tiny():
 @pytest.fixture
 def tiny_network(monkeypatch, tmp_path):
     """Register TINY as network 'tiny' and point the cache at a fresh HUB_HOME."""
-    monkeypatch.setattr("paddlehub_video.weights.expected_parameters", lambda network: dict(TINY))
+    monkeypatch.setattr("paddlehub_video.model.weights.expected_parameters", lambda network: dict(TINY))
     monkeypatch.setenv("HUB_HOME", str(tmp_path / "hub"))
     rng = np.random.default_rng(0)
     return {name: rng.normal(size=shape).astype(np.float32) for name, shape in TINY.items()}
@@ -97,7 +97,7 @@ def test_weights_missing_a_parameter_leave_nothing_in_the_cache(tiny_network, tm
 
 def test_program_parameters_not_covered_by_weights_are_an_error(tiny_network, tmp_path, monkeypatch):
     # The manifest is satisfied, but the program has a parameter the manifest does not list.
-    monkeypatch.setattr("paddlehub_video.weights.expected_parameters", lambda network: {"tiny_w": TINY["tiny_w"]})
+    monkeypatch.setattr("paddlehub_video.model.weights.expected_parameters", lambda network: {"tiny_w": TINY["tiny_w"]})
     weights = write_pdparams(tiny_network, tmp_path / "tiny.pdparams")
     with pytest.raises(WeightsError, match="do not cover 1 program parameters"):
         cached_inference_model(Program("tiny", 1, build_tiny), {"tiny": weights})

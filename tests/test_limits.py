@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from paddlehub_video.decode.limits import DecodeLimits, applied_limits, check_video
 from paddlehub_video.errors import VideoDecodeError
-from paddlehub_video.limits import DecodeLimits, applied_limits, check_video
 from paddlehub_video.pipeline import VideoPipeline
 from tests.fixtures.huge_video import write_huge_video
 from tests.fixtures.publisher import SMALL
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 _PROBE = """
 import json, sys
 from paddlehub_video.errors import VideoDecodeError
-from paddlehub_video.limits import DecodeLimits, check_video
+from paddlehub_video.decode.limits import DecodeLimits, check_video
 try:
     check_video(sys.argv[1], DecodeLimits(**json.loads(sys.argv[2])))
     error = None
@@ -88,7 +88,7 @@ def test_frame_limit(codec, make_video):
 
 def test_an_mp4_of_too_many_frames_is_refused_before_ffmpeg_indexes_it(tmp_path, monkeypatch):
     many = write_encoded_video(tmp_path / "many.mp4", 3000, 16, 16, "libx264", {"preset": "ultrafast"})
-    monkeypatch.setattr("paddlehub_video.limits.av.open", lambda *a, **k: pytest.fail("opened by FFmpeg"))
+    monkeypatch.setattr("paddlehub_video.decode.limits.av.open", lambda *a, **k: pytest.fail("opened by FFmpeg"))
     with pytest.raises(VideoDecodeError, match="many.mp4: holds more than 1000 frames"):
         check_video(many, DecodeLimits(max_frames=1000))
 
@@ -97,7 +97,7 @@ def test_an_mp4_with_another_box_first_is_counted_all_the_same(tmp_path, monkeyp
     many = write_encoded_video(tmp_path / "many.mp4", 3000, 16, 16, "libx264", {"preset": "ultrafast"})
     uuid_first = tmp_path / "uuid_first.mp4"
     uuid_first.write_bytes((24).to_bytes(4, "big") + b"uuid" + bytes(16) + many.read_bytes())
-    monkeypatch.setattr("paddlehub_video.limits.av.open", lambda *a, **k: pytest.fail("opened by FFmpeg"))
+    monkeypatch.setattr("paddlehub_video.decode.limits.av.open", lambda *a, **k: pytest.fail("opened by FFmpeg"))
     with pytest.raises(VideoDecodeError, match="uuid_first.mp4: holds more than 1000 frames"):
         check_video(uuid_first, DecodeLimits(max_frames=1000))
 
@@ -106,7 +106,7 @@ def test_limits_are_off_by_default_and_cost_nothing(clip, monkeypatch):
     videotag = module("videotag_tsn_lstm")
     assert videotag.decode_limits() == DecodeLimits() and not videotag.decode_limits().active
     assert videotag.preprocess(str(clip)).shape[0] == SMALL["sampling"]["seg_num"]
-    monkeypatch.setattr("paddlehub_video.limits.av.open", lambda *a, **k: pytest.fail("probed without limits"))
+    monkeypatch.setattr("paddlehub_video.decode.limits.av.open", lambda *a, **k: pytest.fail("probed without limits"))
     check_video(clip, videotag.decode_limits())
 
 

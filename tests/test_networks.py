@@ -12,16 +12,16 @@ import numpy as np
 import paddle
 import pytest
 
-from paddlehub_video.inference_model import program_parameters
-from paddlehub_video.networks.attention_lstm import (
+from paddlehub_video.model.inference_model import program_parameters
+from paddlehub_video.model.networks.attention_lstm import (
     build_attention_lstm_program,
     lod_tensor,
     peephole_lstm,
 )
-from paddlehub_video.networks.layers import feed_values, new_program, static_mode
-from paddlehub_video.networks.resnet import bottleneck, stem
-from paddlehub_video.networks.stnet import build_stnet_program, temporal_block, xception_head
-from paddlehub_video.networks.tsn import build_tsn_program
+from paddlehub_video.model.networks.layers import feed_values, new_program, static_mode
+from paddlehub_video.model.networks.resnet import bottleneck, stem
+from paddlehub_video.model.networks.stnet import build_stnet_program, temporal_block, xception_head
+from paddlehub_video.model.networks.tsn import build_tsn_program
 from tests.fixtures.references import (
     np_attention_lstm,
     np_auto_bn,

@@ -1,4 +1,4 @@
-"""Planned decoding (paddlehub_video.packet_plan): the sequential decoder's frames from fewer packets."""
+"""Planned decoding (paddlehub_video.decode.packet_plan): the sequential decoder's frames from fewer packets."""
 
 from __future__ import annotations
 
@@ -8,11 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from paddlehub_video import video
-from paddlehub_video.bitstream import Picture, PictureReader, Unsupported
-from paddlehub_video.packet_plan import PacketIndex, decode_frames, decoder_spans, packets_to_decode, read_packet_index
-from paddlehub_video.sampling import sample_stnet_indices, sample_tsn_indices
-from paddlehub_video.video import read_sampled_frames
+from paddlehub_video.decode import video
+from paddlehub_video.decode.bitstream import Picture, PictureReader, Unsupported
+from paddlehub_video.decode.packet_plan import (
+    PacketIndex,
+    decode_frames,
+    decoder_spans,
+    packets_to_decode,
+    read_packet_index,
+)
+from paddlehub_video.decode.sampling import sample_stnet_indices, sample_tsn_indices
+from paddlehub_video.decode.video import read_sampled_frames
 from tests.fixtures import hard_videos as hv
 from tests.fixtures.decode_matrix import pyav_every_frame
 from tests.fixtures.videos import frame_index_of, read_every_frame, write_encoded_video, write_video

@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from paddlehub_video.cli import build_parser, input_paths, parse_bool, read_path_list
 from paddlehub_video.errors import VideoDecodeError
+from paddlehub_video.interfaces.cli import build_parser, input_paths, parse_bool, read_path_list
 from paddlehub_video.pipeline import VideoPipeline, validate_paths
 
 

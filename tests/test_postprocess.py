@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from paddlehub_video.assets import read_labels
 from paddlehub_video.errors import AssetError
-from paddlehub_video.postprocess import top_k_predictions, validate_threshold, validate_top_k
+from paddlehub_video.model.assets import read_labels
+from paddlehub_video.model.postprocess import top_k_predictions, validate_threshold, validate_top_k
 
 LABELS = ["a", "b", "c", "d", "b"]  # "b" twice, as in the publisher's label_3396.txt
 

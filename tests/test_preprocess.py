@@ -1,4 +1,4 @@
-"""Preprocessing of paddlehub_video.preprocess, bit-exact against a direct PIL/NumPy reference."""
+"""Preprocessing of paddlehub_video.decode.preprocess, bit-exact against a direct PIL/NumPy reference."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from paddlehub_video.preprocess import (
+from paddlehub_video.decode.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     center_crop_offsets,
@@ -19,8 +19,8 @@ from paddlehub_video.preprocess import (
     tensor_batches,
     to_super_images,
 )
-from paddlehub_video.sampling import sample_stnet_indices, sample_tsn_indices
-from paddlehub_video.video import read_sampled_frames
+from paddlehub_video.decode.sampling import sample_stnet_indices, sample_tsn_indices
+from paddlehub_video.decode.video import read_sampled_frames
 
 MEAN = np.array(IMAGENET_MEAN, dtype=np.float32).reshape(3, 1, 1)
 STD = np.array(IMAGENET_STD, dtype=np.float32).reshape(3, 1, 1)

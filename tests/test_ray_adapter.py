@@ -51,7 +51,7 @@ def ray_instance() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def adapter(ray_instance: Any) -> ModuleType:
-    return importlib.import_module("paddlehub_video.ray_adapter")
+    return importlib.import_module("paddlehub_video.interfaces.ray_adapter")
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +127,9 @@ def threads_probe(ray: Any, num_cpus: int, env: dict) -> Any:
     class ThreadsProbe:  # defined in a function: pickled by value, so the workers never import tests/
         def stage_threads(self, config: dict) -> tuple[list[int], str | None, str]:
             import paddlehub_video
-            from paddlehub_video import predictor
             from paddlehub_video.cpus import CPU_THREADS_ENV
-            from paddlehub_video.ray_adapter import ModelStage
+            from paddlehub_video.interfaces.ray_adapter import ModelStage
+            from paddlehub_video.model import predictor
             from stnet_kinetics400.module import StNet
 
             before = set(predictor._shared)
@@ -177,7 +177,7 @@ def test_importing_paddlehub_video_never_imports_ray():
     code = (
         "import importlib, pkgutil, sys, paddlehub_video as p\n"
         "names = [m.name for m in pkgutil.walk_packages(p.__path__, 'paddlehub_video.')]\n"
-        "[importlib.import_module(n) for n in names if n != 'paddlehub_video.ray_adapter']\n"
+        "[importlib.import_module(n) for n in names if n != 'paddlehub_video.interfaces.ray_adapter']\n"
         "assert 'ray' not in sys.modules, [n for n in sys.modules if n.startswith('ray')]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
@@ -185,6 +185,6 @@ def test_importing_paddlehub_video_never_imports_ray():
 
 def test_adapter_without_ray_names_the_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # what a missing package looks like to `import ray`
-    monkeypatch.delitem(sys.modules, "paddlehub_video.ray_adapter", raising=False)
+    monkeypatch.delitem(sys.modules, "paddlehub_video.interfaces.ray_adapter", raising=False)
     with pytest.raises(ImportError, match=r"pip install 'paddlehub-video\[ray\]'"):
-        importlib.import_module("paddlehub_video.ray_adapter")
+        importlib.import_module("paddlehub_video.interfaces.ray_adapter")

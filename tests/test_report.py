@@ -1,4 +1,4 @@
-"""The HTML report (`paddlehub_video.report`, `hub run --report`), opened in a real headless Chromium.
+"""The HTML report (`paddlehub_video.interfaces.report`, `hub run --report`), opened in a real headless Chromium.
 
 Chromium and a CJK font come from the system packages, installed by `scripts/test.sh` where they
 are missing (apt-get, as root); without them the browser tests are skipped. Each browser test keeps a screenshot
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from paddlehub_video.report import render_report, write_report
+from paddlehub_video.interfaces.report import render_report, write_report
 from tests.fixtures.videos import MakeVideo
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

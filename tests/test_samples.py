@@ -1,4 +1,4 @@
-"""The publisher's sample videos (`paddlehub_video.samples`): fetched through the asset layer, with its
+"""The publisher's sample videos (`paddlehub_video.interfaces.samples`): fetched through the asset layer, with its
 cache, mirror, offline-directory and sha256 rules. Stand-in videos generated here are served from
 127.0.0.1; the real files are never downloaded nor committed."""
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from paddlehub_video import samples
-from paddlehub_video.assets import ENV_ASSETS, ENV_MIRROR
 from paddlehub_video.errors import AssetError
+from paddlehub_video.interfaces import samples
+from paddlehub_video.model.assets import ENV_ASSETS, ENV_MIRROR
 from tests.fixtures.http_server import FileServer
 from tests.fixtures.videos import MakeVideo
 

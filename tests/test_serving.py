@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 import yaml
 
-from paddlehub_video.serving import (
+from paddlehub_video.interfaces.serving import (
     DEFAULT_MAX_ITEMS,
     IDLE_TIMEOUT_ENV,
     MAX_FRAMES_ENV,

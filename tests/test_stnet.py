@@ -22,11 +22,11 @@ import paddlehub as hub
 import pytest
 from PIL import Image
 
+import paddlehub_video.model.predictor as predictor_module
 import paddlehub_video.module_base as module_base
-import paddlehub_video.predictor as predictor_module
-from paddlehub_video import inference_model
 from paddlehub_video.errors import ConfigError, DeviceError
-from paddlehub_video.weights import load_pdparams
+from paddlehub_video.model import inference_model
+from paddlehub_video.model.weights import load_pdparams
 from tests.fixtures.publisher import KINETICS_LABELS
 from tests.fixtures.videos import read_every_frame
 

@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from paddlehub_video.inference_model import Program, cached_inference_model
-from paddlehub_video.networks.stnet import PROGRAM_VERSION, build_stnet_program
-from paddlehub_video.preprocess import frames_to_tensor, to_super_images, unique_windows
+from paddlehub_video.decode.preprocess import frames_to_tensor, to_super_images, unique_windows
+from paddlehub_video.model.inference_model import Program, cached_inference_model
+from paddlehub_video.model.networks.stnet import PROGRAM_VERSION, build_stnet_program
 from tests.fixtures.publisher import REPO, PublisherHost
 from tests.fixtures.videos import synthetic_frame
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from paddlehub_video import progress, quiet
+from paddlehub_video import progress
+from paddlehub_video.interfaces import quiet
 from tests.fixtures.hub_cli import HUB, HUB_TIMEOUT_S, TRACEBACK, hub_home_config
 from tests.fixtures.publisher import REPO
 

@@ -16,10 +16,10 @@ import av
 import numpy as np
 import pytest
 
-from paddlehub_video import video as video_module
-from paddlehub_video.results_file import ResultsFile, ResultsFileError, parse_entry
-from paddlehub_video.sampling import plan_windows, sample_stnet_indices, sample_tsn_indices
-from paddlehub_video.video import frame_times, read_sampled_frames, read_sampled_groups
+from paddlehub_video.decode import video as video_module
+from paddlehub_video.decode.sampling import plan_windows, sample_stnet_indices, sample_tsn_indices
+from paddlehub_video.decode.video import frame_times, read_sampled_frames, read_sampled_groups
+from paddlehub_video.interfaces.results_file import ResultsFile, ResultsFileError, parse_entry
 from tests.fixtures.videos import MakeVideo, frame_index_of, synthetic_frame, write_encoded_video
 
 TSN8 = partial(sample_tsn_indices, seg_num=8)

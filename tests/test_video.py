@@ -1,4 +1,4 @@
-"""Frame sampling (publisher's indices) and the streaming decoder of paddlehub_video.video."""
+"""Frame sampling (publisher's indices) and the streaming decoder of paddlehub_video.decode.video."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from paddlehub_video import video
+from paddlehub_video.decode import video
+from paddlehub_video.decode.sampling import sample_stnet_indices, sample_tsn_indices
+from paddlehub_video.decode.video import read_sampled_frames
 from paddlehub_video.errors import VideoDecodeError
-from paddlehub_video.sampling import sample_stnet_indices, sample_tsn_indices
-from paddlehub_video.video import read_sampled_frames
 from tests.fixtures.decoding import count_decodable_frames
 from tests.fixtures.videos import frame_index_of, read_every_frame, synthetic_frame
 

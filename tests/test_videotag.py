@@ -21,12 +21,12 @@ import paddlehub as hub
 import pytest
 from PIL import Image
 
-from paddlehub_video import inference_model
-from paddlehub_video import predictor as predictor_module
-from paddlehub_video.assets import cache_root
+from paddlehub_video.decode.preprocess import tensor_batches
 from paddlehub_video.errors import DeviceError
-from paddlehub_video.preprocess import tensor_batches
-from paddlehub_video.weights import load_pdparams
+from paddlehub_video.model import inference_model
+from paddlehub_video.model import predictor as predictor_module
+from paddlehub_video.model.assets import cache_root
+from paddlehub_video.model.weights import load_pdparams
 from tests.fixtures.publisher import VIDEOTAG_LABELS, PublisherHost
 from tests.fixtures.references import DUPLICATE_IDS, np_attention_lstm, prediction_vector
 from tests.fixtures.videos import MakeVideo, read_every_frame

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from paddlehub_video.errors import WeightsError
+from paddlehub_video.model.weights import check_parameters, expected_parameters, load_checked_weights, load_pdparams
 from paddlehub_video.testing import make_state, pdparams_bytes, write_pdparams
-from paddlehub_video.weights import check_parameters, expected_parameters, load_checked_weights, load_pdparams
 from tests.fixtures.weights import inflating_pickle
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "upstream_param_shapes.json"
@@ -59,7 +59,7 @@ def test_pdparams_round_trip_in_publisher_format(tmp_path, lstm_state):
 
 def test_extra_keys_are_ignored(tmp_path, monkeypatch):
     expected = {"w": (2, 3)}
-    monkeypatch.setattr("paddlehub_video.weights.expected_parameters", lambda network: expected)
+    monkeypatch.setattr("paddlehub_video.model.weights.expected_parameters", lambda network: expected)
     state = {"w": np.ones((2, 3), np.float32), "fc_0.w_0": np.zeros((2, 2), np.float32)}
     loaded = load_checked_weights(write_pdparams(state, tmp_path / "w.pdparams"), "small")
     assert list(loaded) == ["w"]
@@ -180,7 +180,7 @@ def test_the_inflating_pickle_does_inflate_without_the_guard():
 
 
 def test_an_array_larger_than_all_parameters_is_refused_before_allocating(tmp_path, monkeypatch):
-    monkeypatch.setattr("paddlehub_video.weights.expected_parameters", lambda network: {"w": (2, 3)})
+    monkeypatch.setattr("paddlehub_video.model.weights.expected_parameters", lambda network: {"w": (2, 3)})
     state = {"w": np.ones((2, 3), np.float32), "extra": np.ones(1000, np.float32)}
     path = write_pdparams(state, tmp_path / "w.pdparams")
     with pytest.raises(WeightsError, match=r"shape \[1000\] \(4000 bytes\) is larger than all parameters") as info:
@@ -189,7 +189,7 @@ def test_an_array_larger_than_all_parameters_is_refused_before_allocating(tmp_pa
 
 
 def test_a_file_larger_than_the_network_can_be_is_refused_unread(tmp_path, monkeypatch):
-    from paddlehub_video import weights
+    from paddlehub_video.model import weights
 
     monkeypatch.setattr(weights, "expected_parameters", lambda network: {"w": (2, 3)})
     limit = weights.max_file_bytes("small")
@@ -205,6 +205,6 @@ def test_a_file_larger_than_the_network_can_be_is_refused_unread(tmp_path, monke
 @pytest.mark.parametrize("network", NETWORKS)
 def test_real_size_limits_hold_a_genuine_file(network):
     """Protocol 2 stores each data byte as 1 or 2 bytes of UTF-8: the limit allows the worst case."""
-    from paddlehub_video.weights import max_file_bytes, parameter_bytes
+    from paddlehub_video.model.weights import max_file_bytes, parameter_bytes
 
     assert 2 * parameter_bytes(network) < max_file_bytes(network) < 2 * parameter_bytes(network) + (17 << 20)

@@ -67,7 +67,7 @@ def test_a_stream_left_early_releases_its_workers(mirror: PublisherHost, paths: 
 
 
 def test_hub_run_workers_option(mirror: PublisherHost, short_video: Path) -> None:
-    from paddlehub_video.cli import build_parser
+    from paddlehub_video.interfaces.cli import build_parser
 
     parser = build_parser(NAME, "", top_k=5, threshold=0.0)
     assert parser.parse_args(["--input_path", "x"]).workers is None  # automatic

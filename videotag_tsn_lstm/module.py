@@ -12,13 +12,13 @@ import numpy as np
 import paddlehub as hub
 from paddlehub.module.module import moduleinfo
 
-from paddlehub_video.inference_model import Program, cached_inference_model
+from paddlehub_video.decode.preprocess import tensor_batches, unique_frames
+from paddlehub_video.decode.sampling import sample_tsn_indices
+from paddlehub_video.model.inference_model import Program, cached_inference_model
+from paddlehub_video.model.networks import attention_lstm, tsn
+from paddlehub_video.model.predictor import Predictor
 from paddlehub_video.module_base import Defaults, ModelBundle, VideoModule
-from paddlehub_video.networks import attention_lstm, tsn
 from paddlehub_video.pipeline import VideoOutcome, validate_paths
-from paddlehub_video.predictor import Predictor
-from paddlehub_video.preprocess import tensor_batches, unique_frames
-from paddlehub_video.sampling import sample_tsn_indices
 
 
 # A NamedTuple, not a @dataclass: PaddleHub reads this file's class decorators as calls (`.func`) and

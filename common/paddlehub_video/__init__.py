@@ -1,8 +1,11 @@
 """paddlehub_video: the shared layer of the videotag_tsn_lstm and stnet_kinetics400 modules.
 
-Data flows one way: path -> frames (video) -> tensor (preprocess) -> predictor -> probabilities
--> result dict (postprocess). Model files come from `assets` and are turned into Paddle Inference
-models by `inference_model`.
+Data flows one way: path -> frames (`decode`) -> tensor (`decode.preprocess`) -> predictor
+(`model`) -> probabilities -> result dict (`model.postprocess`). `module_base` and `pipeline` run a
+call; `interfaces` are the ways in (`hub run`, `hub serving`, Ray).
 """
+from . import _moved
 
 __version__ = "0.1.0"
+
+_moved.install()

@@ -25,20 +25,20 @@ import numpy as np
 from paddlehub.module.module import runnable, serving
 
 from . import progress
-from .assets import AssetSpec, fetch_assets, read_label_file
-from .cli import build_parser, run_batch
 from .config import ConfigOverrides, load_module_config
 from .cpus import default_cpu_threads, default_workers
+from .decode.limits import DecodeLimits, check_video, effective_limits
+from .decode.preprocess import scale_and_crop
+from .decode.sampling import plan_windows
+from .decode.video import frame_times, read_sampled_frames, read_sampled_groups
 from .errors import ConfigError
-from .limits import DecodeLimits, check_video, effective_limits
+from .interfaces.cli import build_parser, run_batch
+from .interfaces.serving import bound_request_bodies, classify_request
+from .model.assets import AssetSpec, fetch_assets, read_label_file
+from .model.postprocess import top_k_predictions, validate_threshold, validate_top_k
+from .model.predictor import Predictor, check_can_create, shared_predictor
 from .pipeline import ParallelPipelines, VideoOutcome, VideoPipeline, load_soon, report_failure, validate_paths
-from .postprocess import top_k_predictions, validate_threshold, validate_top_k
-from .predictor import Predictor, check_can_create, shared_predictor
-from .preprocess import scale_and_crop
-from .sampling import plan_windows
-from .serving import bound_request_bodies, classify_request
 from .timeline import failed_entry, prefetched, timeline_entry, validate_window, window_entry
-from .video import frame_times, read_sampled_frames, read_sampled_groups
 
 T = TypeVar("T")
 
@@ -350,7 +350,7 @@ class VideoModule:
 
     @serving
     def serving_method(self, paths: list[str] | None = None, videos: list | None = None, **options: Any) -> list[dict]:
-        """`hub serving`: `classify` of server `paths` and/or base64 `videos` (see paddlehub_video.serving);
+        """`hub serving`: `classify` of server `paths` and/or base64 `videos` (see paddlehub_video.interfaces.serving);
         with `timeline` (seconds) and optionally `stride`, `classify_timeline` instead."""
         if "timeline" not in options:
             return classify_request(self.classify, paths, videos, options)

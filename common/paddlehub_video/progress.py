@@ -19,7 +19,7 @@ from typing import IO
 
 from tqdm import tqdm
 
-from .quiet import native_output_logged
+from .interfaces.quiet import native_output_logged
 
 # Seconds between two redraws caused by frame counts (a frame can take under a millisecond).
 REDRAW_INTERVAL_S = 0.2

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .weights import expected_parameters
+from .model.weights import expected_parameters
 
 # numpy 2 pickles arrays through `numpy._core`; fluid 1.8 files name `numpy.core` (numpy 1.x).
 # In protocol 2 the global is the text line pair below, so the old name can be written exactly.

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from .sampling import Window
+from .decode.sampling import Window
 
 T = TypeVar("T")
 _END = object()

@@ -13,8 +13,8 @@ import numpy as np
 import paddle
 import paddle.inference as paddle_infer
 
-from . import progress
-from .errors import DeviceError
+from .. import progress
+from ..errors import DeviceError
 
 
 def check_gpu_available() -> None:

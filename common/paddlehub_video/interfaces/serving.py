@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .limits import DecodeLimits, applied_limits
-from .pipeline import validate_paths
-from .video import VIDEO_EXTENSIONS
+from ..decode.limits import DecodeLimits, applied_limits
+from ..decode.video import VIDEO_EXTENSIONS
+from ..pipeline import validate_paths
 
 MAX_UPLOAD_ENV = "PADDLEHUB_VIDEO_MAX_UPLOAD_MB"
 DEFAULT_MAX_UPLOAD_MB = 100.0

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import WeightsError
+from ..errors import WeightsError
 
 # Per parameter, what a protocol-2 pickle adds around the data: the name, shape, dtype and opcodes.
 _PICKLE_OVERHEAD_BYTES = 1024

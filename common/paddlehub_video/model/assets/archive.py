@@ -10,7 +10,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import AssetError
+from ...errors import AssetError
 from .cache import delete_cached, disk_errors, ensure_dir, extracted_path, forget_digest, record_digest
 from .download import CHUNK
 from .spec import AssetSpec

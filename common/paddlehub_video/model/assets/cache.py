@@ -20,7 +20,7 @@ from typing import Any, Callable, TypeVar
 
 import filelock
 
-from ..errors import AssetError
+from ...errors import AssetError
 from .spec import AssetSpec, url_file_name
 
 T = TypeVar("T")

@@ -16,8 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import PaddleHubVideoError
-from .video import read_sampled_frames
+from ..decode.video import read_sampled_frames
+from ..errors import PaddleHubVideoError
 
 THUMBNAILS = 4
 THUMB_HEIGHT = 72

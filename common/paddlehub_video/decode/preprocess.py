@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from . import progress
+from .. import progress
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

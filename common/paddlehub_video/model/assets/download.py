@@ -15,7 +15,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..errors import AssetError
+from ...errors import AssetError
 from .cache import disk_errors, sha256_file
 from .spec import AssetSpec
 

@@ -9,8 +9,8 @@ import os
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from .. import progress as progress_report
-from ..errors import AssetError
+from ... import progress as progress_report
+from ...errors import AssetError
 from .archive import extract_member
 from .cache import (
     download_path,

@@ -36,13 +36,13 @@ try:
     import ray.data  # noqa: F401  (fail here, with the fix, rather than inside a worker)
 except ImportError as exc:  # ray is an optional extra
     raise ImportError(
-        f"paddlehub_video.ray_adapter needs Ray Data ({exc}): pip install 'paddlehub-video[ray]'"
+        f"paddlehub_video.interfaces.ray_adapter needs Ray Data ({exc}): pip install 'paddlehub-video[ray]'"
     ) from exc
 
-from .config import ConfigOverrides
-from .cpus import CPU_THREADS_ENV
-from .pipeline import report_failure
-from .postprocess import validate_threshold, validate_top_k
+from ..config import ConfigOverrides
+from ..cpus import CPU_THREADS_ENV
+from ..model.postprocess import validate_threshold, validate_top_k
+from ..pipeline import report_failure
 
 ModuleRef = Union[str, "os.PathLike[str]", type]
 Batch = Union[pa.Table, Mapping[str, Any]]

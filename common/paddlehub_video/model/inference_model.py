@@ -22,9 +22,9 @@ import numpy as np
 import paddle
 from filelock import FileLock
 
-from . import progress
+from .. import progress
+from ..errors import AssetError, WeightsError
 from .assets import cache_root, file_digest, read_fetched, sha256_file
-from .errors import AssetError, WeightsError
 from .networks.layers import feed_values, static_mode
 from .weights import load_checked_weights
 

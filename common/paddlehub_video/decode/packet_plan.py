@@ -60,8 +60,8 @@ from typing import NamedTuple, TypeVar
 import av
 import numpy as np
 
+from ..cpus import usable_cpus
 from .bitstream import Picture, PictureReader, Unsupported
-from .cpus import usable_cpus
 
 T = TypeVar("T")
 logger = logging.getLogger("paddlehub_video")

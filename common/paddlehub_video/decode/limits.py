@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 
 import av
 
-from .errors import VideoDecodeError
+from ..errors import VideoDecodeError
 from .video import refuse_reference_file
 
 # Decoding skipped while opening: the header gives the frame size without it.

@@ -5,7 +5,7 @@ import json
 from functools import partial
 from pathlib import Path
 
-from ..errors import AssetError
+from ...errors import AssetError
 from .cache import read_fetched
 
 

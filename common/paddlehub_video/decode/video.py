@@ -54,9 +54,9 @@ import av
 import cv2
 import numpy as np
 
-from . import progress
+from .. import progress
+from ..errors import VideoDecodeError
 from .av_sequential import SEQUENTIAL_THREADS, Frames, Probe, open_frames, probe
-from .errors import VideoDecodeError
 from .packet_plan import PacketIndex, decode_frames, open_container, read_packet_index
 
 T = TypeVar("T")

@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ..errors import AssetError
+from ...errors import AssetError
 from ..weights import max_file_bytes
 
 DEFAULT_MAX_BYTES = 1 << 20  # label files are tens of kB

@@ -3,7 +3,7 @@
 Same rules as the weights: the cache under `$HUB_HOME/paddlehub_video`, `$PADDLEHUB_VIDEO_MIRROR`,
 `$PADDLEHUB_VIDEO_ASSETS` (no network), sha256 checked; offline, one error names both files.
 
-    python3 -m paddlehub_video.samples [--list FILE]   # their local paths, one per line (into FILE)
+    python3 -m paddlehub_video.interfaces.samples [--list FILE]   # their local paths, one per line (into FILE)
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .assets import AssetSpec, fetch_assets
-from .errors import PaddleHubVideoError
+from ..errors import PaddleHubVideoError
+from ..model.assets import AssetSpec, fetch_assets
 
 BASE_URL = "https://paddlehub.bj.bcebos.com/model/video/video_classifcation"  # sic: the publisher's spelling
 MAX_BYTES = 32 << 20  # each is well under 1 MB; a bound for what a server may send
@@ -32,7 +32,9 @@ def sample_videos(progress: bool = True) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """Print (or write to --list) the sample videos' paths; exit status 1 with the reason when they cannot be had."""
-    parser = argparse.ArgumentParser(prog="python3 -m paddlehub_video.samples", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python3 -m paddlehub_video.interfaces.samples", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--list", type=Path, help="write the paths to this file, one per line")
     args = parser.parse_args(argv)
     try:

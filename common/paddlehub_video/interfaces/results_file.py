@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, BinaryIO, NamedTuple
 
-from .errors import PaddleHubVideoError
+from ..errors import PaddleHubVideoError
 
 # Longer than any line this project writes (3,396 labels with their probabilities and a 4 KiB path
 # stay under 0.5 MiB), so a huge file without newlines is refused after reading this much of it.
