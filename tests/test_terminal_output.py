@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from paddlehub_video import progress
-from paddlehub_video.interfaces import quiet
+from paddlehub_video.interfaces import quiet, terminal
 from tests.fixtures.hub_cli import HUB, HUB_TIMEOUT_S, TRACEBACK, hub_home_config
 from tests.fixtures.publisher import REPO
 
@@ -204,7 +204,7 @@ def test_python_callers_get_no_progress_even_on_a_terminal(small_stnet, clip, mo
 
 def test_the_bar_text_holds_each_running_videos_stage_and_nothing_when_hidden():
     stream = io.StringIO()
-    display = progress.TerminalProgress(stream, "m", show=True)
+    display = terminal.TerminalProgress(stream, "m", show=True)
     with display.videos(2):
         display.stage("/v/a.mp4", "network", 0)
         assert display.describe() == "a.mp4 network"  # StNet: one run, no frame count
@@ -217,7 +217,7 @@ def test_the_bar_text_holds_each_running_videos_stage_and_nothing_when_hidden():
     assert "a.mp4 network 4/8 frames" in stream.getvalue()
 
     hidden = io.StringIO()
-    silent = progress.TerminalProgress(hidden, "m", show=False)
+    silent = terminal.TerminalProgress(hidden, "m", show=False)
     with silent.busy("converting x (once)"):
         silent.stage("/v/a.mp4", "decode", 8)
     assert hidden.getvalue() == ""

@@ -24,11 +24,12 @@ from typing import IO, TypeVar
 from ..decode.video import VIDEO_EXTENSIONS
 from ..errors import PaddleHubVideoError
 from ..model.postprocess import validate_threshold, validate_top_k
-from ..progress import TerminalProgress, reporting
+from ..progress import reporting
 from ..timeline import validate_window
 from .quiet import PROGRESS_ENV, VERBOSE_ENV, env_flag, quiet_decoders, routed_logging, terminal_stream
 from .report import write_report
 from .results_file import ResultsFile, ResultsFileError
+from .terminal import TerminalProgress
 
 T = TypeVar("T")
 # What a folder given as --input_path is searched for (compared in lower case).
