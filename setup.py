@@ -9,8 +9,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     # The shared layer is common/paddlehub_video/: the folder carries the import name, so editors and
-    # PYTHONPATH=common resolve it without an install. configs/ stays at the top and ships inside the
-    # package as `paddlehub_video.configs`, so installed modules find their YAML.
+    # PYTHONPATH=common resolve it without an install (the dependencies still have to be installed).
+    # configs/ stays at the top and ships inside the package as `paddlehub_video.configs`, so installed
+    # modules find their YAML; from a clone, config.config_files() falls back to the top-level configs/.
     packages=[*find_packages("common"), "paddlehub_video.configs"],
     package_dir={"": "common", "paddlehub_video.configs": "configs"},
     package_data={"paddlehub_video.configs": ["*.yaml", "params/*.json"]},

@@ -69,10 +69,6 @@ class StNet(VideoModule, hub.Module):
         sampling = self.config["sampling"]
         return partial(sample_stnet_indices, seg_num=sampling["seg_num"], seglen=sampling["seglen"])
 
-    def preprocess(self, path: str) -> np.ndarray:
-        """One video -> its `seg_num` windows of `seglen` frames, `[seg_num * seglen, crop, crop, 3]` uint8."""
-        return self.read_clip(path, self.sampling())
-
     def forward(self, frames: np.ndarray, predictors: dict[str, Predictor], dedup: bool = True) -> np.ndarray:
         """Frames -> the 400 probabilities (`network_inputs` says what the network is fed)."""
         return predictors["stnet"].run(self.network_inputs(frames, dedup))[0][0]

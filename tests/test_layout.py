@@ -5,6 +5,8 @@ inside functions included, resolved to the package module it names. A module's `
 left out: it holds the deprecated aliases of names that moved, imported only when an old name is used.
 """
 import ast
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 import paddlehub_video
 
 PACKAGE = Path(paddlehub_video.__file__).parent
+REPO = Path(__file__).resolve().parents[1]
 NAME = "paddlehub_video"
 
 # stage -> the stages (folders or top-level modules) its modules must never import
@@ -97,3 +100,23 @@ def test_the_old_module_names_are_the_moved_modules():
     from paddlehub_video.model.assets import cache
 
     assert old_cache is cache
+
+
+def test_a_clone_works_with_pythonpath_common_alone():
+    """`PYTHONPATH=common` from a clone (nothing installed): the configs come from the top-level configs/."""
+    script = (
+        "import sys\n"
+        # this environment has the package installed (editable): take that finder away
+        "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]\n"
+        "sys.path.insert(0, 'common')\n"
+        "import paddlehub_video\n"
+        "from paddlehub_video.config import load_module_config\n"
+        "from paddlehub_video.model.weights import expected_parameters\n"
+        "import importlib.util\n"
+        "assert importlib.util.find_spec('paddlehub_video.configs') is None, 'not the clone case'\n"
+        "print(load_module_config('stnet_kinetics400')['model']['num_classes'],"
+        " len(expected_parameters('stnet_resnet50_kinetics400')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["400", "301"]

@@ -77,10 +77,6 @@ class VideoTag(VideoModule, hub.Module):
         """Frame count -> the indices of the `seg_num` TSN frames (the publisher's formula)."""
         return partial(sample_tsn_indices, seg_num=self.config["sampling"]["seg_num"])
 
-    def preprocess(self, path: str) -> np.ndarray:
-        """One video -> its `seg_num` sampled, cropped frames `[seg_num, crop, crop, 3]` uint8."""
-        return self.read_clip(path, self.sampling())
-
     def forward(self, frames: np.ndarray, predictors: dict[str, Predictor]) -> np.ndarray:
         """Frames -> the 3396 tag probabilities."""
         return self.run_networks(frames, predictors).probabilities

@@ -6,9 +6,12 @@ import os
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import yaml
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 ConfigOverrides = Union[Mapping[str, Any], str, Path, None]
 
@@ -35,9 +38,21 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def config_files() -> Traversable:
+    """The folder of the module YAML and `params/`: installed as `paddlehub_video.configs`; in a clone used
+    without installing (`PYTHONPATH=common`), the repository's top-level `configs/`."""
+    try:
+        return resources.files("paddlehub_video.configs")
+    except ModuleNotFoundError:
+        clone = Path(__file__).resolve().parents[2] / "configs"
+        if not clone.is_dir():
+            raise
+        return clone
+
+
 def load_module_config(module_name: str, overrides: ConfigOverrides = None) -> dict[str, Any]:
     """configs/<module_name>.yaml, then $PADDLEHUB_VIDEO_CONFIG[module_name], then `overrides`."""
-    text = resources.files("paddlehub_video.configs").joinpath(f"{module_name}.yaml").read_text(encoding="utf-8")
+    text = config_files().joinpath(f"{module_name}.yaml").read_text(encoding="utf-8")
     config = yaml.safe_load(text)
     env_file = os.environ.get(CONFIG_ENV)
     if env_file:

@@ -3,7 +3,8 @@
 A module class is its `@moduleinfo`, its config (configs/<NAME>.yaml) and three hooks:
 
 - `load_bundle()`: fetch and convert its files -> a `ModelBundle` (converted models by name, labels);
-- `preprocess(path)`: one video -> its sampled, cropped frames, uint8 `[T, H, W, 3]`;
+- `sampling()`: a clip's frame count -> the indices of the frames the model reads (`preprocess`
+  decodes those, scaled and cropped, as uint8 `[T, H, W, 3]`);
 - `forward(frames, predictors)`: those frames -> the class probabilities (normalisation, layout
   and batch axes are the model's own business).
 
@@ -121,10 +122,6 @@ class VideoModule:
         """Fetch the module's files and convert its networks (called once per object, by `bundle`)."""
         raise NotImplementedError
 
-    def preprocess(self, path: str) -> np.ndarray:
-        """One video -> its sampled, cropped frames `[T, H, W, 3]` uint8 (what `predict_fn` takes)."""
-        raise NotImplementedError
-
     def forward(self, frames: np.ndarray, predictors: dict[str, Predictor]) -> np.ndarray:
         """`preprocess`'s frames -> the class probabilities `[num_classes]`, with the predictors of `bundle`."""
         raise NotImplementedError
@@ -133,6 +130,11 @@ class VideoModule:
         """Frame count of a clip -> the indices of the frames `preprocess` takes from it (timelines sample each
         window with it)."""
         raise NotImplementedError
+
+    def preprocess(self, path: str) -> np.ndarray:
+        """One video -> the frames `sampling()` picks, scaled and cropped: `[T, H, W, 3]` uint8 (what `predict_fn`
+        takes)."""
+        return self.read_clip(path, self.sampling())
 
     # ------------------------------------------------------------ files, models, predictors
 

@@ -12,12 +12,12 @@ import json
 import math
 import pickle
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from ..config import config_files
 from ..errors import WeightsError
 
 # Per parameter, what a protocol-2 pickle adds around the data: the name, shape, dtype and opcodes.
@@ -118,7 +118,7 @@ class _ArrayUnpickler(pickle._Unpickler):
 
 def expected_parameters(network: str) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every parameter the publisher's `network` holds (configs/params/)."""
-    text = resources.files("paddlehub_video.configs").joinpath("params", f"{network}.json").read_text()
+    text = config_files().joinpath("params", f"{network}.json").read_text()
     return {name: tuple(shape) for name, shape in json.loads(text)}
 
 
