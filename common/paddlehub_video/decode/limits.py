@@ -98,6 +98,38 @@ def effective_limits(configured: DecodeLimits) -> DecodeLimits:
     return configured.stricter(_APPLIED.get())
 
 
+def applied_max_pixels() -> int | None:
+    """The pixel limit `applied_limits` set for this context, which every decoder enforces on every frame."""
+    limits = _APPLIED.get()
+    return limits.max_pixels if limits else None
+
+
+def limited_decode(source: str, context: Any, packet: Any) -> list[Any]:
+    """`context.decode(packet)`, each frame checked against the applied pixel limit (VideoDecodeError if over).
+
+    The header's frame size is checked before decoding (`check_video`), but a stream can switch to
+    larger frames mid-way (a new parameter set). Decoders opened under a pixel limit have FFmpeg's
+    own `max_pixels` (`packet_plan.open_container`), so they refuse such a frame before allocating
+    it and fail: the context then holds the refused size, named in the error. Frames a decoder
+    gives all the same are checked here too.
+    """
+    try:
+        frames = context.decode(packet)
+    except av.FFmpegError:
+        _check_frame_size(source, context.width, context.height)
+        raise
+    for frame in frames:
+        _check_frame_size(source, frame.width, frame.height)
+    return frames
+
+
+def _check_frame_size(source: str, width: int, height: int) -> None:
+    limits = _APPLIED.get()
+    if limits and limits.max_pixels is not None and width * height > limits.max_pixels:
+        raise VideoDecodeError(source, f"a frame of {width}x{height} ({width * height} pixels) is over the limit of "
+                                       f"{limits.max_pixels} pixels per frame ({limits.pixels_setting})")
+
+
 def check_video(path: str | os.PathLike[str], limits: DecodeLimits) -> None:
     """Raise VideoDecodeError (naming the file and the limit) if the video is over `limits`.
 

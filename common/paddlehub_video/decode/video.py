@@ -58,6 +58,7 @@ from .. import progress
 from ..errors import VideoDecodeError
 from .av_sequential import SEQUENTIAL_THREADS, Frames, Probe, open_frames, probe
 from .containers import check_container
+from .limits import applied_max_pixels
 from .packet_plan import PacketIndex, decode_frames, open_container, read_packet_index
 
 T = TypeVar("T")
@@ -306,7 +307,9 @@ def _sequential_decoders(found: Probe | None) -> tuple[Decoder, ...]:
     """The decoders to try on a file, in order (see the table in the module docstring)."""
     if found is None:  # PyAV cannot read it: OpenCV alone, with its own errors
         return (_opencv_frames,)
-    if found.interlaced:
+    if found.interlaced or applied_max_pixels() is not None:
+        # Under a pixel limit PyAV only: OpenCV's decoder cannot be given FFmpeg's max_pixels, so it
+        # would allocate an oversized frame before its size could be seen.
         return (_pyav_frames,)
     return (_opencv_frames, _pyav_frames)
 
