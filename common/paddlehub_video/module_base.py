@@ -28,7 +28,7 @@ from paddlehub.module.module import runnable, serving
 from . import progress
 from .config import ConfigOverrides, load_module_config
 from .cpus import default_cpu_threads, default_workers
-from .decode.limits import DecodeLimits, check_video, effective_limits
+from .decode.limits import DecodeLimits, applied_limits, check_video, effective_limits
 from .decode.preprocess import scale_and_crop
 from .decode.sampling import plan_windows
 from .decode.video import frame_times, read_sampled_frames, read_sampled_groups
@@ -217,9 +217,14 @@ class VideoModule:
         self, path: str | os.PathLike[str], sample_indices: Callable[[int], Sequence[int]],
         transform: Callable[[np.ndarray], T],
     ) -> list[T]:
-        """`video.read_sampled_frames`, after checking the video against `decode_limits()` (if any)."""
-        check_video(path, self.decode_limits())
-        return read_sampled_frames(path, sample_indices, transform)
+        """`video.read_sampled_frames`, after checking the video against `decode_limits()` (if any).
+
+        The limits stay applied while it decodes: its pixel limit then holds for every frame.
+        """
+        limits = self.decode_limits()
+        check_video(path, limits)
+        with applied_limits(limits):
+            return read_sampled_frames(path, sample_indices, transform)
 
     def crop(self) -> Callable[[np.ndarray], np.ndarray]:
         """An RGB frame -> scaled and centre-cropped as the config says (uint8)."""
@@ -332,13 +337,15 @@ class VideoModule:
         """One video's timeline entry: one decoding pass, window k + 1 decoding while window k is inferred."""
         report = progress.current()
         try:
-            check_video(path, self.decode_limits())
-            times = frame_times(path)
-            windows = plan_windows(times.times, times.duration, window, stride, self.sampling())
-            crop = self.crop()
-            clips = (np.stack(frames) for frames in read_sampled_groups(path, [w.indices for w in windows], crop))
-            probabilities = map(infer, prefetched(clips))
-            found = [window_entry(w, self.postprocess(p, top_k, threshold)) for w, p in zip(windows, probabilities)]
+            limits = self.decode_limits()
+            check_video(path, limits)
+            with applied_limits(limits):  # the pixel limit holds for every frame decoded
+                times = frame_times(path)
+                windows = plan_windows(times.times, times.duration, window, stride, self.sampling())
+                crop = self.crop()
+                clips = (np.stack(frames) for frames in read_sampled_groups(path, [w.indices for w in windows], crop))
+                probabilities = map(infer, prefetched(clips))
+                found = [window_entry(w, self.postprocess(p, top_k, threshold)) for w, p in zip(windows, probabilities)]
             return timeline_entry(str(path), times.duration, found)
         except Exception as exc:  # one bad video must not cost the others their results
             return failed_entry(str(path), report_failure(path, exc))

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from .limits import limited_decode
 from .packet_plan import open_container
 
 # One decoder thread, on every machine. With frame threads, how a damaged packet is concealed
@@ -72,7 +73,7 @@ def probe(source: str) -> Probe | None:
                 return None  # no video, or no decoder for it
             stream = container.streams.video[0]
             stream.codec_context.thread_count = 1  # one frame wanted: no frame-thread delay
-            first = _first_frame(container, stream)
+            first = _first_frame(source, container, stream)
             field_order = int(getattr(stream.codec_context, "field_order", 0) or 0)
             interlaced = field_order in _INTERLACED_FIELD_ORDERS or bool(first and first.interlaced_frame)
             return Probe(stream.codec_context.codec.name, interlaced, first is not None)
@@ -89,7 +90,7 @@ def open_frames(source: str) -> Iterator[Frames]:
             return
         stream = container.streams.video[0]
         stream.codec_context.thread_count = SEQUENTIAL_THREADS
-        yield Frames(max(stream.frames, 0), _decoded(container, stream))
+        yield Frames(max(stream.frames, 0), _decoded(source, container, stream))
 
 
 def rgb_as_stored(frame: av.VideoFrame, reformatter: VideoReformatter | None = None) -> np.ndarray:
@@ -105,26 +106,30 @@ def rgb_as_stored(frame: av.VideoFrame, reformatter: VideoReformatter | None = N
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _decoded(container: av.container.InputContainer, stream: av.VideoStream) -> Iterator[Callable[[], np.ndarray]]:
+def _decoded(
+    source: str, container: av.container.InputContainer, stream: av.VideoStream
+) -> Iterator[Callable[[], np.ndarray]]:
     """Every frame the decoder outputs; a packet it rejects is skipped, as OpenCV does."""
     context = stream.codec_context
     reformatter = VideoReformatter()
     for packet in container.demux(stream):
         try:
-            frames = context.decode(packet)  # the last, empty packet flushes the decoder
+            frames = limited_decode(source, context, packet)  # the last, empty packet flushes the decoder
         except av.InvalidDataError:
             continue
         for frame in frames:
             yield partial(rgb_as_stored, frame, reformatter)
 
 
-def _first_frame(container: av.container.InputContainer, stream: av.VideoStream) -> av.VideoFrame | None:
+def _first_frame(
+    source: str, container: av.container.InputContainer, stream: av.VideoStream
+) -> av.VideoFrame | None:
     """The first frame the decoder outputs, reading at most _PROBE_PACKETS packets."""
     for count, packet in enumerate(container.demux(stream)):
         if count >= _PROBE_PACKETS:
             return None
         try:
-            frames = stream.codec_context.decode(packet)
+            frames = limited_decode(source, stream.codec_context, packet)
         except av.InvalidDataError:
             continue
         if frames:

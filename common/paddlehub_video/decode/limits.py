@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import os
 import stat
-import struct
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 import av
 
 from ..errors import VideoDecodeError
-from .video import refuse_reference_file
+from .containers import check_container
 
 # Decoding skipped while opening: the header gives the frame size without it.
 _PROBE_OPTIONS = {"skip_frame": "all"}
@@ -99,6 +98,38 @@ def effective_limits(configured: DecodeLimits) -> DecodeLimits:
     return configured.stricter(_APPLIED.get())
 
 
+def applied_max_pixels() -> int | None:
+    """The pixel limit `applied_limits` set for this context, which every decoder enforces on every frame."""
+    limits = _APPLIED.get()
+    return limits.max_pixels if limits else None
+
+
+def limited_decode(source: str, context: Any, packet: Any) -> list[Any]:
+    """`context.decode(packet)`, each frame checked against the applied pixel limit (VideoDecodeError if over).
+
+    The header's frame size is checked before decoding (`check_video`), but a stream can switch to
+    larger frames mid-way (a new parameter set). Decoders opened under a pixel limit have FFmpeg's
+    own `max_pixels` (`packet_plan.open_container`), so they refuse such a frame before allocating
+    it and fail: the context then holds the refused size, named in the error. Frames a decoder
+    gives all the same are checked here too.
+    """
+    try:
+        frames = context.decode(packet)
+    except av.FFmpegError:
+        _check_frame_size(source, context.width, context.height)
+        raise
+    for frame in frames:
+        _check_frame_size(source, frame.width, frame.height)
+    return frames
+
+
+def _check_frame_size(source: str, width: int, height: int) -> None:
+    limits = _APPLIED.get()
+    if limits and limits.max_pixels is not None and width * height > limits.max_pixels:
+        raise VideoDecodeError(source, f"a frame of {width}x{height} ({width * height} pixels) is over the limit of "
+                                       f"{limits.max_pixels} pixels per frame ({limits.pixels_setting})")
+
+
 def check_video(path: str | os.PathLike[str], limits: DecodeLimits) -> None:
     """Raise VideoDecodeError (naming the file and the limit) if the video is over `limits`.
 
@@ -114,9 +145,10 @@ def check_video(path: str | os.PathLike[str], limits: DecodeLimits) -> None:
         return
     if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
         return
-    refuse_reference_file(source)  # before FFmpeg opens it: a live playlist would block the probe
-    if limits.max_frames is not None:
-        _check_mp4_sample_count(source, info.st_size, limits)
+    mp4 = check_container(source, info.st_size)  # before FFmpeg opens it: see containers.py
+    if limits.max_frames is not None and mp4 is not None and any(n > limits.max_frames for n in mp4.video_samples):
+        # An MP4's frames are counted from its boxes: FFmpeg would build an index of them all first.
+        raise _too_many_frames(source, limits)
     try:
         # An absolute path, as the decoders use: FFmpeg reads `clip:1.mp4` as a URL of protocol `clip`.
         with av.open(os.path.abspath(source), options=_PROBE_OPTIONS, metadata_errors="ignore") as container:
@@ -154,88 +186,9 @@ def _check_frames(source: str, container: Any, streams: list[Any], limits: Decod
             continue
         counts[packet.stream.index] += 1
         if counts[packet.stream.index] > limits.max_frames:
-            raise VideoDecodeError(source, f"holds more than {limits.max_frames} frames, the limit per video "
-                                           f"({limits.frames_setting})")
+            raise _too_many_frames(source, limits)
 
 
-# MP4/MOV: FFmpeg builds its index of every sample when it opens the file (~320 bytes a frame: a
-# 13 MB file of a million tiny frames took 2 s and 320 MB), so the video tracks' sample counts
-# are read from the boxes first. Any other file, or an MP4 this walk does not understand
-# (fragmented, malformed), goes to the packet count after opening.
-_MAX_BOXES = 10_000  # per level: a file made of millions of empty boxes is left to FFmpeg
-
-
-def _check_mp4_sample_count(source: str, size: int, limits: DecodeLimits) -> None:
-    try:
-        with open(source, "rb") as f:
-            counts = _mp4_video_sample_counts(f, size)
-    except OSError:
-        return
-    if any(count > limits.max_frames for count in counts):
-        raise VideoDecodeError(source, f"holds more than {limits.max_frames} frames, the limit per video "
-                                       f"({limits.frames_setting})")
-
-
-def _mp4_video_sample_counts(f: BinaryIO, size: int) -> list[int]:
-    """The sample count of each video track of an MP4/MOV file (`stsz`/`stz2`); [] if it is not one.
-
-    Every top-level box is looked at, whatever the first one is: FFmpeg finds `moov` behind any
-    box (a `uuid` first, say), and would build its whole sample index when opening the file.
-    """
-    moov = _find_box(f, 0, size, b"moov")
-    if moov is None:
-        return []
-    counts = []
-    for kind, start, end in _boxes(f, *moov):
-        count = _video_track_samples(f, start, end) if kind == b"trak" else None
-        if count is not None:
-            counts.append(count)
-    return counts
-
-
-def _video_track_samples(f: BinaryIO, start: int, end: int) -> int | None:
-    mdia = _find_box(f, start, end, b"mdia")
-    hdlr = mdia and _find_box(f, *mdia, b"hdlr")
-    if hdlr is None or _read_at(f, hdlr[0] + 8, 4) != b"vide":  # version/flags, pre_defined, handler type
-        return None
-    stbl = _find_box(f, *mdia, b"minf", b"stbl")
-    sizes = stbl and (_find_box(f, *stbl, b"stsz") or _find_box(f, *stbl, b"stz2"))
-    if sizes is None:
-        return None
-    # stsz: version/flags, sample_size, sample_count; stz2: version/flags, reserved + field size, count.
-    count = _read_at(f, sizes[0] + 8, 4)
-    return struct.unpack(">I", count)[0] if len(count) == 4 else None
-
-
-def _find_box(f: BinaryIO, start: int, end: int, *path: bytes) -> tuple[int, int] | None:
-    """(payload start, end) of the box reached by following the box types `path` from [start, end)."""
-    for kind in path:
-        found = next(((s, e) for k, s, e in _boxes(f, start, end) if k == kind), None)
-        if found is None:
-            return None
-        start, end = found
-    return start, end
-
-
-def _boxes(f: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-    """(type, payload start, end) of each box in [start, end), at most _MAX_BOXES of them."""
-    position = start
-    for _ in range(_MAX_BOXES):
-        header = _read_at(f, position, 16)
-        if len(header) < 8:
-            return
-        size, kind = struct.unpack(">I4s", header[:8])
-        payload = position + 8
-        if size == 1 and len(header) == 16:  # a 64-bit size follows
-            size, payload = struct.unpack(">Q", header[8:])[0], position + 16
-        elif size == 0:  # the box runs to the end
-            size = end - position
-        if size < payload - position or position + size > end:
-            return
-        yield kind, payload, position + size
-        position += size
-
-
-def _read_at(f: BinaryIO, offset: int, length: int) -> bytes:
-    f.seek(offset)
-    return f.read(length)
+def _too_many_frames(source: str, limits: DecodeLimits) -> VideoDecodeError:
+    return VideoDecodeError(source, f"holds more than {limits.max_frames} frames, the limit per video "
+                                    f"({limits.frames_setting})")

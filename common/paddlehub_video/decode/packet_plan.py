@@ -48,6 +48,7 @@ number cannot change the frames: each starts at a true random-access point).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import threading
@@ -62,6 +63,7 @@ import numpy as np
 
 from ..cpus import usable_cpus
 from .bitstream import Picture, PictureReader, Unsupported
+from .limits import applied_max_pixels, limited_decode
 
 T = TypeVar("T")
 logger = logging.getLogger("paddlehub_video")
@@ -194,7 +196,10 @@ def decode_frames(
     plan = _Plan(index, needed, frame_of_pts, _leading_pictures(index), frozenset(index.frame_pts))
     decode = partial(_decode_span, source, plan, transform)
     try:
-        parts = [decode(spans[0])] if len(spans) == 1 else list(_decoder_pool().map(decode, spans))
+        # Each decoder in a copy of this context: the applied limits follow it into the pool's threads.
+        contexts = [contextvars.copy_context() for _ in spans]
+        parts = ([decode(spans[0])] if len(spans) == 1
+                 else list(_decoder_pool().map(lambda context, span: context.run(decode, span), contexts, spans)))
     except (av.FFmpegError, OSError, _Unplanned):
         return None
     kept = {i: result for part in parts for i, result in part.items()}
@@ -289,10 +294,10 @@ def _decode_span(source: str, plan: _Plan, transform: Callable[[np.ndarray], T],
                 skip = skip_nonref and packet.pts not in plan.frame_of_pts
                 if skip_nonref:
                     context.skip_frame = "NONREF" if skip else "DEFAULT"
-                keep(context.decode(packet))
+                keep(limited_decode(source, context, packet))
                 sent.append((pos, skip))
             pos += 1
-        keep(context.decode(None))
+        keep(limited_decode(source, context, None))
     _check_shown(plan, owned, sent, shown, concealed)
     return kept
 
@@ -394,6 +399,14 @@ class _Unplanned(Exception):
 
 
 def open_container(source: str) -> av.container.InputContainer:
-    """`source` opened by PyAV, the one way this package does it."""
+    """`source` opened by PyAV, the one way this package does it; its decoders bounded by the applied pixel limit."""
+    max_pixels = applied_max_pixels()
+    # FFmpeg's own limit: a decoder refuses a larger frame before allocating it (while probing the
+    # streams too: given to av.open). Decode with `limits.limited_decode` to name the frame refused.
+    options = {} if max_pixels is None else {"max_pixels": str(max_pixels)}
     # An absolute path, as OpenCV's: FFmpeg reads `clip:1.mp4` as a URL of protocol `clip`.
-    return av.open(os.path.abspath(source), metadata_errors="ignore")
+    container = av.open(os.path.abspath(source), metadata_errors="ignore", options=options)
+    for stream in container.streams.video:
+        if options and stream.codec_context is not None:
+            stream.codec_context.options = dict(options)
+    return container

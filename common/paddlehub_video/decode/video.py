@@ -57,6 +57,8 @@ import numpy as np
 from .. import progress
 from ..errors import VideoDecodeError
 from .av_sequential import SEQUENTIAL_THREADS, Frames, Probe, open_frames, probe
+from .containers import check_container
+from .limits import applied_max_pixels
 from .packet_plan import PacketIndex, decode_frames, open_container, read_packet_index
 
 T = TypeVar("T")
@@ -305,7 +307,9 @@ def _sequential_decoders(found: Probe | None) -> tuple[Decoder, ...]:
     """The decoders to try on a file, in order (see the table in the module docstring)."""
     if found is None:  # PyAV cannot read it: OpenCV alone, with its own errors
         return (_opencv_frames,)
-    if found.interlaced:
+    if found.interlaced or applied_max_pixels() is not None:
+        # Under a pixel limit PyAV only: OpenCV's decoder cannot be given FFmpeg's max_pixels, so it
+        # would allocate an oversized frame before its size could be seen.
         return (_pyav_frames,)
     return (_opencv_frames, _pyav_frames)
 
@@ -333,18 +337,10 @@ def _validated_path(path: object) -> str:
         raise VideoDecodeError(path, "file is empty (0 bytes)")
     if not os.access(path, os.R_OK):
         raise VideoDecodeError(path, "file is not readable (permission denied)")
-    refuse_reference_file(path)
+    check_container(path, info.st_size)  # before FFmpeg opens it: what it may allocate, bounded
     return path
 
 
-# Text files that FFmpeg's demuxers recognise by their first bytes and follow to other files or to
-# the network: a "video" that is one of these would be read from elsewhere (a file the caller never
-# named, a live playlist that never ends).
-_REFERENCE_SIGNATURES = (
-    (b"#EXTM3U", "an HLS playlist"),
-    (b"ffconcat", "an FFmpeg concat list"),
-    (b"v=0", "an SDP session description"),
-)
 # The file name endings of videos (what `hub run` looks for in a folder, what serving keeps of a name).
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".flv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts",
                     ".3gp", ".mts", ".m2ts", ".ogv", ".vob")
@@ -357,14 +353,6 @@ def _file_head(source: str, size: int) -> bytes:
             return f.read(size)
     except OSError as exc:
         raise VideoDecodeError(source, f"cannot read the file ({exc.strerror})") from None
-
-
-def refuse_reference_file(source: str) -> None:
-    """Raise VideoDecodeError if `source` is a playlist or other list of references, not a video."""
-    head = _file_head(source, 16)
-    kind = next((name for magic, name in _REFERENCE_SIGNATURES if head.startswith(magic)), None)
-    if kind:
-        raise VideoDecodeError(source, f"is {kind}, not a video (it would make the decoder read other files)")
 
 
 def _open(source: str) -> cv2.VideoCapture:
