@@ -26,3 +26,15 @@ def open_regular(path: str | os.PathLike[str], follow_links: bool = True) -> tup
     except BaseException:
         os.close(fd)
         raise
+
+
+def read_bounded(path: str | os.PathLike[str], max_bytes: int, follow_links: bool = True) -> bytes:
+    """The whole of a small regular file; OSError when it is not one or is longer than `max_bytes`
+    (found from its fstat before reading, and never more than `max_bytes` + 1 bytes read)."""
+    f, info = open_regular(path, follow_links)
+    with f:
+        data = f.read(max_bytes + 1) if info.st_size <= max_bytes else b""
+    if info.st_size > max_bytes or len(data) > max_bytes:
+        raise OSError(f"{Path(path)} is {max(info.st_size, len(data))} bytes or more, more than the "
+                      f"{max_bytes} bytes it can be")
+    return data
