@@ -118,6 +118,7 @@ def _update_record(change: Callable[[dict[str, Any]], None]) -> None:
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as fh:
                     json.dump(kept, fh)
+                os.chmod(tmp, 0o644)  # as before mkstemp's 0600: others sharing the cache may read it
                 os.replace(tmp, record_file)  # also replaces a FIFO, link or oversized record
             finally:
                 Path(tmp).unlink(missing_ok=True)
