@@ -570,3 +570,113 @@ def test_without_network_every_missing_file_is_named_at_once() -> None:
                                f"http://127.0.0.1:{port}/video_tag_tsn.tar: "), lines
     assert f"set {assets.ENV_ASSETS}=<that directory> (or set {assets.ENV_MIRROR}=<base url>" in lines[1]
     assert [line.split()[0] for line in lines[2:]] == ["video_tag_tsn.tar", "video_tag_lstm.tar", "label_3396.txt"]
+
+
+# --- the digest record: bounded, regular files only, vouching only for the file it was made for ---
+
+
+_FETCH_CHILD = textwrap.dedent("""
+    import json, re, sys
+    from paddlehub_video.model.assets import AssetSpec, fetch_asset
+
+    def status_bytes(field):
+        with open("/proc/self/status") as f:
+            return int(re.search(field + r":\\s+(\\d+) kB", f.read()).group(1)) * 1024
+
+    before = status_bytes("VmRSS")
+    path = fetch_asset(AssetSpec("blob", sys.argv[1], sha256=sys.argv[2]), progress=False)
+    print(json.dumps({"path": str(path), "growth": status_bytes("VmHWM") - before}))
+""")
+
+
+def _fetch_in_child(spec: AssetSpec) -> tuple[dict[str, object], str]:
+    """fetch_asset in a fresh process (VmHWM: its own peak), bounded in time."""
+    import json
+
+    proc = subprocess.run([sys.executable, "-c", _FETCH_CHILD, spec.url, spec.sha256 or ""],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout), proc.stderr
+
+
+def _record() -> Path:
+    return cache_root() / "digests.json"
+
+
+def test_an_oversized_record_is_ignored_and_written_anew(http_server: FileServer) -> None:
+    data, spec = _serve(http_server, "STNET.pdparams")
+    _record().parent.mkdir(parents=True)
+    with _record().open("w") as fh:  # 60 MB of entries: reading it whole took a 1 GB peak
+        fh.write("{" + ",".join(f'"/x/{i}":{{"sha256":"{i:064x}"}}' for i in range(670_000)) + "}")
+    assert _record().stat().st_size > 60_000_000
+    result, stderr = _fetch_in_child(spec)
+    assert result["path"] == str(_downloads() / "STNET.pdparams")
+    assert f"{_record()}: ignored, files are hashed again and the record written anew" in stderr
+    assert "more than the 1048576 bytes it can be" in stderr
+    assert result["growth"] < 64 << 20, result
+    assert _record().stat().st_size < 1000 and str(Path(result["path"]).resolve()) in _record().read_text()
+
+
+def test_a_fifo_in_place_of_the_record_holds_nothing(http_server: FileServer) -> None:
+    _, spec = _serve(http_server, "STNET.pdparams")
+    _record().parent.mkdir(parents=True)
+    os.mkfifo(_record())
+    result, stderr = _fetch_in_child(spec)  # subprocess.run's timeout bounds it; it used to wait forever
+    assert result["path"] == str(_downloads() / "STNET.pdparams")
+    assert "is not a regular file" in stderr
+    assert _record().is_file() and not _record().is_symlink()
+
+
+@pytest.mark.parametrize("how", ["rewritten in place", "replaced by another file"])
+def test_a_replaced_download_with_its_old_size_and_time_is_hashed_and_fetched_again(
+        http_server: FileServer, how: str) -> None:
+    data, spec = _serve(http_server, "STNET.pdparams")
+    path = fetch_asset(spec, progress=False)
+    info = path.stat()
+    forged = bytes(len(data))
+    if how == "rewritten in place":
+        with path.open("r+b") as fh:
+            fh.write(forged)
+    else:
+        other = path.with_name("other")
+        other.write_bytes(forged)
+        os.replace(other, path)
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))  # the size and time the record knows
+    assert fetch_asset(spec, progress=False) == path
+    assert path.read_bytes() == data
+    assert len(http_server.requests_for("STNET.pdparams")) == 2
+
+
+def test_a_forged_record_entry_does_not_vouch_for_a_file(http_server: FileServer) -> None:
+    data, spec = _serve(http_server, "STNET.pdparams")
+    path = _downloads() / "STNET.pdparams"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(bytes(len(data)))
+    info = path.stat()
+    old_key = f"{path.resolve()}|{info.st_size}|{info.st_mtime_ns}"  # the key the record used to trust
+    _record().write_text(f'{{"{old_key}": {{"sha256": "{spec.sha256}"}}, '
+                         f'"{path.resolve()}": {{"sha256": "{spec.sha256}", "identity": [0, 0, {info.st_size}, '
+                         f'{info.st_mtime_ns}, 0]}}}}')
+    assert fetch_asset(spec, progress=False) == path
+    assert path.read_bytes() == data
+    assert len(http_server.requests_for("STNET.pdparams")) == 1
+
+
+def test_a_replaced_archive_member_is_extracted_again(http_server: FileServer) -> None:
+    member = _payload(50_000, seed=3)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("video_tag_tsn/tsn.pdparams")
+        info.size = len(member)
+        tar.addfile(info, io.BytesIO(member))
+    http_server.put("video_tag_tsn.tar", buf.getvalue())
+    spec = AssetSpec("tsn", http_server.url_for("video_tag_tsn.tar"), sha256=_sha(buf.getvalue()),
+                     member="video_tag_tsn/tsn.pdparams")
+    path = fetch_asset(spec, progress=False)
+    stat_before = path.stat()
+    with path.open("r+b") as fh:
+        fh.write(bytes(len(member)))
+    os.utime(path, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))
+    assert fetch_asset(spec, progress=False) == path
+    assert path.read_bytes() == member
+    assert len(http_server.requests_for("video_tag_tsn.tar")) == 1  # the archive was still the verified one

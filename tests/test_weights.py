@@ -9,7 +9,7 @@ import pytest
 from paddlehub_video.errors import WeightsError
 from paddlehub_video.model.weights import check_parameters, expected_parameters, load_checked_weights, load_pdparams
 from paddlehub_video.testing import make_state, pdparams_bytes, write_pdparams
-from tests.fixtures.weights import inflating_pickle
+from tests.fixtures.weights import inflating_pickle, python2_pdparams
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "upstream_param_shapes.json"
 NETWORKS = {"videotag_tsn_resnet101": 520, "videotag_attention_lstm": 15, "stnet_resnet50_kinetics400": 301}
@@ -208,3 +208,117 @@ def test_real_size_limits_hold_a_genuine_file(network):
     from paddlehub_video.model.weights import max_file_bytes, parameter_bytes
 
     assert 2 * parameter_bytes(network) < max_file_bytes(network) < 2 * parameter_bytes(network) + (17 << 20)
+
+
+def test_python2_publisher_format_loads(tmp_path):
+    """fluid.save under Python 2: byte-string names and data, an OrderedDict in its Python 2 form."""
+    state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "fc_0.b_0": np.array([1.5, -2.0], np.float32)}
+    path = tmp_path / "py2.pdparams"
+    path.write_bytes(python2_pdparams(state))
+    loaded = load_pdparams(path)
+    assert loaded.keys() == state.keys()
+    assert all(np.array_equal(loaded[k], state[k]) and loaded[k].dtype == np.float32 for k in state)
+
+
+def test_an_ordered_dict_loads(tmp_path):
+    from collections import OrderedDict
+
+    state = OrderedDict(w=np.ones((2, 2), np.float32))
+    path = tmp_path / "od.pdparams"
+    path.write_bytes(pickle.dumps(state, protocol=2))
+    assert np.array_equal(load_pdparams(path)["w"], state["w"])
+
+
+# --- files a few MiB long made of opcodes that build many small objects (or refused ones) --------
+
+_FLOOD_BYTES = 4 << 20
+# Peak RSS growth of a process reading one (the imports' own peak included): 70 MB to 740 MB with a
+# reader that counted only strings and arrays.
+_FLOOD_GROWTH_LIMIT = 64 << 20
+
+
+def _flood(kind: str) -> tuple[bytes, str]:
+    """A hostile file of about `_FLOOD_BYTES` and the reason its error must give."""
+    import struct
+
+    n = _FLOOD_BYTES
+    ordered_dict = b"ccollections\nOrderedDict\nq\x00](" + b"](K\x01K\x02e" * 1000 + b"eq\x01"
+    floods = {
+        "empty dicts": (b"}" * n, "more than"),
+        "empty lists": (b"]" * n, "more than"),
+        "empty tuples": (b")" * n, "more than"),
+        "marks": (b"(" * n, "more than"),
+        "memo entries": (b"}" + b"".join(b"r" + struct.pack("<I", i) for i in range(n // 5)), "more than"),
+        "stack references": (b"}q\x00" + b"h\x00" * (n // 2), "more than"),
+        "list items": (b"]q\x00" + b"}a" * (n // 2), "more than"),
+        "dict items": (b"}q\x00" + b"h\x00K\x01K\x02s" * (n // 6), "more than"),
+        # 16k of them: within the object budget, bounded by the file's size, then not a dict.
+        "255-byte ints": ((b"\x8a\xff" + b"\x7f" * 255) * (n // 257), "expected a pickled dict of arrays"),
+        "OrderedDict copies": (ordered_dict + b"h\x00h\x01\x85R" * (n // 6), "more than"),
+        "empty sets": (b"\x8f" * n, "opcode EMPTY_SET is not in a weights file"),
+        "frozensets": (b"(\x91" * (n // 2), "opcode FROZENSET"),
+        "set items": (b"\x8f(" + b"K\x01" * (n // 2) + b"\x90", "opcode EMPTY_SET"),
+        "DUP": (b"}" + b"2" * n, "opcode DUP"),
+        "text-form ints": (b"I12345\n" * (n // 7), "opcode INT"),
+        "text-form floats": (b"F1.5\n" * (n // 5), "opcode FLOAT"),
+        "text-form longs": (b"L" + b"9" * n + b"L\n", "opcode LONG"),
+        "MEMOIZE": (b"}\x94" * (n // 2), "opcode MEMOIZE"),
+        "STACK_GLOBAL": (b"\x8c\x05numpy\x8c\x07ndarray\x93", "opcode SHORT_BINUNICODE"),
+        "a frame": (b"\x95" + struct.pack("<Q", 1 << 40) + b"}" * n, "opcode FRAME"),
+        "out-of-band buffers": (b"\x97" * n, "opcode NEXT_BUFFER"),
+        "a bytearray": (b"\x96" + struct.pack("<Q", n) + b"\0" * n, "opcode BYTEARRAY8"),
+        "a string longer than the file": (b"X" + struct.pack("<I", 2 * n) + b"a" * n,
+                                          "runs past the end of the file"),
+        "text beyond latin-1": (b"X" + struct.pack("<I", n) + "\U0001F600".encode() * (n // 4),
+                                "text beyond latin-1"),
+        "a long GLOBAL line": (b"c" + b"a" * n, "text line longer than 256 bytes"),
+        "numpy.ndarray called": (b"cnumpy\nndarray\nJ\x00\x00\x00\x40\x85cnumpy\ndtype\nU\x02f4\x85R\x86R"
+                                 + b"}" * n, "numpy.ndarray may be named only"),
+        "a dtype of fields": (b"cnumpy\ndtype\n](U\x01aU\x02f4\x86e\x85R" + b"}" * n, "is not a number type"),
+    }
+    data, reason = floods[kind]
+    return b"\x80\x02" + data + b".", reason
+
+
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forked copy of the test process.
+_FLOOD_CHILD = """
+import json, re, sys
+from paddlehub_video.errors import WeightsError
+from paddlehub_video.model.weights import load_checked_weights
+
+def status_bytes(field):
+    with open("/proc/self/status") as f:
+        return int(re.search(field + r":\\s+(\\d+) kB", f.read()).group(1)) * 1024
+
+before = status_bytes("VmRSS")
+try:
+    load_checked_weights(sys.argv[1], "stnet_resnet50_kinetics400")
+    error = None
+except WeightsError as exc:
+    error = str(exc)
+print(json.dumps({"error": error, "growth": status_bytes("VmHWM") - before}))
+"""
+
+FLOODS = ["empty dicts", "empty lists", "empty tuples", "marks", "memo entries", "stack references",
+          "list items", "dict items", "255-byte ints", "OrderedDict copies", "empty sets", "frozensets",
+          "set items", "DUP", "text-form ints", "text-form floats", "text-form longs", "MEMOIZE",
+          "STACK_GLOBAL", "a frame", "out-of-band buffers", "a bytearray", "a string longer than the file",
+          "text beyond latin-1", "a long GLOBAL line", "numpy.ndarray called", "a dtype of fields"]
+
+
+@pytest.mark.parametrize("kind", FLOODS)
+def test_a_flood_of_small_objects_is_refused_within_a_memory_bound(tmp_path, kind):
+    import subprocess
+    import sys
+
+    data, reason = _flood(kind)
+    path = tmp_path / "STNET.pdparams"
+    path.write_bytes(data)
+    assert len(data) < 2 * _FLOOD_BYTES
+    proc = subprocess.run([sys.executable, "-c", _FLOOD_CHILD, str(path)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["error"] is not None and result["error"].startswith(f"{path}: "), result["error"]
+    assert reason in result["error"], result["error"]
+    assert result["growth"] < _FLOOD_GROWTH_LIMIT, f"{kind}: peak RSS grew by {result['growth']} bytes"

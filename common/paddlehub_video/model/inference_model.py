@@ -26,10 +26,12 @@ from .. import progress
 from ..errors import AssetError, WeightsError
 from .assets import cache_root, file_digest, read_fetched, sha256_file
 from .networks.layers import feed_values, static_mode
+from .regular_file import read_bounded
 from .weights import load_checked_weights
 
 logger = logging.getLogger("paddlehub_video")
 _DIGESTS = "digests.json"  # in each entry: {file name: sha256} of the model files it holds
+_DIGESTS_MAX_BYTES = 4096  # two names and digests; read only as a regular file of at most this
 _MODEL_FILES = ("model.json", "model.pdiparams")
 
 # What every network builder returns: (main program, startup program, feed names, fetch values).
@@ -112,9 +114,9 @@ def _model_digests(entry: Path) -> dict[str, str]:
 def _intact(entry: Path) -> bool:
     """Whether the entry exists and its model files have the digests recorded at conversion."""
     try:
-        recorded = json.loads((entry / _DIGESTS).read_text(encoding="utf-8"))
+        recorded = json.loads(read_bounded(entry / _DIGESTS, _DIGESTS_MAX_BYTES, follow_links=False))
         return recorded == _model_digests(entry)
-    except (OSError, ValueError):  # missing (not converted, or by an older version), unreadable
+    except (OSError, ValueError, RecursionError):  # missing (not converted, or by an older version), unreadable
         return False
 
 

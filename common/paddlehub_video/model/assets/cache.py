@@ -1,9 +1,15 @@
 """The cache under `$HUB_HOME/paddlehub_video`: where each file goes, its lock, and its one digest record.
 
-`digests.json` records the sha256 of cached and converted-from files, keyed by path, size and
-modification time, so a file is hashed once: a file that changes gets a new key and is hashed
-again. A file checked against a manifest digest is "verified" when its record says it has that
-digest; an archive member, when it was extracted from an archive that had it.
+`digests.json` records the sha256 of cached and converted-from files, so a file is hashed once.
+An entry is keyed by the file's path and holds the identity of the file it was made for: device,
+inode, size, modification and change times (st_ctime, which no one can set: any write, rename,
+chmod or `touch` moves it). It vouches only for that very file, unchanged since this code hashed
+it or wrote it; a file replaced or rewritten (even with its old size and time restored) no longer
+matches and is hashed again. A file checked against a manifest digest is "verified" when its entry
+says it has that digest; an archive member, when it was extracted from an archive that had it.
+
+The record is read only when it is a regular file (not a link, FIFO or device) of at most
+`_RECORD_MAX_BYTES`; otherwise it is ignored, with a warning, and written anew.
 """
 from __future__ import annotations
 
@@ -11,9 +17,11 @@ import contextlib
 import glob
 import hashlib
 import json
+import logging
 import os
+import stat
 import sys
-import threading
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -21,10 +29,15 @@ from typing import Any, Callable, TypeVar
 import filelock
 
 from ...errors import AssetError
+from ..regular_file import open_regular, read_bounded
 from .spec import AssetSpec, url_file_name
 
 T = TypeVar("T")
 _RECORD = "digests.json"
+# An entry is about 250 bytes and the cache holds a handful of files: 4000 entries, read in milliseconds.
+_RECORD_MAX_BYTES = 1 << 20
+logger = logging.getLogger("paddlehub_video")
+_warned: set[str] = set()
 
 
 def cache_root() -> Path:
@@ -34,10 +47,11 @@ def cache_root() -> Path:
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in chunks."""
+    """Hex sha256 of a regular file, read in chunks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
+    f, _ = open_regular(path)
+    with f:
+        for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
@@ -45,64 +59,105 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 # --- the digest record ------------------------------------------------------------------------
 
 
-def _file_key(path: Path) -> str | None:
-    """The record key of `path` as it is now: resolved path, size, modification time; None if it is not there."""
+def _identity(path: Path) -> list[int] | None:
+    """What the record binds an entry to: device, inode, size, mtime and ctime (ns) of the regular
+    file at `path` now; None if there is none."""
     try:
-        info = Path(path).stat()
+        info = os.stat(path)
     except OSError:
         return None
-    return f"{Path(path).resolve()}|{info.st_size}|{info.st_mtime_ns}"
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    return [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+
+
+def _key(path: Path) -> str:
+    return str(Path(path).resolve())
 
 
 def _read_record() -> dict[str, Any]:
+    record_file = cache_root() / _RECORD
     try:
-        record = json.loads((cache_root() / _RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        record = json.loads(read_bounded(record_file, _RECORD_MAX_BYTES, follow_links=False))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, RecursionError) as exc:  # too large, a FIFO or link, not JSON
+        _warn_once(f"{record_file}: ignored, files are hashed again and the record written anew ({exc})")
         return {}
     return record if isinstance(record, dict) else {}
 
 
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning("%s", message)
+
+
+def _entry(record: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    """The record's entry for `path` if it was made for the file there now, else None."""
+    entry = record.get(_key(path))
+    identity = _identity(path)
+    if not isinstance(entry, dict) or identity is None or entry.get("identity") != identity:
+        return None
+    return entry
+
+
 def _update_record(change: Callable[[dict[str, Any]], None]) -> None:
-    """Apply `change` to the record under its lock. The record saves hashing only: when the cache
-    cannot be written (read-only, full), files are hashed again next time, nothing else changes."""
+    """Apply `change` to the record under its lock, keeping only entries of files still there. The
+    record saves hashing only: when the cache cannot be written (read-only, full), files are hashed
+    again next time, nothing else changes."""
     record_file = cache_root() / _RECORD
     with contextlib.suppress(OSError):
         record_file.parent.mkdir(parents=True, exist_ok=True)
         with filelock.FileLock(f"{record_file}.lock"):
             record = _read_record()
             change(record)
-            tmp = record_file.with_name(f"{_RECORD}.tmp{os.getpid()}-{threading.get_ident()}")
-            tmp.write_text(json.dumps(record), encoding="utf-8")
-            os.replace(tmp, record_file)
+            kept = {key: entry for key, entry in record.items() if isinstance(entry, dict)
+                    and entry.get("identity") is not None and _identity(Path(key)) == entry["identity"]}
+            fd, tmp = tempfile.mkstemp(dir=record_file.parent, prefix=f"{_RECORD}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    json.dump(kept, fh)
+                os.chmod(tmp, 0o644)  # as before mkstemp's 0600: others sharing the cache may read it
+                os.replace(tmp, record_file)  # also replaces a FIFO, link or oversized record
+            finally:
+                Path(tmp).unlink(missing_ok=True)
 
 
 def file_digest(path: Path) -> str:
-    """sha256 of a file, from the record while the file is unchanged (same path, size, mtime)."""
-    entry = _read_record().get(_file_key(path) or "")
-    if isinstance(entry, dict) and entry.get("sha256"):
-        return entry["sha256"]
+    """sha256 of a file, from the record while it is the very file the record's entry was made for."""
+    entry = _entry(_read_record(), path)
+    if entry is not None and entry.get("sha256"):
+        return str(entry["sha256"])
+    before = _identity(path)
     digest = sha256_file(path)
-    record_digest(path, digest)
+    if before is not None and _identity(path) == before:  # not changed while it was hashed
+        _record_entry(path, before, digest)
     return digest
 
 
 def record_digest(path: Path, sha256: str, verified_as: str | None = None) -> None:
-    """Record `path`'s digest (and, for an archive member, the digest of the archive it came from)."""
-    key = _file_key(path)
-    if key is None:
-        return
-    entry = {"sha256": sha256, **({"verified_as": verified_as} if verified_as else {})}
-    _update_record(lambda record: record.update({key: entry}))
+    """Record `path`'s digest, just computed by this code from what it wrote or read (and, for an
+    archive member, the digest of the archive it came from)."""
+    identity = _identity(path)
+    if identity is not None:
+        _record_entry(path, identity, sha256, verified_as)
+
+
+def _record_entry(path: Path, identity: list[int], sha256: str, verified_as: str | None = None) -> None:
+    entry = {"sha256": sha256, "identity": identity, **({"verified_as": verified_as} if verified_as else {})}
+    _update_record(lambda record: record.update({_key(path): entry}))
 
 
 def verified(path: Path, sha256: str | None) -> bool:
-    """Whether `path` exists and the record says it has (or came from an archive that had) `sha256`."""
-    if not path.is_file():
+    """Whether `path` is a regular file and the record's entry for that very file says it has (or
+    came from an archive that had) `sha256`."""
+    if _identity(path) is None:
         return False
     if sha256 is None:
         return True
-    entry = _read_record().get(_file_key(path) or "")
-    return isinstance(entry, dict) and sha256 in (entry.get("sha256"), entry.get("verified_as"))
+    entry = _entry(_read_record(), path)
+    return entry is not None and sha256 in (entry.get("sha256"), entry.get("verified_as"))
 
 
 def record_verified(path: Path, sha256: str | None) -> None:
@@ -112,9 +167,9 @@ def record_verified(path: Path, sha256: str | None) -> None:
 
 
 def forget_digest(path: Path) -> None:
-    """Drop every record of `path`, before it is replaced or deleted."""
-    prefix = f"{Path(path).resolve()}|"
-    _update_record(lambda record: [record.pop(key) for key in [k for k in record if k.startswith(prefix)]])
+    """Drop the record of `path`, before it is replaced or deleted."""
+    key = _key(path)
+    _update_record(lambda record: record.pop(key, None))
 
 
 # --- where files go -------------------------------------------------------------------------
