@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -106,8 +107,10 @@ for bad_hex, good in zip(sys.argv[1::2], sys.argv[2::2]):
     check_video(bad, DecodeLimits(max_frames=1000, max_pixels=10**6))
     assert thumbnails(bad) == thumbnails(good) != []
 assert names and all(name.isascii() for name in names), names
-print("opencv opened", len(names))
+import resource
+print("opencv opened", len(names), "peak KiB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
+PEAK_MIB = 400  # OpenCV, PyAV and numpy themselves and the decoders of a 64x48 video: 91 MiB here
 
 
 def test_every_decoder_reads_a_non_utf8_name_as_its_utf8_twin(folder: Path, tmp_path: Path) -> None:
@@ -116,10 +119,14 @@ def test_every_decoder_reads_a_non_utf8_name_as_its_utf8_twin(folder: Path, tmp_
     pairs = [(path, twin(path, folder)) for path in hostile_paths(folder)]
     pairs.append((fs(odd_extension), str(folder / "good.mp4")))
     arguments = [arg for bad, good in pairs for arg in (os.fsencode(bad).hex(), good)]
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
     proc = subprocess.run([sys.executable, "-c", DECODE_SCRIPT, *arguments], capture_output=True, text=True,
-                          timeout=DECODE_TIMEOUT_S, cwd=REPO)
+                          timeout=DECODE_TIMEOUT_S, cwd=REPO, env={**os.environ, "TMPDIR": str(temporary)})
     assert proc.returncode == 0, describe(proc)  # not -11 (SIGSEGV)
-    assert "opencv opened" in proc.stdout
+    peak_kib = int(proc.stdout.split("peak KiB")[1])
+    assert peak_kib < PEAK_MIB * 1024, proc.stdout
+    assert list(temporary.iterdir()) == []  # every symlink made for OpenCV removed
 
 
 def test_the_name_given_to_a_native_library_is_utf8_and_gone_after(folder: Path) -> None:
@@ -254,3 +261,16 @@ def test_ray_stages_take_bytes_paths_and_give_utf8_rows(mirror: PublisherHost, f
     rows = ModelStage(REPO / STNET, config)(decoded).to_pylist()
     assert [r["path"] for r in rows] == [printable(bad[0]), twin(bad[0], folder), "/gone\\udce9.mp4"]
     assert rows[0]["prediction"] == rows[1]["prediction"] != "{}" and rows[2]["error"].endswith("file not found")
+
+
+def test_a_failure_is_logged_as_text_any_handler_can_write(small_stnet: Any, tmp_path: Path) -> None:
+    missing = fs(os.path.join(os.fsencode(tmp_path), b"gone \xe9.mp4"))
+    log = tmp_path / "log.txt"
+    handler = logging.FileHandler(log, encoding="utf-8")  # strict: a surrogate would be a logging error
+    logging.getLogger("paddlehub_video").addHandler(handler)
+    try:
+        small_stnet.classify([missing])
+    finally:
+        logging.getLogger("paddlehub_video").removeHandler(handler)
+        handler.close()
+    assert log.read_text(encoding="utf-8") == f"{printable(missing)}: file not found\n"

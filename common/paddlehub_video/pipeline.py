@@ -17,7 +17,7 @@ from typing import Callable, Generic, TypeVar
 
 from . import progress
 from .errors import PaddleHubVideoError
-from .names import as_str_path
+from .names import as_str_path, printable
 
 logger = logging.getLogger("paddlehub_video")
 
@@ -57,7 +57,9 @@ def report_failure(path: str, exc: Exception) -> str:
     """Log why a video failed (with a traceback if the error is not one of ours); its one-line reason."""
     reason = describe_error(path, exc)
     # Marked, so that `hub run`, which prints the reason itself, can leave this record out (quiet.py).
-    logger.warning("%s", reason, exc_info=not isinstance(exc, PaddleHubVideoError), extra={"video_failure": True})
+    # As text any handler can write, whatever its encoding: a file name that is not UTF-8 as \udcXX.
+    logger.warning("%s", printable(reason), exc_info=not isinstance(exc, PaddleHubVideoError),
+                   extra={"video_failure": True})
     return reason
 
 
