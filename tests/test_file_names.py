@@ -1,8 +1,8 @@
 """File names that are not valid UTF-8 (GBK, Latin-1, stray bytes), in every way a path comes in.
 
 Python gives such a name as a str with surrogate escapes; handed to OpenCV as it is, it crashed the
-process (SIGSEGV). Each test builds its own files with such names next to good ones (hard links or
-copies of the same videos under UTF-8 names) and checks that every file gets the answer its UTF-8
+process (SIGSEGV). Each test builds its own files with such names next to good ones (copies of the
+same videos under UTF-8 names) and checks that every file gets the answer its UTF-8
 twin gets, that the process survives (a subprocess where a crash would take pytest down), and that
 the results, the --output lines, the report and the answers carry the name, losslessly.
 """
@@ -67,6 +67,7 @@ def folder(sources: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
 
 
 def hostile_paths(folder: Path) -> list[str]:
+    """The hostile names of `folder`, as str: each stem as .mp4 then as .mkv."""
     return [fs(os.path.join(os.fsencode(folder), stem + suffix)) for stem in HOSTILE for suffix in (b".mp4", b".mkv")]
 
 
