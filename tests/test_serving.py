@@ -413,6 +413,19 @@ def test_paths_outside_the_served_directory_get_one_answer_whatever_is_there(ser
     assert_still_serving(server, clips[0])
 
 
+def test_a_served_file_whose_name_is_not_utf8_is_answered_and_named_back(server, videotag, clips, served_dir):
+    # A Latin-1 and GBK name: the client writes its bytes as JSON's \udcXX escapes (Python's surrogate
+    # escapes); the server crashed (SIGSEGV in OpenCV) on it, or could not encode its answer.
+    name = os.fsdecode(os.fsencode(served_dir) + b"/caf\xe9 \xb2\xe2.mp4")
+    shutil.copyfile(clips[0], os.fsencode(name))
+    expected = videotag.classify([str(clips[0])], top_k=2)[0]
+    answer = server.post(VIDEOTAG, {"paths": [name, str(clips[0])], "top_k": 2})
+    assert answer["status"] == "000", answer
+    entry, twin = answer["results"]
+    assert same_entry(entry, expected, name) and same_entry(twin, expected, str(clips[0])), answer
+    assert_still_serving(server, clips[0])
+
+
 @pytest.mark.parametrize("body", [b"[1, 2]", b'"paths"', b"[" * 5000 + b"]" * 5000],
                          ids=["array", "string", "5000-deep"])
 def test_bodies_paddlehub_fails_on_are_http_500_and_the_server_goes_on(server, clips, body):

@@ -255,7 +255,7 @@ def assert_decode_error(path: object, reason: str) -> None:
 
 
 def test_error_none_path() -> None:
-    assert_decode_error(None, "expected a str or os.PathLike path, got NoneType")
+    assert_decode_error(None, "expected a str, bytes or os.PathLike path, got NoneType")
 
 
 def test_error_not_a_path() -> None:

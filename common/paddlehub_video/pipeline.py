@@ -17,6 +17,7 @@ from typing import Callable, Generic, TypeVar
 
 from . import progress
 from .errors import PaddleHubVideoError
+from .names import as_str_path, printable
 
 logger = logging.getLogger("paddlehub_video")
 
@@ -34,12 +35,15 @@ class VideoOutcome(Generic[Output]):
 
 
 def validate_paths(paths: object) -> list[str]:
-    """`paths` must be a list (or tuple) of video paths; a lone string is a common mistake."""
+    """`paths` must be a list (or tuple) of video paths; a lone string is a common mistake.
+
+    Bytes and os.PathLike paths become `str` as `os.fsdecode` gives them (a name that is not UTF-8
+    keeps its bytes as surrogate escapes), the form results name them by."""
     if isinstance(paths, (str, bytes, os.PathLike)):
         raise ValueError(f"paths must be a list of video paths, got a single path {paths!r}: use [{paths!r}]")
     if not isinstance(paths, (list, tuple)):
         raise ValueError(f"paths must be a list of video paths, got {type(paths).__name__}")
-    return [os.fspath(p) if isinstance(p, os.PathLike) else p for p in paths]
+    return [as_str_path(p) if isinstance(p, (bytes, os.PathLike)) else p for p in paths]
 
 
 def describe_error(path: str, exc: BaseException) -> str:
@@ -53,7 +57,9 @@ def report_failure(path: str, exc: Exception) -> str:
     """Log why a video failed (with a traceback if the error is not one of ours); its one-line reason."""
     reason = describe_error(path, exc)
     # Marked, so that `hub run`, which prints the reason itself, can leave this record out (quiet.py).
-    logger.warning("%s", reason, exc_info=not isinstance(exc, PaddleHubVideoError), extra={"video_failure": True})
+    # As text any handler can write, whatever its encoding: a file name that is not UTF-8 as \udcXX.
+    logger.warning("%s", printable(reason), exc_info=not isinstance(exc, PaddleHubVideoError),
+                   extra={"video_failure": True})
     return reason
 
 

@@ -56,13 +56,14 @@ import numpy as np
 
 from .. import progress
 from ..errors import VideoDecodeError
+from ..names import as_str_path, native_path
 from .av_sequential import SEQUENTIAL_THREADS, Frames, Probe, open_frames, probe
 from .containers import check_container
 from .limits import applied_max_pixels
 from .packet_plan import PacketIndex, decode_frames, open_container, read_packet_index
 
 T = TypeVar("T")
-PathType = Union[str, "os.PathLike[str]"]
+PathType = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 Decoder = Callable[[str], AbstractContextManager[Frames]]
 # (source, sample_indices, transform) -> the sampled frames, or None when this way falls short.
 Reader = Callable[[str, Callable[[int], Sequence[int]], Callable[[np.ndarray], Any]], Optional[list]]
@@ -316,10 +317,9 @@ def _sequential_decoders(found: Probe | None) -> tuple[Decoder, ...]:
 
 def _validated_path(path: object) -> str:
     """The path as a str, after checking it names a non-empty regular file (VideoDecodeError if not)."""
-    if isinstance(path, os.PathLike):
-        path = os.fsdecode(os.fspath(path))
-    if not isinstance(path, str):
-        raise VideoDecodeError(repr(path), f"expected a str or os.PathLike path, got {type(path).__name__}")
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise VideoDecodeError(repr(path), f"expected a str, bytes or os.PathLike path, got {type(path).__name__}")
+    path = as_str_path(path)
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -359,11 +359,13 @@ def _open(source: str) -> cv2.VideoCapture:
     """Open `source` with OpenCV's FFmpeg backend, or raise _NoPicture."""
     # FFmpeg explicitly: the publisher's decoder, and the image-sequence backend of CAP_ANY would
     # read a '%d' in a file name as a pattern. An absolute path, because FFmpeg reads a relative
-    # name such as `clip:1.mp4` as a URL of protocol `clip` and fails to open it. One decoder
-    # thread: see SEQUENTIAL_THREADS.
-    capture = cv2.VideoCapture(
-        os.path.abspath(source), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, SEQUENTIAL_THREADS]
-    )
+    # name such as `clip:1.mp4` as a URL of protocol `clip` and fails to open it; never a name that
+    # is not UTF-8, which crashes OpenCV (names.native_path). One decoder thread: see SEQUENTIAL_THREADS.
+    try:
+        with native_path(source) as name:
+            capture = cv2.VideoCapture(name, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, SEQUENTIAL_THREADS])
+    except OSError as exc:
+        raise _NoPicture(source, f"OpenCV cannot be given its name ({exc.strerror or exc})") from None
     if not capture.isOpened():
         capture.release()
         raise _NoPicture(source, "cannot open the container (not a video, corrupt, or unsupported)")

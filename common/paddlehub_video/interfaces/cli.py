@@ -126,8 +126,10 @@ def build_parser(module_name: str, description: str, top_k: int, threshold: floa
 
 
 def read_path_list(list_file: str | Path) -> list[str]:
-    """Video paths from a list file: one per line, blank lines and `#` comments skipped, spaces kept."""
-    text = Path(list_file).read_text(encoding="utf-8")
+    """Video paths from a list file: one per line, blank lines and `#` comments skipped, spaces kept.
+
+    UTF-8, and a name that is not (as `find` lists a Latin-1 or GBK one) is taken as `os.fsdecode` takes it."""
+    text = Path(list_file).read_text(encoding="utf-8", errors="surrogateescape")
     lines = (line.rstrip("\r") for line in text.split("\n"))
     return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
 

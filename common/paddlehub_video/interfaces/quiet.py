@@ -120,7 +120,9 @@ def terminal_stream() -> Iterator[IO[str]]:
         yield sys.stderr
         return
     sys.stderr.flush()
-    stream = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="replace")
+    # backslashreplace, as Python's own stderr: a file name that is not UTF-8 keeps its bytes (\\udcXX).
+    stream = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
+                       errors="backslashreplace")
     try:
         yield stream
     finally:

@@ -11,11 +11,13 @@ Use the two callable classes with `Dataset.map_batches` (see README, "Scale out 
 
 Columns, plain Arrow types so that any sink (parquet, json, csv) can write them:
 
-- DecodeStage output: `path` (string), `tensor` (large_binary: the module's `preprocess` array in C
-  order, for both modules uint8 frames `[T, H, W, 3]`), `shape` (list<int64>), `dtype`
-  (string), `error` (string, "" when the video was read). Tensors travel as bytes, a shape and a
-  dtype rather than a Ray tensor column: a failed video has no tensor, and a tensor column cannot
-  mix ranks.
+- DecodeStage input: `path`, a string, or binary for a file name that is not UTF-8 (an Arrow string
+  cannot hold it: `os.fsencode(path)`).
+- DecodeStage output: `path` (string; a name that is not UTF-8 as `names.printable` shows it),
+  `tensor` (large_binary: the module's `preprocess` array in C order, for both modules uint8 frames
+  `[T, H, W, 3]`), `shape` (list<int64>), `dtype` (string), `error` (string, "" when the video was
+  read). Tensors travel as bytes, a shape and a dtype rather than a Ray tensor column: a failed
+  video has no tensor, and a tensor column cannot mix ranks.
 - ModelStage output: `path`, `prediction` (string: the JSON of `classify`'s `{label: prob}` dict,
   in its order, floats exact, so `json.loads` gives back `classify`'s value), `error` ("" or the
   reason `classify` would give; `prediction` is then "{}").
@@ -42,6 +44,7 @@ except ImportError as exc:  # ray is an optional extra
 from ..config import ConfigOverrides
 from ..cpus import CPU_THREADS_ENV
 from ..model.postprocess import validate_threshold, validate_top_k
+from ..names import as_str_path, printable
 from ..pipeline import report_failure
 
 ModuleRef = Union[str, "os.PathLike[str]", type]
@@ -109,16 +112,17 @@ class DecodeStage:
         self.module = load_module(module, config)  # configuration only: no model is fetched here
 
     def __call__(self, batch: Batch) -> pa.Table:
-        rows = [self._decode(str(path)) for path in _column(batch, "path")]
+        rows = [self._decode(as_str_path(path)) for path in _column(batch, "path")]
         return pa.Table.from_pylist(rows, schema=DECODED)
 
     def _decode(self, path: str) -> dict[str, Any]:
         try:
             tensor = np.ascontiguousarray(self.module.preprocess(path))
         except Exception as exc:  # one bad video must not cost the others their results
-            return {"path": path, "tensor": b"", "shape": [0], "dtype": "", "error": report_failure(path, exc)}
-        return {"path": path, "tensor": tensor.tobytes(), "shape": list(tensor.shape), "dtype": tensor.dtype.str,
-                "error": ""}
+            return {"path": printable(path), "tensor": b"", "shape": [0], "dtype": "",
+                    "error": printable(report_failure(path, exc))}
+        return {"path": printable(path), "tensor": tensor.tobytes(), "shape": list(tensor.shape),
+                "dtype": tensor.dtype.str, "error": ""}
 
 
 class ModelStage:

@@ -4,7 +4,8 @@ Per video: a strip of a few frames as small inline JPEG thumbnails, its tags as 
 probabilities, and for timeline entries the tags along the video's time axis (one row per tag, a
 band per window, as opaque as the tag is probable); failed videos listed with their reasons.
 Everything is escaped, so a label or path cannot inject markup; Chinese labels are UTF-8 text,
-rendered with the CJK fonts the viewer's system has.
+rendered with the CJK fonts the viewer's system has; a file name that is not UTF-8 shows each of its
+other bytes as `\\udcXX` (`names.printable`).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from ..decode.video import read_sampled_frames
 from ..errors import PaddleHubVideoError
+from ..names import printable
 
 THUMBNAILS = 4
 THUMB_HEIGHT = 72
@@ -120,5 +122,5 @@ def _timeline(entry: dict) -> str:
 
 
 def _text(value: object) -> str:
-    """`value` as HTML text or attribute value."""
-    return html.escape(str(value), quote=True)
+    """`value` as HTML text or attribute value (a file name that is not UTF-8 shown as `names.printable` does)."""
+    return html.escape(printable(str(value)), quote=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import inspect
 import math
 import os
@@ -27,6 +28,7 @@ from typing import Any
 
 from ..decode.limits import DecodeLimits, applied_limits
 from ..decode.video import VIDEO_EXTENSIONS
+from ..names import is_utf8
 from ..pipeline import validate_paths
 
 MAX_UPLOAD_ENV = "PADDLEHUB_VIDEO_MAX_UPLOAD_MB"
@@ -236,19 +238,37 @@ def check_options(classify: Classify, options: Mapping[str, Any]) -> None:
 
 
 def readable_json() -> None:
-    """Make the Flask app serving this request answer in UTF-8 and keep our key order.
+    """Make the Flask app serving this request answer in UTF-8, keep our key order, and carry any file name.
 
     PaddleHub sets `JSON_AS_ASCII = False`, which Flask 2.3+ ignores (its JSON provider's
     `ensure_ascii` replaced it), so Chinese labels came back as `\\u5c11\\u513f`; and Flask sorts keys,
-    which put the predictions in label order. The app is within reach only while it handles a
-    request (`flask.current_app`), before it serialises the answer; outside one this does nothing.
+    which put the predictions in label order. A file name that is not UTF-8 (a client names it with
+    JSON's `\\udcXX` escapes, which Python reads as surrogate escapes) cannot be UTF-8 text: an
+    answer holding one is written with `\\u` escapes throughout, which read back to the same name.
+    The app is within reach only while it handles a request (`flask.current_app`), before it
+    serialises the answer; outside one this does nothing.
     """
     import flask  # here, not at the top: a library user never pays for it
 
-    if flask.has_app_context():
-        provider = flask.current_app.json
-        provider.ensure_ascii = False
-        provider.sort_keys = False
+    if flask.has_app_context() and not isinstance(flask.current_app.json, _readable_json_provider()):
+        app = flask.current_app._get_current_object()
+        app.json = _readable_json_provider()(app)
+
+
+@functools.cache
+def _readable_json_provider() -> type:
+    """Flask's JSON provider, not sorting keys, in UTF-8 unless the answer holds a surrogate (see readable_json)."""
+    from flask.json.provider import DefaultJSONProvider
+
+    class ReadableJSON(DefaultJSONProvider):
+        ensure_ascii = False
+        sort_keys = False
+
+        def dumps(self, obj: Any, **kwargs: Any) -> str:
+            text = super().dumps(obj, **kwargs)
+            return text if is_utf8(text) else super().dumps(obj, **{**kwargs, "ensure_ascii": True})
+
+    return ReadableJSON
 
 
 def max_request_bytes() -> int:
