@@ -29,16 +29,24 @@ from .config import ConfigOverrides, load_module_config
 from .cpus import default_cpu_threads, default_workers
 from .decode.limits import DecodeLimits, check_video, effective_limits
 from .decode.preprocess import scale_and_crop
-from .decode.sampling import plan_windows
 from .decode.video import frame_times, read_sampled_frames, read_sampled_groups
 from .errors import ConfigError
 from .interfaces.cli import build_parser, run_batch
-from .interfaces.serving import bound_request_bodies, classify_request
+from .interfaces.serving import bound_request_bodies, classify_request, serving_max_windows
 from .model.assets import AssetSpec, fetch_assets, read_label_file
 from .model.postprocess import top_k_predictions, validate_threshold, validate_top_k
 from .model.predictor import Predictor, check_can_create, shared_predictor
 from .pipeline import ParallelPipelines, VideoOutcome, VideoPipeline, load_soon, report_failure, validate_paths
-from .timeline import failed_entry, prefetched, timeline_entry, validate_window, window_entry
+from .timeline import (
+    applied_max_windows,
+    configured_max_windows,
+    failed_entry,
+    plan,
+    prefetched,
+    timeline_entry,
+    validate_window,
+    window_entry,
+)
 
 T = TypeVar("T")
 
@@ -318,6 +326,7 @@ class VideoModule:
         top_k, threshold = self._options(
             self.DEFAULTS.top_k if top_k is None else top_k, self.DEFAULTS.threshold if threshold is None else threshold
         )
+        configured_max_windows(self.config)  # a bad setting fails the call, not each video
         if not paths:
             return iter(())
         infer = self.predict_fn(use_gpu)  # fetches and converts now, so a missing file fails the call
@@ -332,7 +341,8 @@ class VideoModule:
         try:
             check_video(path, self.decode_limits())
             times = frame_times(path)
-            windows = plan_windows(times.times, times.duration, window, stride, self.sampling())
+            windows = plan(str(path), times.times, times.duration, window, stride, self.sampling(),
+                           configured_max_windows(self.config))
             crop = self.crop()
             clips = (np.stack(frames) for frames in read_sampled_groups(path, [w.indices for w in windows], crop))
             probabilities = map(infer, prefetched(clips))
@@ -355,10 +365,11 @@ class VideoModule:
         if "timeline" not in options:
             return classify_request(self.classify, paths, videos, options)
         window, stride = options.pop("timeline"), options.pop("stride", None)
-        return classify_request(
-            partial(self.classify_timeline, window_seconds=window, stride_seconds=stride), paths, videos, options,
-            refused=failed_entry,
-        )
+        with applied_max_windows(serving_max_windows()):
+            return classify_request(
+                partial(self.classify_timeline, window_seconds=window, stride_seconds=stride), paths, videos, options,
+                refused=failed_entry,
+            )
 
     @runnable
     def run_cmd(self, argvs: list[str]) -> object:

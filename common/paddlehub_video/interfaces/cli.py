@@ -25,7 +25,7 @@ from ..decode.video import VIDEO_EXTENSIONS
 from ..errors import PaddleHubVideoError
 from ..model.postprocess import validate_threshold, validate_top_k
 from ..progress import TerminalProgress, reporting
-from ..timeline import validate_window
+from ..timeline import MIN_SECONDS, validate_window
 from .quiet import PROGRESS_ENV, VERBOSE_ENV, env_flag, quiet_decoders, routed_logging, terminal_stream
 from .report import write_report
 from .results_file import ResultsFile, ResultsFileError
@@ -69,11 +69,12 @@ def threshold_option(text: str) -> float:
 
 
 def seconds_option(text: str) -> float:
-    """--timeline / --stride: a positive number of seconds, else a usage error."""
+    """--timeline / --stride: a number of seconds of at least timeline.MIN_SECONDS, else a usage error."""
     try:
         return validate_window(float(text), None)[0]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number of seconds of at least {MIN_SECONDS:g} (no video frame "
+                                         f"is shorter), got {text!r}") from None
 
 
 def workers_option(text: str) -> int:

@@ -28,6 +28,7 @@ from typing import Any
 from ..decode.limits import DecodeLimits, applied_limits
 from ..decode.video import VIDEO_EXTENSIONS
 from ..pipeline import validate_paths
+from ..timeline import WindowLimit
 
 MAX_UPLOAD_ENV = "PADDLEHUB_VIDEO_MAX_UPLOAD_MB"
 DEFAULT_MAX_UPLOAD_MB = 100.0
@@ -37,6 +38,8 @@ MAX_FRAMES_ENV = "PADDLEHUB_VIDEO_MAX_FRAMES"
 DEFAULT_MAX_FRAMES = 18_000  # 10 minutes at 30 fps
 MAX_PIXELS_ENV = "PADDLEHUB_VIDEO_MAX_PIXELS"
 DEFAULT_MAX_PIXELS = 3840 * 2160  # 4K UHD: ~100 MB to decode a frame; 16384x8192 took 1.6 GB
+MAX_WINDOWS_ENV = "PADDLEHUB_VIDEO_MAX_WINDOWS"
+DEFAULT_MAX_WINDOWS = 20  # a timeline's windows per video: each costs a classify (~54 s of a core for videotag)
 SERVING_DIRS_ENV = "PADDLEHUB_VIDEO_SERVING_DIRS"
 IDLE_TIMEOUT_ENV = "PADDLEHUB_VIDEO_IDLE_TIMEOUT_S"
 DEFAULT_IDLE_TIMEOUT_S = 60.0  # a client silent this long between bytes is dropped
@@ -94,6 +97,11 @@ def serving_limits() -> DecodeLimits:
         frames_setting=MAX_FRAMES_ENV,
         pixels_setting=MAX_PIXELS_ENV,
     )
+
+
+def serving_max_windows() -> WindowLimit:
+    """Most windows per video of a `timeline` request, from $PADDLEHUB_VIDEO_MAX_WINDOWS."""
+    return WindowLimit(int(_env_positive(MAX_WINDOWS_ENV, DEFAULT_MAX_WINDOWS, "whole number", int)), MAX_WINDOWS_ENV)
 
 
 def serving_dirs() -> list[str]:
