@@ -48,37 +48,32 @@ def lossless_10s(make_video: MakeVideo) -> Path:
     return make_video("timeline_lossless", 250, 64, 48, codec="lossless")
 
 
-@pytest.fixture(scope="module")
-def vfr_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Variable frame rate: 50 frames 40 ms apart (2 s), then 20 frames 200 ms apart (4 s)."""
-    path = tmp_path_factory.mktemp("timeline") / "vfr.mkv"
+def write_timed_video(path: Path, times_ms: list[int]) -> Path:
+    """An FFV1 video of 64x48 frames shown at `times_ms` (their pts set by hand, in milliseconds)."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("ffv1", rate=25)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         stream.time_base = Fraction(1, 1000)
-        times = [40 * i for i in range(50)] + [2000 + 200 * i for i in range(20)]
-        for index, ms in enumerate(times):
+        for index, ms in enumerate(times_ms):
             frame = av.VideoFrame.from_ndarray(synthetic_frame(index, 64, 48), format="rgb24")
             frame.pts, frame.time_base = ms, Fraction(1, 1000)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return path
+
+
+@pytest.fixture(scope="module")
+def vfr_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Variable frame rate: 50 frames 40 ms apart (2 s), then 20 frames 200 ms apart (4 s)."""
+    times = [40 * i for i in range(50)] + [2000 + 200 * i for i in range(20)]
+    return write_timed_video(tmp_path_factory.mktemp("timeline") / "vfr.mkv", times)
 
 
 @pytest.fixture(scope="module")
 def years_gap_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 1.3 KB file: three frames 40 ms apart, then two more ten years later (pts set by hand)."""
-    path = tmp_path_factory.mktemp("timeline") / "gap.mkv"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("ffv1", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        stream.time_base = Fraction(1, 1000)
-        for index, ms in enumerate([0, 40, 80, TEN_YEARS_MS, TEN_YEARS_MS + 40]):
-            frame = av.VideoFrame.from_ndarray(synthetic_frame(index, 64, 48), format="rgb24")
-            frame.pts, frame.time_base = ms, Fraction(1, 1000)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    return path
+    """A 1.3 KB file: three frames 40 ms apart, then two more ten years later."""
+    times = [0, 40, 80, TEN_YEARS_MS, TEN_YEARS_MS + 40]
+    return write_timed_video(tmp_path_factory.mktemp("timeline") / "gap.mkv", times)
 
 
 # ---------------------------------------------------------------- windows (no decoding)

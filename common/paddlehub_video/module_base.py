@@ -32,7 +32,15 @@ from .decode.preprocess import scale_and_crop
 from .decode.video import frame_times, read_sampled_frames, read_sampled_groups
 from .errors import ConfigError
 from .interfaces.cli import build_parser, run_batch
-from .interfaces.serving import bound_request_bodies, classify_request, serving_max_windows
+from .interfaces.serving import (
+    RequestError,
+    bound_request_bodies,
+    check_fields,
+    check_request,
+    classify_request,
+    refused_entry,
+    serving_max_windows,
+)
 from .model.assets import AssetSpec, fetch_assets, read_label_file
 from .model.postprocess import top_k_predictions, validate_threshold, validate_top_k
 from .model.predictor import Predictor, check_can_create, shared_predictor
@@ -362,14 +370,33 @@ class VideoModule:
     def serving_method(self, paths: list[str] | None = None, videos: list | None = None, **options: Any) -> list[dict]:
         """`hub serving`: `classify` of server `paths` and/or base64 `videos` (see paddlehub_video.interfaces.serving);
         with `timeline` (seconds) and optionally `stride`, `classify_timeline` instead."""
-        if "timeline" not in options:
-            return classify_request(self.classify, paths, videos, options)
-        window, stride = options.pop("timeline"), options.pop("stride", None)
+        classify, options, refused = self._serving_call(options)
         with applied_max_windows(serving_max_windows()):
-            return classify_request(
-                partial(self.classify_timeline, window_seconds=window, stride_seconds=stride), paths, videos, options,
-                refused=failed_entry,
-            )
+            return classify_request(classify, paths, videos, options, refused)
+
+    def check_serving_request(self, body: dict[str, Any]) -> None:
+        """RequestError if `serving_method(**body)` would refuse the request as the client's mistake (nothing is
+        decoded or written): `hub serving` then answers it with an HTTP 4xx before PaddleHub's view runs."""
+        options = {name: value for name, value in body.items() if name not in ("paths", "videos")}
+        classify, options, _ = self._serving_call(options)
+        check_request(classify, body.get("paths"), body.get("videos"), options)
+
+    def serving_fields(self) -> list[str]:
+        """The fields a serving request body may hold."""
+        options = [name for name in inspect.signature(self.classify).parameters if name != "paths"]
+        return ["paths", "videos", *options, "timeline", "stride"]
+
+    def _serving_call(self, options: dict[str, Any]) -> tuple[Callable[..., list[dict]], dict[str, Any], Callable]:
+        """The body's options (besides paths and videos) -> what answers them: `classify`, or `classify_timeline`
+        with `timeline` and `stride`; the options left for it; the shape of a refused item's entry."""
+        check_fields(options, self.serving_fields())
+        options = dict(options)
+        if "timeline" not in options:
+            if "stride" in options:
+                raise RequestError("'stride' needs 'timeline' (the window's seconds)")
+            return self.classify, options, refused_entry
+        window, stride = options.pop("timeline"), options.pop("stride", None)
+        return partial(self.classify_timeline, window_seconds=window, stride_seconds=stride), options, failed_entry
 
     @runnable
     def run_cmd(self, argvs: list[str]) -> object:

@@ -330,13 +330,12 @@ class Report:
 
 
 def run_into_file(module_name: str, parser: argparse.ArgumentParser, output: str, paths: list[str],
-                  classify_stream: ClassifyStream, display: TerminalProgress, timeline: bool = False,
-                  report: Report | None = None) -> dict:
+                  classify_stream: ClassifyStream, display: TerminalProgress, timeline: bool,
+                  report: Report) -> dict:
     """--output: append each video's entry as it finishes, skip those answered before; return a summary.
 
     `timeline`: the entries are timelines, and so must be those of an existing file. `report`: an
     HTML report of every entry the file then holds (earlier runs' too)."""
-    report = report or Report(None, [])
     try:
         refuse_roles(Path(os.path.realpath(output)), report.inputs)
         results = ResultsFile(output, timeline)
