@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ast
 import errno
-import hashlib
 import io
 import json
 import os
@@ -16,7 +15,7 @@ import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 import yaml
@@ -24,6 +23,7 @@ import yaml
 from paddlehub_video.interfaces import results_file
 from paddlehub_video.interfaces.cli import VIDEO_EXTENSIONS, build_parser, expand_input_path, input_paths
 from paddlehub_video.interfaces.results_file import MAX_LINE_BYTES, ResultsFile, ResultsFileError
+from tests.fixtures.files import snapshot
 from tests.fixtures.hub_cli import TRACEBACK, describe, run_hub
 from tests.fixtures.publisher import KINETICS_LABELS, SMALL, VIDEOTAG_LABELS, PublisherHost
 from tests.fixtures.videos import MakeVideo
@@ -159,31 +159,6 @@ NOT_RESULTS = {
     "Windows line ends": (ANSWER.replace(b"\n", b"\r\n"), "line 1 is not"),
     "notes": (b"my notes\nmore notes\n", "line 1 is not"),
 }
-
-
-class Snapshot(NamedTuple):
-    """What must not change about a refused --output path: the entry itself and the file's bytes."""
-
-    link: str | None
-    kind: int
-    inode: int
-    mode: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    digest: str | None
-
-
-def snapshot(path: Path, digest_limit: int = 64 << 20) -> Snapshot:
-    """The path (not followed), what it points at, and a digest of the bytes of a regular file."""
-    info = path.stat()  # what --output would read and write
-    link = os.readlink(path) if path.is_symlink() else None
-    digest = None
-    if stat.S_ISREG(info.st_mode):
-        with path.open("rb") as fh:  # a huge file: its first bytes (its size and times cover the rest)
-            digest = hashlib.sha256(fh.read(min(info.st_size, digest_limit))).hexdigest()
-    return Snapshot(link, stat.S_IFMT(info.st_mode), info.st_ino, info.st_mode, info.st_size, info.st_mtime_ns,
-                    info.st_ctime_ns, digest)
 
 
 def refused(path: Path, reason: str) -> None:
@@ -443,6 +418,22 @@ def test_output_that_is_not_a_results_file_is_a_usage_error(small_videotag: Any,
     err = capsys.readouterr().err
     assert f"error: --output {notes}: refused: line 1 is not a result entry of hub run; the file was left" in err
     assert notes.read_text() == "not results\n"
+
+
+def test_output_is_never_an_input_of_the_run(small_videotag: Any, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.mp4"  # empty, it would pass for an empty results file
+    empty.write_bytes(b"")
+    listing = tmp_path / "list.txt"
+    listing.write_text("# nothing but a comment and an empty video\n" + str(empty) + "\n", encoding="utf-8")
+    before = [snapshot(empty), snapshot(listing)]
+    for argv, role in ((["--input_path", str(empty), "--output", str(empty)], "an input video of this run"),
+                       (["--input_file", str(listing), "--output", str(listing)], "the --input_file list")):
+        with pytest.raises(SystemExit) as info:
+            small_videotag.run_cmd(argv)
+        assert info.value.code == 2
+        assert f"refused: it is {role}; the file was left as it was" in capsys.readouterr().err
+    assert [snapshot(empty), snapshot(listing)] == before
 
 
 def test_a_full_disk_is_one_error_line(small_stnet: Any, clips: list[Path], tmp_path: Path,

@@ -7,14 +7,19 @@ in tests/artifacts/ (gitignored), to look at after the run.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
+import threading
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from paddlehub_video.interfaces.report import render_report, write_report
+from paddlehub_video.interfaces.output_files import Refused
+from paddlehub_video.interfaces.report import REPORT_HEAD, render_report, write_report
+from tests.fixtures.files import snapshot
 from tests.fixtures.videos import MakeVideo
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -114,3 +119,104 @@ def test_hub_run_writes_the_report_of_a_timeline_run(chromium, small_stnet, make
 def test_an_unreadable_video_gets_no_thumbnails_but_its_tags(tmp_path):
     html = render_report([{"path": str(tmp_path / "gone.mp4"), "prediction": {"a": 0.5}}])
     assert "data:image/jpeg" not in html and 'data-label="a"' in html
+
+
+# ---------------------------------------------------------------- where --report may write (no browser)
+
+REPORT_WAIT_S = 120  # a run refused at once; one that blocks on a FIFO would never end
+
+
+def run_refused(module, argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """`hub run` with `argv` is a usage error (exit status 2) before any video is classified: its message."""
+    with pytest.raises(SystemExit) as stopped:
+        module.run_cmd(argv)
+    assert stopped.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.fixture()
+def clip(make_video: MakeVideo, tmp_path: Path) -> Path:
+    """A copy of a short video in this test's folder."""
+    copy = tmp_path / "clip.mp4"
+    copy.write_bytes(make_video("report_d", 20, 64, 48).read_bytes())
+    return copy
+
+
+def test_the_report_is_never_an_input_or_the_results_file(small_stnet, clip, tmp_path, capsys):
+    results = tmp_path / "r.jsonl"
+    results.write_text(json.dumps({"path": "old.mp4", "prediction": {"a": 0.5}}) + "\n", encoding="utf-8")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{clip}\n", encoding="utf-8")
+    link = tmp_path / "link.html"
+    link.symlink_to(clip)
+    notes = tmp_path / "notes.html"
+    notes.write_text("<html>my own page</html>", encoding="utf-8")
+    files = [clip, results, listing, link, notes]
+    before = [snapshot(f) for f in files]
+    cases = [
+        (["--input_path", str(clip), "--report", str(clip)], "it is an input video of this run"),
+        (["--input_file", str(listing), "--report", str(listing)], "it is the --input_file list"),
+        (["--input_path", str(clip), "--output", str(results), "--report", str(results)],
+         "it is the --output results file"),
+        (["--input_path", str(clip), "--report", str(link)], "it is an input video of this run"),
+        (["--input_path", str(tmp_path / "other.mp4"), "--report", str(link)],
+         "it is not a report written by paddlehub_video"),
+        (["--input_path", str(clip), "--report", str(notes)], "it is not a report written by paddlehub_video"),
+        (["--input_path", str(clip), "--report", "/dev/null"], "it is a character device"),
+        (["--input_path", str(clip), "--output", str(tmp_path / "new.jsonl"), "--report", str(tmp_path / "new.jsonl")],
+         "it is the --output results file"),
+    ]
+    for argv, reason in cases:
+        assert f"refused: {reason}" in run_refused(small_stnet, argv, capsys), argv
+    assert [snapshot(f) for f in files] == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "link.html", "list.txt", "notes.html",
+                                                          "r.jsonl"]  # nothing created, no temporary left
+
+
+def test_a_fifo_as_the_report_is_refused_without_blocking(small_stnet, clip, tmp_path, capsys):
+    fifo = tmp_path / "report.html"
+    os.mkfifo(fifo)
+    outcome: list[BaseException] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            small_stnet.run_cmd(["--input_path", str(clip), "--report", str(fifo)])
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            outcome.append(exc)
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    if not done.wait(REPORT_WAIT_S):
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # let a blocked writer go
+        pytest.fail("--report on a FIFO blocked the run")
+    (stopped,) = outcome
+    assert isinstance(stopped, SystemExit) and stopped.code == 2
+    assert "refused: it is a FIFO (named pipe)" in capsys.readouterr().err
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and sorted(os.listdir(tmp_path)) == ["clip.mp4", "report.html"]
+
+
+def test_a_report_of_ours_is_replaced_atomically_through_a_symlink(small_stnet, clip, tmp_path):
+    target = tmp_path / "reports" / "run.html"
+    target.parent.mkdir()
+    link = tmp_path / "latest.html"
+    link.symlink_to(target)
+    small_stnet.run_cmd(["--input_path", str(clip), "--report", str(link), "--top_k", "1"])
+    first = target.stat()
+    assert target.read_text(encoding="utf-8").startswith(REPORT_HEAD)
+    os.chmod(target, 0o640)
+    small_stnet.run_cmd(["--input_path", str(clip), "--report", str(link), "--top_k", "1"])
+    assert link.is_symlink() and target.stat().st_ino != first.st_ino  # a new file renamed over the old one
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640  # with the old one's mode
+    assert sorted(os.listdir(target.parent)) == ["run.html"]
+
+
+def test_write_report_refuses_a_file_that_is_not_one(tmp_path):
+    page = tmp_path / "page.html"
+    page.write_text("<html>hand written</html>", encoding="utf-8")
+    with pytest.raises(Refused, match="it is not a report written by paddlehub_video"):
+        write_report([], page)
+    assert page.read_text(encoding="utf-8") == "<html>hand written</html>"
+    written = write_report([], tmp_path / "new.html")
+    assert write_report([{"path": "x.mp4", "prediction": {}, "error": "x.mp4: gone"}], written) == written
+    assert "x.mp4: gone" in written.read_text(encoding="utf-8")

@@ -12,7 +12,9 @@ import pytest
 
 from paddlehub_video.errors import AssetError
 from paddlehub_video.interfaces import samples
+from paddlehub_video.interfaces.cli import read_path_list
 from paddlehub_video.model.assets import ENV_ASSETS, ENV_MIRROR
+from tests.fixtures.files import snapshot
 from tests.fixtures.http_server import FileServer
 from tests.fixtures.videos import MakeVideo
 
@@ -95,5 +97,11 @@ def test_main_writes_the_list_the_demo_classifies(stand_ins, http_server: FileSe
     monkeypatch.setenv(ENV_MIRROR, http_server.base_url)
     listing = tmp_path / "samples" / "publisher.txt"
     assert samples.main(["--list", str(listing)]) == 0
-    paths = listing.read_text(encoding="utf-8").splitlines()
+    paths = read_path_list(listing)  # as hub run --input_file reads it
     assert [Path(path).read_bytes() for path in paths] == [stand_ins[name] for name in NAMES]
+    listing.write_text("".join(f"{path}\n" for path in paths), encoding="utf-8")  # as older versions wrote it
+    assert samples.main(["--list", str(listing)]) == 0 and read_path_list(listing) == paths
+    listing.write_text("my notes\n", encoding="utf-8")
+    before = snapshot(listing)
+    assert samples.main(["--list", str(listing)]) == 1
+    assert snapshot(listing) == before

@@ -42,6 +42,7 @@ from paddlehub_video.interfaces.serving import (
     PATH_REFUSED,
     SERVING_DIRS_ENV,
     TEMP_PREFIX,
+    bound_request_bodies,
     classify_request,
     decode_base64,
     max_items,
@@ -67,6 +68,15 @@ LIMIT_MB = 1
 IDLE_TIMEOUT_S = 10  # the server drops a client silent this long
 MAX_FRAMES = 50
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 never goes through a proxy
+# Bodies that are not a JSON object, and the start of their answer's message.
+MALFORMED_BODIES = [
+    (b"[1, 2]", "the body must be a JSON object of fields (paths, videos, options), got an array"),
+    (b'"paths"', "the body must be a JSON object of fields (paths, videos, options), got a string"),
+    (b"42", "the body must be a JSON object of fields (paths, videos, options), got a number"),
+    (b"null", "the body must be a JSON object of fields (paths, videos, options), got null"),
+    (b"[" * 5000 + b"]" * 5000, "the JSON body is nested too deep"),
+    (b'{"videos": [', "the body is not valid JSON (Expecting value: line 1 column 13 (char 12))"),
+]
 
 
 class Server:
@@ -115,11 +125,11 @@ class Server:
         assert status == 200, (status, answer[:2000])
         return json.loads(answer)
 
-    def post_bytes(self, module: str, body: bytes) -> tuple[int, bytes]:
+    def post_bytes(self, module: str, body: bytes, content_type: str = "application/json") -> tuple[int, bytes]:
         """POST `body` as it is, typed as JSON; the HTTP status and the answer's bytes."""
         self.wait_until_up()
         request = urllib.request.Request(f"{self.url}/predict/{module}", data=body,
-                                         headers={"Content-Type": "application/json"})
+                                         headers={"Content-Type": content_type})
         try:
             with NO_PROXY.open(request, timeout=REQUEST_TIMEOUT_S) as response:
                 return response.status, response.read()
@@ -250,8 +260,9 @@ def test_bad_items_get_their_error_and_the_others_their_results(server, videotag
 
 def test_oversize_upload_is_one_clear_error_and_the_server_goes_on(server, clips):
     started = time.monotonic()
-    answer = server.post(VIDEOTAG, {"videos": ["A" * (LIMIT_MB * 2**20 + 4)]})
-    assert answer["status"] == "101" and answer["results"] == "", answer
+    status, raw = server.post_bytes(VIDEOTAG, json.dumps({"videos": ["A" * (LIMIT_MB * 2**20 + 4)]}).encode())
+    answer = json.loads(raw)
+    assert status == 413 and answer["status"] == "101" and answer["results"] == "", answer
     assert "upload too large" in answer["msg"] and MAX_UPLOAD_ENV in answer["msg"], answer
     assert time.monotonic() - started < 60
     assert server.post(VIDEOTAG, {"videos": [b64(clips[0])], "top_k": 1})["status"] == "000"
@@ -331,15 +342,17 @@ def peak_rss_mib(pid: int) -> float:
 
 
 @pytest.mark.parametrize("body, message", [
-    ({"video": []}, "unknown field(s) 'video'"),
+    ({"video": []}, "unknown field(s) 'video'; accepted: paths, videos, use_gpu, threshold, top_k, timeline, stride"),
     ({}, "give 'paths'"),
     ({"paths": "a.mp4"}, "paths must be a list"),
     ({"videos": "QUJD"}, "videos must be a list"),
     ({"paths": [], "top_k": 0}, "top_k"),
+    ({"videos": [], "timeline": 60, "stride": 1e-6}, "stride_seconds must be a number of seconds of at least 0.001"),
 ])
-def test_request_mistakes_are_one_clear_error(server, body, message):
-    answer = server.post(VIDEOTAG, body)
-    assert answer["status"] == "101" and message in answer["msg"], answer
+def test_request_mistakes_are_one_clear_client_error(server, body, message):
+    status, raw = server.post_bytes(VIDEOTAG, json.dumps(body).encode())
+    answer = json.loads(raw)
+    assert status == 400 and answer["status"] == "101" and message in answer["msg"], (status, answer)
 
 
 def test_stnet_serves_paths_and_base64_as_classify(server, mirror, clips):
@@ -361,8 +374,8 @@ def test_answers_are_utf8_with_the_predictions_in_descending_order(server, clips
 
 
 def test_too_many_items_are_one_clear_error_before_any_is_written(server, clips):
-    answer = server.post(VIDEOTAG, {"videos": ["AAAA"] * 20_000})  # the issue's 156 KB body
-    assert answer == {"status": "101", "results": "", "msg": (
+    status, raw = server.post_bytes(VIDEOTAG, json.dumps({"videos": ["AAAA"] * 20_000}).encode())  # 156 KB
+    assert status == 400 and json.loads(raw) == {"status": "101", "results": "", "msg": (
         f"too many videos: 20000 in one request, over the limit of {DEFAULT_MAX_ITEMS} "
         f"(set {MAX_ITEMS_ENV} on the server to change it)")}
     assert_still_serving(server, clips[0])
@@ -426,13 +439,18 @@ def test_a_served_file_whose_name_is_not_utf8_is_answered_and_named_back(server,
     assert_still_serving(server, clips[0])
 
 
-@pytest.mark.parametrize("body", [b"[1, 2]", b'"paths"', b"[" * 5000 + b"]" * 5000],
-                         ids=["array", "string", "5000-deep"])
-def test_bodies_paddlehub_fails_on_are_http_500_and_the_server_goes_on(server, clips, body):
-    # PaddleHub's view fails on these before it calls any method of the module (README, Serving).
-    status, _ = server.post_bytes(VIDEOTAG, body)
-    assert status == 500
+def test_malformed_bodies_are_client_errors_in_paddlehubs_format_without_a_traceback(server, clips):
+    # PaddleHub's view failed on these before it called the module: HTTP 500, an HTML page, a traceback.
+    logged = server.log.stat().st_size
+    for body, message in MALFORMED_BODIES:
+        status, raw = server.post_bytes(VIDEOTAG, body)
+        assert status == 400 and json.loads(raw)["msg"].startswith(message), (body[:50], status, raw[:300])
+    status, raw = server.post_bytes(VIDEOTAG, b'{"videos": []}', content_type="text/plain")
+    assert status == 415 and json.loads(raw)["status"] == "112", raw[:300]
     assert_still_serving(server, clips[0])
+    with open(server.log, "rb") as log:
+        log.seek(logged)
+        assert b"Traceback" not in log.read()
 
 
 def test_hostile_values_in_a_body_get_clear_errors(server, clips):
@@ -445,8 +463,9 @@ def test_hostile_values_in_a_body_get_clear_errors(server, clips):
                       "paths[2]: expected a path string of 1 to 4096 characters, got a path of 0 characters",
                       "videos[0]: expected a base64 string or {'data': ..., 'name': ...}, got list",
                       "videos[1]: 'data' must be a base64 string, got list"], answer
-    answer = server.post(VIDEOTAG, {"videos": [], "top_k": deep})
-    assert answer["status"] == "101" and answer["msg"].startswith("top_k must be a positive integer"), answer
+    status, raw = server.post_bytes(VIDEOTAG, json.dumps({"videos": [], "top_k": deep}).encode())
+    answer = json.loads(raw)
+    assert status == 400 and answer["msg"].startswith("top_k must be a positive integer"), answer
     assert_still_serving(server, clips[0])
 
 
@@ -563,3 +582,58 @@ def test_an_upload_keeps_only_a_video_extension(monkeypatch, tmp_path):
     names = ["x.m3u8", "y.MKV", "z.ffconcat", "w.ts"]
     classify_request(classify, None, [{"name": n, "data": "QUJD"} for n in names], {"top_k": 1})
     assert seen == [".mp4", ".mkv", ".mp4", ".ts"]
+
+
+@pytest.fixture()
+def served_app(small_stnet: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[dict]]:
+    """PaddleHub's serving app as `hub serving` makes it, serving the SMALL StNet, in this process (Flask's test
+    client); and the calls its serving method got (a refused request gets none)."""
+    from paddlehub.serving import app_compat
+    from paddlehub.serving.model_service.base_model_service import V2ModuleInfo
+
+    monkeypatch.setattr(app_compat, "Flask", app_compat.Flask)  # undone after the test
+    served = V2ModuleInfo()
+    served.add_module(STNET, {STNET: {"module": small_stnet, "method_name": "serving_method", "predict_args": {},
+                                      "version": "test", "category": "VIDEO"}})
+    monkeypatch.setattr(app_compat, "v2_module_info", served)
+    calls: list[dict] = []
+    serve = small_stnet.serving_method
+    monkeypatch.setattr(small_stnet, "serving_method", lambda **body: calls.append(body) or serve(**body))
+    bound_request_bodies()
+    return app_compat.create_app(init_flag=True).test_client(), calls
+
+
+@pytest.mark.parametrize("body, message", [
+    *MALFORMED_BODIES,
+    (b"true", "the body must be a JSON object of fields (paths, videos, options), got a boolean"),
+    (b"", "the body is not valid JSON (Expecting value: line 1 column 1 (char 0))"),
+    (b"\xff\xfe{}", "the body is not valid JSON ("),
+    (b"{}", "give 'paths'"),
+    (b'{"self": 1}', "unknown field(s) 'self'; accepted: paths, videos, use_gpu, threshold, top_k, timeline, stride"),
+    (b'{"videos": [], "stride": 2}', "'stride' needs 'timeline'"),
+    (b'{"videos": [], "top_k": "5"}', "top_k must be a positive integer"),
+    (b'{"videos": [], "threshold": [0.5]}', "threshold"),
+    (b'{"videos": [], "timeline": "60"}', "window_seconds must be a number of seconds"),
+    (b'{"videos": [], "timeline": 60, "stride": 0.000001}', "stride_seconds must be a number of seconds of at least"),
+    (b'{"videos": [], "timeline": 0.0001}', "window_seconds must be a number of seconds of at least 0.001"),
+    (b'{"paths": {"a": 1}}', "paths must be a list of video paths, got dict"),
+    (b'{"videos": 5}', "videos must be a list of base64 strings, got int"),
+])
+def test_any_malformed_request_is_a_4xx_in_paddlehubs_format_before_the_module_runs(served_app, body, message):
+    client, calls = served_app
+    response = client.post(f"/predict/{STNET}", data=body, content_type="application/json")
+    assert response.status_code == 400 and response.mimetype == "application/json", response.data[:300]
+    answer = response.get_json()
+    assert answer["status"] == "101" and answer["results"] == "" and answer["msg"].startswith(message), answer
+    assert calls == []
+
+
+def test_other_http_errors_are_in_paddlehubs_format_too_and_good_requests_pass(served_app):
+    client, calls = served_app
+    not_json = client.post(f"/predict/{STNET}", data=b'{"videos": []}', content_type="text/plain")
+    assert not_json.status_code == 415 and not_json.get_json()["status"] == "112"
+    wrong_method = client.get(f"/predict/{STNET}")
+    assert wrong_method.status_code == 405 and wrong_method.get_json()["msg"].startswith("Method Not Allowed")
+    fine = client.post(f"/predict/{STNET}", json={"videos": [], "timeline": 2})
+    assert fine.status_code == 200 and fine.get_json() == {"status": "000", "msg": "", "results": []}
+    assert calls == [{"videos": [], "timeline": 2}]

@@ -5,8 +5,11 @@ The modules use the SMALL settings (shared converted models); videos are generat
 """
 from __future__ import annotations
 
+import bisect
 import gc
 import json
+import subprocess
+import sys
 import weakref
 from fractions import Fraction
 from functools import partial
@@ -17,12 +20,17 @@ import numpy as np
 import pytest
 
 from paddlehub_video.decode import video as video_module
-from paddlehub_video.decode.sampling import plan_windows, sample_stnet_indices, sample_tsn_indices
+from paddlehub_video.decode.sampling import TooManyWindows, plan_windows, sample_stnet_indices, sample_tsn_indices
 from paddlehub_video.decode.video import frame_times, read_sampled_frames, read_sampled_groups
 from paddlehub_video.interfaces.results_file import ResultsFile, ResultsFileError, parse_entry
+from paddlehub_video.interfaces.serving import MAX_WINDOWS_ENV
+from paddlehub_video.timeline import DEFAULT_MAX_WINDOWS, MAX_WINDOWS_SETTING, MIN_SECONDS, configured_max_windows
 from tests.fixtures.videos import MakeVideo, frame_index_of, synthetic_frame, write_encoded_video
 
 TSN8 = partial(sample_tsn_indices, seg_num=8)
+TEN_YEARS_MS = 10 * 365 * 24 * 3600 * 1000
+# Planning the years-gap file takes milliseconds; stepped window by window it took hours.
+PLAN_TIMEOUT_S = 60
 
 
 # ---------------------------------------------------------------- videos
@@ -40,21 +48,32 @@ def lossless_10s(make_video: MakeVideo) -> Path:
     return make_video("timeline_lossless", 250, 64, 48, codec="lossless")
 
 
-@pytest.fixture(scope="module")
-def vfr_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Variable frame rate: 50 frames 40 ms apart (2 s), then 20 frames 200 ms apart (4 s)."""
-    path = tmp_path_factory.mktemp("timeline") / "vfr.mkv"
+def write_timed_video(path: Path, times_ms: list[int]) -> Path:
+    """An FFV1 video of 64x48 frames shown at `times_ms` (their pts set by hand, in milliseconds)."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("ffv1", rate=25)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         stream.time_base = Fraction(1, 1000)
-        times = [40 * i for i in range(50)] + [2000 + 200 * i for i in range(20)]
-        for index, ms in enumerate(times):
+        for index, ms in enumerate(times_ms):
             frame = av.VideoFrame.from_ndarray(synthetic_frame(index, 64, 48), format="rgb24")
             frame.pts, frame.time_base = ms, Fraction(1, 1000)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return path
+
+
+@pytest.fixture(scope="module")
+def vfr_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Variable frame rate: 50 frames 40 ms apart (2 s), then 20 frames 200 ms apart (4 s)."""
+    times = [40 * i for i in range(50)] + [2000 + 200 * i for i in range(20)]
+    return write_timed_video(tmp_path_factory.mktemp("timeline") / "vfr.mkv", times)
+
+
+@pytest.fixture(scope="module")
+def years_gap_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1.3 KB file: three frames 40 ms apart, then two more ten years later."""
+    times = [0, 40, 80, TEN_YEARS_MS, TEN_YEARS_MS + 40]
+    return write_timed_video(tmp_path_factory.mktemp("timeline") / "gap.mkv", times)
 
 
 # ---------------------------------------------------------------- windows (no decoding)
@@ -87,6 +106,51 @@ def test_windows_follow_the_timestamps_and_skip_a_gap_without_frames():
     times = [0.0, 0.5, 1.0, 9.0, 9.5]  # nothing between 1 s and 9 s
     windows = plan_windows(times, 10.0, 2.0, 2.0, lambda n: list(range(n)))
     assert [(w.start, w.indices) for w in windows] == [(0.0, [0, 1, 2]), (8.0, [3, 4])]
+
+
+def test_a_gap_of_years_between_two_frames_is_one_step_of_planning(years_gap_video):
+    # In a process of its own, bounded: stepped window by window, 1 s windows over ten years never end.
+    code = ("import sys; from functools import partial; from paddlehub_video.decode.video import frame_times; "
+            "from paddlehub_video.decode.sampling import plan_windows, sample_tsn_indices; "
+            "t = frame_times(sys.argv[1]); "
+            "print([(w.start, w.indices) for w in plan_windows(t.times, t.duration, 1.0, 1.0, "
+            "partial(sample_tsn_indices, seg_num=2))])")
+    done = subprocess.run([sys.executable, "-c", code, str(years_gap_video)], capture_output=True, text=True,
+                          timeout=PLAN_TIMEOUT_S, check=True)
+    assert done.stdout.strip() == f"[(0.0, [0, 1]), ({TEN_YEARS_MS / 1000}, [3, 4])]"
+
+
+def test_planning_steps_grow_with_the_frames_not_the_time_span(monkeypatch):
+    steps = []
+    real = bisect.bisect_left
+
+    def counted(*args):
+        steps.append(1)
+        assert len(steps) < 10_000, "planning steps through empty windows"
+        return real(*args)
+
+    monkeypatch.setattr(bisect, "bisect_left", counted)
+    times = [i * 3600.0 for i in range(100)]  # a frame an hour, 1 s windows: 360,000 windows of span
+    windows = plan_windows(times, 100 * 3600.0, 1.0, 1.0, lambda n: list(range(n)))
+    assert [w.indices for w in windows] == [[i] for i in range(100)]
+    assert len(steps) <= 2 * 3 * len(times)  # two searches per step, at most three steps per frame
+
+
+def test_more_windows_than_the_limit_are_refused_while_planning():
+    times = [i / 25 for i in range(250)]
+    calls = []
+    sample = lambda n: calls.append(n) or list(range(n))  # noqa: E731
+    assert len(plan_windows(times, 10.0, 1.0, 1.0, sample, max_windows=10)) == 10
+    calls.clear()
+    with pytest.raises(TooManyWindows, match="more than 9 windows"):
+        plan_windows(times, 10.0, 1.0, 1.0, sample, max_windows=9)
+    assert len(calls) == 9  # stopped at the first window over the limit
+
+
+@pytest.mark.parametrize("window, stride", [(60, 1e-6), (1e-6, None), (60, MIN_SECONDS / 2)])
+def test_windows_and_strides_far_below_a_frame_are_refused(small_stnet, window, stride):
+    with pytest.raises(ValueError, match=f"at least {MIN_SECONDS:g}"):
+        small_stnet.classify_timeline([], window_seconds=window, stride_seconds=stride)
 
 
 # ---------------------------------------------------------------- decoding
@@ -245,6 +309,55 @@ def test_the_serving_body_takes_timeline_and_stride(small_stnet, short_video, mo
     assert all(len(w["prediction"]) == 2 for w in entry["windows"])
     (refused,) = small_stnet.serving_method(videos=["not base64!"], timeline=2)
     assert refused["windows"] == [] and refused["duration"] is None and refused["error"]
+
+
+def test_a_video_with_a_gap_of_years_gets_its_two_windows(small_stnet, years_gap_video):
+    (entry,) = small_stnet.classify_timeline([str(years_gap_video)], window_seconds=1, top_k=1)
+    assert "error" not in entry, entry
+    assert [w["start"] for w in entry["windows"]] == [0.0, TEN_YEARS_MS / 1000]
+
+
+def test_a_video_over_the_window_limit_fails_before_decoding(small_stnet, lossless_10s, monkeypatch):
+    decoded = []
+    monkeypatch.setattr("paddlehub_video.module_base.read_sampled_groups", lambda *a: decoded.append(a) or iter(()))
+    monkeypatch.setitem(small_stnet.config, "timeline", {"max_windows": 3})
+    (entry,) = small_stnet.classify_timeline([str(lossless_10s)], window_seconds=1)
+    assert entry["windows"] == [] and entry["duration"] is None
+    assert entry["error"] == (f"{lossless_10s}: windows of 1 s every 1 s make more than 3 windows, "
+                              f"the limit per video ({MAX_WINDOWS_SETTING})")
+    assert decoded == []
+    monkeypatch.setitem(small_stnet.config, "timeline", {"max_windows": 0})
+    with pytest.raises(ValueError, match=f"config {MAX_WINDOWS_SETTING} must be a positive integer"):
+        small_stnet.classify_timeline([str(lossless_10s)], window_seconds=1)
+
+
+def test_the_default_window_limit_applies_without_a_setting(small_stnet, lossless_10s, monkeypatch):
+    monkeypatch.setitem(small_stnet.config, "timeline", None)
+    (entry,) = small_stnet.classify_timeline([str(lossless_10s)], window_seconds=60, stride_seconds=MIN_SECONDS)
+    assert len(entry["windows"]) == 1  # the first window reaches the end: one, whatever the stride
+    assert configured_max_windows(small_stnet.config) == (DEFAULT_MAX_WINDOWS, MAX_WINDOWS_SETTING)
+    times = [float(i) for i in range(DEFAULT_MAX_WINDOWS + 1)]
+    with pytest.raises(TooManyWindows):
+        plan_windows(times, times[-1] + 1, 1.0, 1.0, lambda n: [0], DEFAULT_MAX_WINDOWS)
+
+
+def test_serving_bounds_the_windows_and_refuses_tiny_strides(small_stnet, lossless_10s, monkeypatch):
+    monkeypatch.setenv("PADDLEHUB_VIDEO_SERVING_DIRS", str(lossless_10s.parent))
+    monkeypatch.setenv(MAX_WINDOWS_ENV, "4")
+    (entry,) = small_stnet.serving_method(paths=[str(lossless_10s)], timeline=2)
+    assert entry["error"].endswith(f"make more than 4 windows, the limit per video ({MAX_WINDOWS_ENV})"), entry
+    (entry,) = small_stnet.serving_method(paths=[str(lossless_10s)], timeline=2, stride=4)
+    assert [w["start"] for w in entry["windows"]] == [0.0, 4.0, 8.0]
+    with pytest.raises(ValueError, match="stride_seconds must be a number of seconds of at least 0.001"):
+        small_stnet.serving_method(paths=[str(lossless_10s)], timeline=2, stride=1e-6)
+
+
+def test_hub_run_refuses_a_microsecond_stride_as_a_usage_error(small_stnet, short_video, capsys):
+    for argv in (["--timeline", "60", "--stride", "0.000001"], ["--timeline", "1e-6"]):
+        with pytest.raises(SystemExit) as stopped:
+            small_stnet.run_cmd(["--input_path", str(short_video), *argv])
+        assert stopped.value.code == 2
+        assert f"expected a number of seconds of at least {MIN_SECONDS:g}" in capsys.readouterr().err
 
 
 def test_frame_times_of_a_relative_name_with_a_colon(vfr_video, tmp_path, monkeypatch):

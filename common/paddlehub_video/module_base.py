@@ -30,16 +30,32 @@ from .config import ConfigOverrides, load_module_config
 from .cpus import default_cpu_threads, default_workers
 from .decode.limits import DecodeLimits, applied_limits, check_video, effective_limits
 from .decode.preprocess import scale_and_crop
-from .decode.sampling import plan_windows
 from .decode.video import frame_times, read_sampled_frames, read_sampled_groups
 from .errors import ConfigError
 from .interfaces.cli import build_parser, run_batch
-from .interfaces.serving import bound_request_bodies, classify_request
+from .interfaces.serving import (
+    RequestError,
+    bound_request_bodies,
+    check_fields,
+    check_request,
+    classify_request,
+    refused_entry,
+    serving_max_windows,
+)
 from .model.assets import AssetSpec, fetch_assets, read_label_file
 from .model.postprocess import top_k_predictions, validate_threshold, validate_top_k
 from .model.predictor import Predictor, check_can_create, shared_predictor
 from .pipeline import ParallelPipelines, VideoOutcome, VideoPipeline, load_soon, report_failure, validate_paths
-from .timeline import failed_entry, prefetched, timeline_entry, validate_window, window_entry
+from .timeline import (
+    applied_max_windows,
+    configured_max_windows,
+    failed_entry,
+    plan,
+    prefetched,
+    timeline_entry,
+    validate_window,
+    window_entry,
+)
 
 T = TypeVar("T")
 
@@ -325,6 +341,7 @@ class VideoModule:
         top_k, threshold = self._options(
             self.DEFAULTS.top_k if top_k is None else top_k, self.DEFAULTS.threshold if threshold is None else threshold
         )
+        configured_max_windows(self.config)  # a bad setting fails the call, not each video
         if not paths:
             return iter(())
         infer = self.predict_fn(use_gpu)  # fetches and converts now, so a missing file fails the call
@@ -341,7 +358,8 @@ class VideoModule:
             check_video(path, limits)
             with applied_limits(limits):  # the pixel limit holds for every frame decoded
                 times = frame_times(path)
-                windows = plan_windows(times.times, times.duration, window, stride, self.sampling())
+                windows = plan(str(path), times.times, times.duration, window, stride, self.sampling(),
+                               configured_max_windows(self.config))
                 crop = self.crop()
                 clips = (np.stack(frames) for frames in read_sampled_groups(path, [w.indices for w in windows], crop))
                 probabilities = map(infer, prefetched(clips))
@@ -361,13 +379,33 @@ class VideoModule:
     def serving_method(self, paths: list[str] | None = None, videos: list | None = None, **options: Any) -> list[dict]:
         """`hub serving`: `classify` of server `paths` and/or base64 `videos` (see paddlehub_video.interfaces.serving);
         with `timeline` (seconds) and optionally `stride`, `classify_timeline` instead."""
+        classify, options, refused = self._serving_call(options)
+        with applied_max_windows(serving_max_windows()):
+            return classify_request(classify, paths, videos, options, refused)
+
+    def check_serving_request(self, body: dict[str, Any]) -> None:
+        """RequestError if `serving_method(**body)` would refuse the request as the client's mistake (nothing is
+        decoded or written): `hub serving` then answers it with an HTTP 4xx before PaddleHub's view runs."""
+        options = {name: value for name, value in body.items() if name not in ("paths", "videos")}
+        classify, options, _ = self._serving_call(options)
+        check_request(classify, body.get("paths"), body.get("videos"), options)
+
+    def serving_fields(self) -> list[str]:
+        """The fields a serving request body may hold."""
+        options = [name for name in inspect.signature(self.classify).parameters if name != "paths"]
+        return ["paths", "videos", *options, "timeline", "stride"]
+
+    def _serving_call(self, options: dict[str, Any]) -> tuple[Callable[..., list[dict]], dict[str, Any], Callable]:
+        """The body's options (besides paths and videos) -> what answers them: `classify`, or `classify_timeline`
+        with `timeline` and `stride`; the options left for it; the shape of a refused item's entry."""
+        check_fields(options, self.serving_fields())
+        options = dict(options)
         if "timeline" not in options:
-            return classify_request(self.classify, paths, videos, options)
+            if "stride" in options:
+                raise RequestError("'stride' needs 'timeline' (the window's seconds)")
+            return self.classify, options, refused_entry
         window, stride = options.pop("timeline"), options.pop("stride", None)
-        return classify_request(
-            partial(self.classify_timeline, window_seconds=window, stride_seconds=stride), paths, videos, options,
-            refused=failed_entry,
-        )
+        return partial(self.classify_timeline, window_seconds=window, stride_seconds=stride), options, failed_entry
 
     @runnable
     def run_cmd(self, argvs: list[str]) -> object:

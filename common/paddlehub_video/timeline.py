@@ -3,35 +3,98 @@
 A timeline splits a video into windows of `window_seconds`, every `stride_seconds`, by the frames'
 timestamps (`video.frame_times`), samples each window as the publisher samples a whole clip
 (`sampling.plan_windows`), and decodes them all in one pass (`video.read_sampled_groups`).
+
+Bounded whatever the file: planning costs in proportion to the frames (a gap of years between two
+frames is one step), windows and strides under MIN_SECONDS are refused (no video frame is that
+short), and a video with more than `timeline.max_windows` windows (the module config; `hub
+serving` applies its own, the stricter wins) fails with its error before anything is decoded.
 """
 from __future__ import annotations
 
 import contextvars
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from contextlib import contextmanager
+from typing import Any, NamedTuple, TypeVar
 
-from .decode.sampling import Window
+from .decode.sampling import TooManyWindows, Window, plan_windows
+from .errors import VideoDecodeError
 
 T = TypeVar("T")
 _END = object()
 # Times in the entries: to the microsecond, so JSON shows 30.0, not 30.000000000000004.
 DIGITS = 6
+# The shortest window or stride: far below any video frame's duration (1000 fps), so a shorter one
+# only repeats the same frames in window after window (a 1 us stride: 40,000 windows per frame at 25 fps).
+MIN_SECONDS = 0.001
+DEFAULT_MAX_WINDOWS = 1000
+MAX_WINDOWS_SETTING = "timeline.max_windows"
+
+
+class WindowLimit(NamedTuple):
+    """Most windows per video, and where that limit was set (named in the error)."""
+
+    count: int
+    setting: str = MAX_WINDOWS_SETTING
+
+
+# A limit set for the calls of one context (a serving request), on top of the module config's.
+_APPLIED: contextvars.ContextVar[WindowLimit | None] = contextvars.ContextVar(
+    "paddlehub_video_max_windows", default=None)
 
 
 def validate_window(window_seconds: object, stride_seconds: object) -> tuple[float, float]:
-    """Validated (window, stride) in seconds: positive finite numbers; no stride means windows side by side."""
+    """Validated (window, stride) in seconds: finite numbers of at least MIN_SECONDS; no stride means windows
+    side by side."""
     window = _seconds("window_seconds", window_seconds)
     stride = window if stride_seconds is None else _seconds("stride_seconds", stride_seconds)
     return window, stride
 
 
 def _seconds(name: str, value: object) -> float:
-    """`value` as a positive finite number of seconds, else ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    """`value` as a finite number of seconds of at least MIN_SECONDS, else ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < MIN_SECONDS:
+        raise ValueError(f"{name} must be a number of seconds of at least {MIN_SECONDS:g} (no video frame "
+                         f"is shorter), got {value!r}")
     return float(value)
+
+
+def configured_max_windows(config: Mapping[str, Any]) -> WindowLimit:
+    """The module config's `timeline.max_windows` (DEFAULT_MAX_WINDOWS when absent): a positive integer."""
+    section = config.get("timeline") or {}
+    value = section.get("max_windows", DEFAULT_MAX_WINDOWS) if isinstance(section, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"config {MAX_WINDOWS_SETTING} must be a positive integer, got {value!r}")
+    return WindowLimit(value)
+
+
+@contextmanager
+def applied_max_windows(limit: WindowLimit) -> Iterator[None]:
+    """Within the block (this thread, and what it starts in a copy of its context), also enforce `limit`."""
+    token = _APPLIED.set(stricter(limit, _APPLIED.get()))
+    try:
+        yield
+    finally:
+        _APPLIED.reset(token)
+
+
+def stricter(limit: WindowLimit, other: WindowLimit | None) -> WindowLimit:
+    """The lower of two limits (the first when equal)."""
+    return other if other is not None and other.count < limit.count else limit
+
+
+def plan(path: str, times: Sequence[float], duration: float, window: float, stride: float,
+         sample_indices: Callable[[int], Sequence[int]], configured: WindowLimit) -> list[Window]:
+    """`sampling.plan_windows` within the stricter of `configured` and the applied limit; over it, the
+    video's VideoDecodeError naming the limit and its setting."""
+    limit = stricter(configured, _APPLIED.get())
+    try:
+        return plan_windows(times, duration, window, stride, sample_indices, limit.count)
+    except TooManyWindows:
+        raise VideoDecodeError(path, f"windows of {window:g} s every {stride:g} s make more than {limit.count} "
+                               f"windows, the limit per video ({limit.setting})") from None
 
 
 def window_entry(window: Window, prediction: dict[str, float]) -> dict:

@@ -6,7 +6,7 @@ bound) to `video.read_sampled_frames`, which calls it with the video's frame cou
 from __future__ import annotations
 
 import bisect
-import itertools
+import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -55,7 +55,7 @@ class Window(NamedTuple):
 
 def plan_windows(
     times: Sequence[float], duration: float, window: float, stride: float,
-    sample_indices: Callable[[int], Sequence[int]],
+    sample_indices: Callable[[int], Sequence[int]], max_windows: int | None = None,
 ) -> list[Window]:
     """The windows `[k * stride, k * stride + window)` up to the one reaching `duration`, each sampled on its own.
 
@@ -63,15 +63,37 @@ def plan_windows(
     puts each frame in the window its time says. A window is sampled as a whole clip of its frames
     (`sample_indices(its frame count)`, shifted to the video's indices), which is what makes a window
     covering a whole video give that video's result. A window holding no frame (a gap in a VFR
-    file) is left out.
+    file) is left out, and skipped over in one step: planning costs in proportion to the frames and
+    the windows kept, never to the time span (a gap of years between two frames is one step).
+    More than `max_windows` windows with frames raise TooManyWindows, before any is sampled further.
     """
-    windows = []
-    for k in itertools.count():
+    windows: list[Window] = []
+    k = first = stop = 0
+    while True:
         start = k * stride
-        first, stop = bisect.bisect_left(times, start), bisect.bisect_left(times, start + window)
+        first, stop = bisect.bisect_left(times, start, first), bisect.bisect_left(times, start + window, stop)
         if stop > first:
+            if max_windows is not None and len(windows) == max_windows:
+                raise TooManyWindows(max_windows)
             picked = [first + i for i in sample_indices(stop - first)]
             windows.append(Window(start, min(start + window, duration), picked))
         if start + window >= duration or stop >= len(times):
             return windows
-    raise AssertionError("unreachable")  # itertools.count never ends
+        k = _next_window(k, times[first], window, stride) if stop == first else k + 1
+
+
+def _next_window(k: int, time: float, window: float, stride: float) -> int:
+    """After the empty window `k`, the first one that can hold a frame at `time` (the first that ends after it).
+
+    Computed in floating point, it may come out one short: that window is then empty too, and the
+    next call moves on by one, so at most one extra step is taken per gap.
+    """
+    return max(k + 1, math.floor((time - window) / stride))
+
+
+class TooManyWindows(ValueError):
+    """A timeline would have more windows holding frames than the limit per video."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"more than {limit} windows")
+        self.limit = limit

@@ -25,10 +25,11 @@ from ..decode.video import VIDEO_EXTENSIONS
 from ..errors import PaddleHubVideoError
 from ..model.postprocess import validate_threshold, validate_top_k
 from ..progress import reporting
-from ..timeline import validate_window
+from ..timeline import MIN_SECONDS, validate_window
+from .output_files import OutputFileError, Refused, refuse_roles
 from .quiet import PROGRESS_ENV, VERBOSE_ENV, env_flag, quiet_decoders, routed_logging, terminal_stream
-from .report import write_report
-from .results_file import ResultsFile, ResultsFileError
+from .report import check_report_target, write_report
+from .results_file import LEFT_AS_IT_WAS, ResultsFile, ResultsFileError
 from .terminal import TerminalProgress
 
 T = TypeVar("T")
@@ -70,11 +71,12 @@ def threshold_option(text: str) -> float:
 
 
 def seconds_option(text: str) -> float:
-    """--timeline / --stride: a positive number of seconds, else a usage error."""
+    """--timeline / --stride: a number of seconds of at least timeline.MIN_SECONDS, else a usage error."""
     try:
         return validate_window(float(text), None)[0]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number of seconds of at least {MIN_SECONDS:g} (no video frame "
+                                         f"is shorter), got {text!r}") from None
 
 
 def workers_option(text: str) -> int:
@@ -277,36 +279,71 @@ def run_batch(module_name: str, parser: argparse.ArgumentParser, args: argparse.
     if getattr(args, "stride", None) is not None and getattr(args, "timeline", None) is None:
         parser.error("--stride needs --timeline")
     paths = input_paths(parser, args)
+    report = Report(getattr(args, "report", None), input_files(args, paths), args.output)
+    report.check(parser)
     with command_output(module_name, args) as display:
         if args.output:
             timeline = getattr(args, "timeline", None) is not None
             return run_into_file(module_name, parser, args.output, paths, classify_stream, display, timeline,
-                                 getattr(args, "report", None))
+                                 report)
         with fatal_errors(module_name):
             entries = list(with_progress(classify_stream(paths), len(paths), display))
-            write_requested_report(module_name, getattr(args, "report", None), entries)
+            report.write(module_name, entries)
     return finish(module_name, present(entries), errors_of(entries), len(entries))
 
 
-def write_requested_report(module_name: str, report: str | None, entries: list[dict]) -> None:
-    """--report FILE: the HTML report of `entries` (an OSError is the run's failure, exit status 1)."""
-    if report is None:
-        return
-    try:
-        write_report(entries, report, title=module_name)
-    except OSError as exc:
-        raise ResultsFileError(f"cannot write the report {report}: {exc}") from exc
+Roles = list[tuple[str, list[str]]]
+
+
+def input_files(args: argparse.Namespace, paths: list[str]) -> Roles:
+    """The files a run reads, which no file it writes may be: (role, paths), as `output_files.refuse_roles`
+    takes them."""
+    files = [("an input video of this run", paths)]
+    if args.input_file:
+        files.append(("the --input_file list", [args.input_file]))
+    return files
+
+
+class Report:
+    """--report FILE (`path`; None: no report): checked before any video is classified, written (atomically)
+    when they are done. It must not be any of `inputs` ((role, paths)) nor the `output` results file."""
+
+    def __init__(self, path: str | None, inputs: Roles, output: str | None = None):
+        self.path, self.inputs = path, inputs
+        self.never = inputs + ([("the --output results file", [output])] if output else [])
+
+    def check(self, parser: argparse.ArgumentParser) -> None:
+        """A usage error when the report could not be written there (so nothing is classified for nothing)."""
+        if self.path is None:
+            return
+        try:
+            check_report_target(self.path, self.never)
+        except (OSError, Refused) as exc:
+            parser.error(f"--report {self.path}: refused: {exc}; the file was left as it was (name a new file, "
+                         "or a report written by --report)")
+
+    def write(self, module_name: str, entries: list[dict]) -> None:
+        """The HTML report of `entries`; a failure is the run's (exit status 1)."""
+        if self.path is None:
+            return
+        try:
+            write_report(entries, self.path, title=module_name, never=self.never)
+        except (OSError, Refused) as exc:
+            raise OutputFileError(f"cannot write the report {self.path}: {exc}") from exc
 
 
 def run_into_file(module_name: str, parser: argparse.ArgumentParser, output: str, paths: list[str],
-                  classify_stream: ClassifyStream, display: TerminalProgress, timeline: bool = False,
-                  report: str | None = None) -> dict:
+                  classify_stream: ClassifyStream, display: TerminalProgress, timeline: bool,
+                  report: Report) -> dict:
     """--output: append each video's entry as it finishes, skip those answered before; return a summary.
 
     `timeline`: the entries are timelines, and so must be those of an existing file. `report`: an
     HTML report of every entry the file then holds (earlier runs' too)."""
     try:
+        refuse_roles(Path(os.path.realpath(output)), report.inputs)
         results = ResultsFile(output, timeline)
+    except Refused as exc:
+        parser.error(f"--output {output}: refused: {exc}; {LEFT_AS_IT_WAS}")
     except (OSError, ResultsFileError) as exc:
         parser.error(f"--output {output}: {exc}")
     unique = list(dict.fromkeys(paths))  # the file holds one answer per path
@@ -321,7 +358,7 @@ def run_into_file(module_name: str, parser: argparse.ArgumentParser, output: str
             print(f"hub run {module_name}: interrupted; the finished videos are in {output}: "
                   "run the same command again to go on", file=sys.stderr)
             raise SystemExit(130) from None
-        write_requested_report(module_name, report, results.entries() if report else [])
+        report.write(module_name, results.entries() if report.path else [])
     summary = {"output": output, "videos": len(unique), "skipped": len(unique) - len(todo),
                "classified": len(todo) - len(failed), "failed": len(failed)}
     return finish(module_name, summary, failed, len(todo))

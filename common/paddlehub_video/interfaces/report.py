@@ -6,6 +6,10 @@ band per window, as opaque as the tag is probable); failed videos listed with th
 Everything is escaped, so a label or path cannot inject markup; Chinese labels are UTF-8 text,
 rendered with the CJK fonts the viewer's system has; a file name that is not UTF-8 shows each of its
 other bytes as `\\udcXX` (`names.printable`).
+
+Written as `output_files.py` writes every file of the command line: whole, atomically, and only
+over a report this project wrote (recognised by its first bytes, REPORT_HEAD), never over any
+other file, an input of the run, a FIFO or a device.
 """
 from __future__ import annotations
 
@@ -20,6 +24,13 @@ import numpy as np
 from ..decode.video import read_sampled_frames
 from ..errors import PaddleHubVideoError
 from ..names import printable
+from .output_files import checked_target, write_checked
+
+# How every report starts: what marks a file as one this project wrote (and so may replace).
+REPORT_HEAD = ('<!DOCTYPE html><html lang="zh"><head><meta charset="utf-8">'
+               '<meta name="generator" content="paddlehub_video report">')
+REPORT_KIND = "a report written by paddlehub_video (hub run --report)"
+Roles = Iterable[tuple[str, Iterable[str]]]
 
 THUMBNAILS = 4
 THUMB_HEIGHT = 72
@@ -63,8 +74,7 @@ def render_report(entries: Iterable[dict], title: str = "Video classification",
     entries = list(entries)
     answered = [e for e in entries if "error" not in e]
     failed = [e for e in entries if "error" in e]
-    parts = [f"<!DOCTYPE html><html lang=\"zh\"><head><meta charset=\"utf-8\"><title>{_text(title)}</title>"
-             f"<style>{STYLE}</style></head><body><h1>{_text(title)}</h1>"]
+    parts = [f"{REPORT_HEAD}<title>{_text(title)}</title><style>{STYLE}</style></head><body><h1>{_text(title)}</h1>"]
     parts += [_video_section(entry, frames(entry["path"])) for entry in answered]
     if failed:
         items = "".join(f"<li data-path=\"{_text(e['path'])}\">{_text(e['error'])}</li>" for e in failed)
@@ -74,11 +84,25 @@ def render_report(entries: Iterable[dict], title: str = "Video classification",
 
 
 def write_report(entries: Iterable[dict], path: str | Path, title: str = "Video classification",
-                 frames: Thumbnails = thumbnails) -> Path:
-    """Write `render_report(entries)` to `path` (UTF-8); returns the path."""
-    target = Path(path)
-    target.write_text(render_report(entries, title, frames), encoding="utf-8")
-    return target
+                 frames: Thumbnails = thumbnails, never: Roles = ()) -> Path:
+    """Write `render_report(entries)` to `path` (UTF-8, atomically); returns the path.
+
+    `path` may name a new file or a report written before (a symlink is followed); anything else,
+    and any of `never` ((role, paths) of the run's other files), raises `output_files.Refused`.
+    """
+    check_report_target(path, never)  # before the thumbnails are made: a refusal costs nothing
+    write_checked(path, render_report(entries, title, frames).encode("utf-8"), is_report, REPORT_KIND, never)
+    return Path(path)
+
+
+def check_report_target(path: str | Path, never: Roles = ()) -> None:
+    """Refused (with the reason) unless `write_report` may write `path`."""
+    checked_target(path, is_report, REPORT_KIND, never)
+
+
+def is_report(head: bytes) -> bool:
+    """Whether a file starting with `head` is a report this project wrote."""
+    return head.startswith(REPORT_HEAD.encode("utf-8"))
 
 
 def _video_section(entry: dict, jpegs: list[bytes]) -> str:

@@ -10,7 +10,8 @@ for a failed video, `error`; for `--timeline` runs, a file of its own, `path`, `
 and, for a failed video, `error`), and the only damage tolerated is a last line without its newline
 that is such an entry, or, after at least one entry, the start of one (a run killed mid-write).
 Anything else (a token, a config, a binary file, a directory, a FIFO, a device, a read-only file,
-a file with other hard links) is refused before a byte is written, and left as it was.
+a file with other hard links) is refused before a byte is written, and left as it was
+(`output_files.py`: the care every file the command line writes gets).
 """
 from __future__ import annotations
 
@@ -18,14 +19,12 @@ import codecs
 import itertools
 import json
 import os
-import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, BinaryIO, NamedTuple
 
-from ..errors import PaddleHubVideoError
+from .output_files import OutputFileError, Refused, check_usable, open_regular, replace_atomically
 
 # Longer than any line this project writes (3,396 labels with their probabilities and a 4 KiB path
 # stay under 0.5 MiB), so a huge file without newlines is refused after reading this much of it.
@@ -36,15 +35,13 @@ LEFT_AS_IT_WAS = "the file was left as it was (name a new file, or one written b
 ENTRY_KEYS = ({"path", "prediction"}, {"path", "prediction", "error"})
 TIMELINE_KEYS = ({"path", "duration", "windows"}, {"path", "duration", "windows", "error"})
 WINDOW_KEYS = {"start", "end", "prediction"}
-FILE_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket",
-              stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
 
 
-class ResultsFileError(PaddleHubVideoError):
+class ResultsFileError(OutputFileError):
     """The --output file is not a results file (so it is left untouched), or cannot be written."""
 
 
-class NotResultsFile(ResultsFileError):
+class NotResultsFile(ResultsFileError, Refused):
     """Why a file is not a results file of hub run (so it is never written)."""
 
 
@@ -125,33 +122,6 @@ def is_cut_entry(tail: bytes) -> bool:
     return True
 
 
-def check_usable(path: Path) -> bool:
-    """Whether `path` (symlinks followed) exists; NotResultsFile if it cannot be a results file to append to."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return False
-    if not stat.S_ISREG(info.st_mode):
-        raise NotResultsFile(f"it is {FILE_KINDS.get(stat.S_IFMT(info.st_mode), 'not a regular file')}")
-    # The mode bits are checked even for root: a rewrite by rename would ignore them.
-    if not info.st_mode & 0o222 or not os.access(path, os.W_OK):
-        raise NotResultsFile("it is read-only")
-    if info.st_nlink > 1:  # a rewrite (a new file renamed over this name) would split them
-        raise NotResultsFile(f"it has {info.st_nlink - 1} other hard link(s)")
-    return True
-
-
-def open_regular(path: Path, flags: int) -> int:
-    """A descriptor of `path` opened with `flags`, without blocking should a FIFO have been put there
-    since it was checked; NotResultsFile unless it is a regular file."""
-    fd = os.open(path, flags | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o666)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise NotResultsFile("it is not a regular file")
-    os.set_blocking(fd, True)
-    return fd
-
-
 def keep_answered(target: Path, timeline: bool = False) -> set[str]:
     """The paths answered in the results file `target` (none if absent), once its failed entries and
     a cut-short last line are dropped; NotResultsFile if it is not a results file."""
@@ -207,39 +177,6 @@ def answered_lines(fh: BinaryIO, timeline: bool = False) -> Iterator[bytes]:
             yield line if line.endswith(b"\n") else line + b"\n"
 
 
-def replace_atomically(path: Path, lines: Iterator[bytes]) -> None:
-    """Write `lines` to `path` through a synced temporary file renamed over it, keeping its mode.
-
-    A crash leaves the old file or the new one, never half of either.
-    """
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as fh:
-            fh.writelines(lines)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    sync_directory(path.parent)
-
-
-def sync_directory(folder: Path) -> None:
-    """Make a rename in `folder` durable (where the platform allows opening a directory)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot sync a directory; the rename itself is still atomic
-    finally:
-        os.close(fd)
-
-
 class ResultsFile:
     """An open --output file: `done` holds the paths answered by earlier runs; `append` adds one entry.
 
@@ -256,7 +193,7 @@ class ResultsFile:
         try:
             self.done = keep_answered(target, timeline)
             fd = open_regular(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        except NotResultsFile as exc:
+        except Refused as exc:
             raise ResultsFileError(f"refused: {exc}; {LEFT_AS_IT_WAS}") from None
         except OSError as exc:  # the rewrite renames only a complete new file: the old one is still whole
             raise ResultsFileError(f"cannot use it ({exc.strerror or exc}); {LEFT_AS_IT_WAS}") from exc

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import PaddleHubVideoError
 from ..model.assets import AssetSpec, fetch_assets
+from .output_files import Refused, write_checked
 
 BASE_URL = "https://paddlehub.bj.bcebos.com/model/video/video_classifcation"  # sic: the publisher's spelling
 MAX_BYTES = 32 << 20  # each is well under 1 MB; a bound for what a server may send
@@ -23,6 +24,8 @@ SAMPLE_VIDEOS = (
               sha256="07173b41df3b8cddad08dd867ac6a36900bb7b63b1c43f4daf1c03ac1d027cca", max_bytes=MAX_BYTES),
 )
 OWNER = "the publisher's sample videos"
+# The first line of a --list file (a comment, which --input_file skips): what marks one this module wrote.
+LIST_HEAD = "# the publisher's sample videos (python3 -m paddlehub_video.interfaces.samples --list)\n"
 
 
 def sample_videos(progress: bool = True) -> list[Path]:
@@ -43,12 +46,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     text = "".join(f"{path}\n" for path in paths)
-    if args.list:
-        args.list.parent.mkdir(parents=True, exist_ok=True)
-        args.list.write_text(text, encoding="utf-8")
-    else:
+    if not args.list:
         sys.stdout.write(text)
+        return 0
+    try:
+        args.list.parent.mkdir(parents=True, exist_ok=True)
+        write_checked(args.list, (LIST_HEAD + text).encode("utf-8"), lambda head: _is_list(head, text), "a list "
+                      "written by this command", [("one of the sample videos", [str(path) for path in paths])])
+    except (OSError, Refused) as exc:
+        print(f"error: --list {args.list}: {exc}; the file was left as it was", file=sys.stderr)
+        return 1
     return 0
+
+
+def _is_list(head: bytes, text: str) -> bool:
+    """A --list file written before: with LIST_HEAD, or (older ones) exactly the paths of this run."""
+    return head.startswith(LIST_HEAD.encode("utf-8")) or head == text.encode("utf-8")
 
 
 if __name__ == "__main__":

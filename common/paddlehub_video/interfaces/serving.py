@@ -8,19 +8,24 @@ the limits are enforced here, before anything is decoded or written. PaddleHub a
 at a time, so each is bounded: items per request, base64 bytes, frames and pixels per video (a probe
 before decoding, `limits.py`), and one temporary file at a time. Server paths are refused unless
 they lie in a directory the operator named.
+
+A request the client got wrong (a body that is not a JSON object, a wrong field or option, too many
+items, an upload over the limit) is answered before PaddleHub's view sees it (`bound_request_bodies`)
+with an HTTP 4xx status and a body in PaddleHub's format, `{"status": "101", "msg": reason,
+"results": ""}`: no HTML page, no traceback in the log.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import functools
-import inspect
+import json
 import math
 import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +33,10 @@ from typing import Any
 
 from ..decode.limits import DecodeLimits, applied_limits
 from ..decode.video import VIDEO_EXTENSIONS
+from ..errors import ConfigError
 from ..names import is_utf8
 from ..pipeline import validate_paths
+from ..timeline import WindowLimit
 
 MAX_UPLOAD_ENV = "PADDLEHUB_VIDEO_MAX_UPLOAD_MB"
 DEFAULT_MAX_UPLOAD_MB = 100.0
@@ -39,6 +46,8 @@ MAX_FRAMES_ENV = "PADDLEHUB_VIDEO_MAX_FRAMES"
 DEFAULT_MAX_FRAMES = 18_000  # 10 minutes at 30 fps
 MAX_PIXELS_ENV = "PADDLEHUB_VIDEO_MAX_PIXELS"
 DEFAULT_MAX_PIXELS = 3840 * 2160  # 4K UHD: ~100 MB to decode a frame; 16384x8192 took 1.6 GB
+MAX_WINDOWS_ENV = "PADDLEHUB_VIDEO_MAX_WINDOWS"
+DEFAULT_MAX_WINDOWS = 20  # a timeline's windows per video: each costs a classify (~54 s of a core for videotag)
 SERVING_DIRS_ENV = "PADDLEHUB_VIDEO_SERVING_DIRS"
 IDLE_TIMEOUT_ENV = "PADDLEHUB_VIDEO_IDLE_TIMEOUT_S"
 DEFAULT_IDLE_TIMEOUT_S = 60.0  # a client silent this long between bytes is dropped
@@ -52,7 +61,21 @@ _DATA_URL = re.compile(r"^data:[^,]*;base64,")  # what a browser's FileReader.re
 _WHITESPACE = re.compile(rb"\s+")  # `base64` wraps its output at 76 columns
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}$")
 
+# PaddleHub's Flask endpoint of `POST /predict/<module_name>` (its view function's name).
+PREDICT_ENDPOINT = "predict_serving_v2"
+# PaddleHub's answer codes: 101 the request failed; 112 the body is not `application/json`.
+STATUS_FAILED, STATUS_NOT_JSON = "101", "112"
+
 Classify = Callable[..., list[dict]]
+
+
+class RequestError(ValueError):
+    """A request the client got wrong: refused before any work, with HTTP `status` (4xx) where the module
+    can answer it so (under `hub serving`), else as PaddleHub answers any failure."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -74,7 +97,7 @@ def _env_positive(name: str, default: float, kind: str, parse: Callable[[str], f
     except ValueError:
         value = -1.0
     if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name}={raw!r}: expected a positive {kind}")
+        raise ConfigError(f"{name}={raw!r}: expected a positive {kind}")
     return value
 
 
@@ -98,12 +121,17 @@ def serving_limits() -> DecodeLimits:
     )
 
 
+def serving_max_windows() -> WindowLimit:
+    """Most windows per video of a `timeline` request, from $PADDLEHUB_VIDEO_MAX_WINDOWS."""
+    return WindowLimit(int(_env_positive(MAX_WINDOWS_ENV, DEFAULT_MAX_WINDOWS, "whole number", int)), MAX_WINDOWS_ENV)
+
+
 def serving_dirs() -> list[str]:
     """The directories server paths may come from ($PADDLEHUB_VIDEO_SERVING_DIRS, resolved); [] when unset."""
     entries = [entry for entry in os.environ.get(SERVING_DIRS_ENV, "").split(os.pathsep) if entry.strip()]
     relative = [entry for entry in entries if not os.path.isabs(entry)]
     if relative:
-        raise ValueError(f"{SERVING_DIRS_ENV}: {relative[0]!r} is not an absolute path")
+        raise ConfigError(f"{SERVING_DIRS_ENV}: {relative[0]!r} is not an absolute path")
     return [os.path.realpath(entry) for entry in entries]
 
 
@@ -140,7 +168,7 @@ def _resolved_inside(path: str, dirs: list[str]) -> str | None:
 def parse_uploads(videos: object) -> list[Item]:
     """`videos`: a list of base64 strings or `{"data": base64, "name": optional label}`; one Item each."""
     if not isinstance(videos, (list, tuple)):
-        raise ValueError(f"videos must be a list of base64 strings, got {type(videos).__name__}")
+        raise RequestError(f"videos must be a list of base64 strings, got {type(videos).__name__}")
     return [_parse_upload(index, item) for index, item in enumerate(videos)]
 
 
@@ -165,7 +193,7 @@ def check_item_count(count: int) -> None:
     """Refuse a request of more videos than $PADDLEHUB_VIDEO_MAX_ITEMS, before any is looked at."""
     limit = max_items()
     if count > limit:
-        raise ValueError(f"too many videos: {count} in one request, over the limit of {limit} "
+        raise RequestError(f"too many videos: {count} in one request, over the limit of {limit} "
                          f"(set {MAX_ITEMS_ENV} on the server to change it)")
 
 
@@ -173,9 +201,9 @@ def check_upload_size(uploads: list[Item]) -> None:
     """Refuse the whole request when its base64 text is over the limit, before decoding any of it."""
     total, limit = sum(len(upload.text) for upload in uploads), max_upload_bytes()
     if total > limit:
-        raise ValueError(
+        raise RequestError(
             f"upload too large: {total / 2**20:.1f} MB of base64 video data, over the limit of "
-            f"{limit / 2**20:.1f} MB (set {MAX_UPLOAD_ENV} on the server to change it)"
+            f"{limit / 2**20:.1f} MB (set {MAX_UPLOAD_ENV} on the server to change it)", status=413
         )
 
 
@@ -228,13 +256,12 @@ def _relabel(entry: dict, file: str, label: str) -> dict:
     return entry
 
 
-def check_options(classify: Classify, options: Mapping[str, Any]) -> None:
-    """Refuse request fields `classify` does not take, so a typo is not silently ignored."""
-    accepted = [name for name in inspect.signature(classify).parameters if name != "paths"]
-    unknown = sorted(set(options) - set(accepted))
+def check_fields(fields: Collection[str], accepted: Collection[str]) -> None:
+    """Refuse request fields not in `accepted`, so a typo is not silently ignored."""
+    unknown = sorted(set(fields) - set(accepted))
     if unknown:
-        raise ValueError(f"unknown field(s) {', '.join(repr(name[:100]) for name in unknown)}; accepted: paths, "
-                         f"videos, {', '.join(accepted)}")
+        raise RequestError(f"unknown field(s) {', '.join(repr(name[:100]) for name in unknown)}; accepted: "
+                           f"{', '.join(accepted)}")
 
 
 def readable_json() -> None:
@@ -284,20 +311,24 @@ def idle_timeout_s() -> float:
 
 def bound_request_bodies() -> None:
     """Make PaddleHub's serving app refuse a body over `max_request_bytes()` with HTTP 413, before reading it,
-    and drop a client silent for `idle_timeout_s()` (its development server, `hub serving` without
+    answer a request the client got wrong with a 4xx in PaddleHub's format (`refuse_bad_requests`), and
+    drop a client silent for `idle_timeout_s()` (its development server, `hub serving` without
     `--use_multiprocess`; gunicorn has its own timeouts).
 
     PaddleHub reads and parses the whole body (`request.json`) before the module sees the request,
-    so the upload limit alone would still let a 10 GB body into memory. Its Flask app is created
+    so the upload limit alone would still let a 10 GB body into memory; and a body that is not a JSON
+    object fails its view (HTTP 500, an HTML page, a traceback in the log). Its Flask app is created
     after the modules are loaded (in `paddlehub.serving.app_compat`, both with and without
     `--use_multiprocess`): where that module is loaded, the name `Flask` in it is given a subclass that
     sets `MAX_CONTENT_LENGTH` (Werkzeug checks `Content-Length` at once and counts a chunked body
-    as it comes). No other Flask app, and nothing outside a `hub` process, is touched.
+    as it comes) and checks each request first. No other Flask app, and nothing outside a `hub`
+    process, is touched.
     """
     app_compat = sys.modules.get("paddlehub.serving.app_compat")
     if app_compat is None or getattr(app_compat.Flask, "bounded_by_paddlehub_video", False):
         return
 
+    from werkzeug.exceptions import HTTPException
     from werkzeug.serving import WSGIRequestHandler
 
     class IdleBoundedRequestHandler(WSGIRequestHandler):
@@ -312,17 +343,107 @@ def bound_request_bodies() -> None:
         def __init__(self, *args: Any, **kwargs: Any):
             super().__init__(*args, **kwargs)
             self.config["MAX_CONTENT_LENGTH"] = max_request_bytes()
+            # Before PaddleHub's own hook and view, which are added to the app after this.
+            self.before_request(lambda: refuse_bad_requests(self, served_module))
+            self.register_error_handler(HTTPException, lambda error: http_error_answer(self, error))
 
         def run(self, *args: Any, **kwargs: Any) -> None:
             kwargs.setdefault("request_handler", IdleBoundedRequestHandler)
             super().run(*args, **kwargs)
 
+    def served_module(name: str) -> object | None:
+        """The module PaddleHub serves as `name`, if any."""
+        served = app_compat.v2_module_info
+        return served.get_module(name) if name in served.modules else None
+
     app_compat.Flask = BoundedFlask
+
+
+def answer(app: Any, http_status: int, message: str, status: str = STATUS_FAILED) -> Any:
+    """A response of `app` in PaddleHub's format, `{"status", "msg", "results": ""}`, with `http_status`."""
+    body = json.dumps({"status": status, "msg": message, "results": ""}, ensure_ascii=False)
+    return app.response_class(body, status=http_status, mimetype="application/json")
+
+
+def http_error_answer(app: Any, error: Any) -> Any:
+    """An HTTP error (413 body too large, 400 invalid JSON, 415 not JSON, 404, 405, 500) in PaddleHub's format."""
+    status = STATUS_NOT_JSON if error.code == 415 else STATUS_FAILED
+    return answer(app, error.code or 500, f"{error.name}: {error.description}", status)
+
+
+def refuse_bad_requests(app: Any, served_module: Callable[[str], object | None]) -> Any:
+    """Flask `before_request` hook: for `POST /predict/<module>`, an answer in PaddleHub's format with an HTTP
+    4xx status when the client got the request wrong; None (PaddleHub's view answers) otherwise.
+
+    The body must be a JSON object (PaddleHub passes its fields to the module as keyword arguments);
+    a module of this project then checks its fields and options (`check_serving_request`).
+    """
+    import flask
+    from werkzeug.exceptions import BadRequest
+
+    request = flask.request
+    if request.endpoint != PREDICT_ENDPOINT:
+        return None
+    try:
+        body = request.get_json()  # not `application/json`: HTTP 415, answered by `http_error_answer`
+    except RecursionError:
+        return answer(app, 400, "the JSON body is nested too deep")
+    except BadRequest as error:
+        if type(error) is not BadRequest:  # a client that went away, say: not a JSON mistake
+            raise
+        return answer(app, 400, f"the body is not valid JSON ({_json_error(request.get_data())})")
+    if not isinstance(body, dict):
+        return answer(app, 400, f"the body must be a JSON object of fields (paths, videos, options), got "
+                                f"{_json_kind(body)}")
+    check = getattr(served_module((request.view_args or {}).get("module_name", "")), "check_serving_request", None)
+    try:
+        if check is not None:
+            check(body)
+    except RequestError as exc:
+        return answer(app, exc.status, str(exc))
+    except ConfigError:
+        return None  # the server's mistake, not the client's: PaddleHub's view answers it, as any failure
+    return None
+
+
+def _json_error(data: bytes) -> str:
+    """Why `data` is not JSON (Flask says it only in debug mode)."""
+    try:
+        json.loads(data)
+    except ValueError as exc:
+        return str(exc)
+    return "unreadable"
+
+
+def _json_kind(value: object) -> str:
+    """The JSON name of a parsed value's type."""
+    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def refused_entry(label: str, error: str) -> dict:
     """The answer to an item that cannot be used, in `classify`'s shape."""
     return {"path": label, "prediction": {}, "error": error}
+
+
+def check_request(classify: Classify, paths: object, videos: object,
+                  options: Mapping[str, Any]) -> tuple[list[str], list[Item]]:
+    """The request's server paths and uploads, once its shape, item count, upload size and options are
+    checked (nothing decoded or written); RequestError with the reason if the client got it wrong."""
+    try:
+        if paths is None and videos is None:
+            raise RequestError("give 'paths' (video files on the server) and/or 'videos' (base64-encoded video "
+                               "files)")
+        paths = [] if paths is None else validate_paths(paths)
+        uploads = [] if videos is None else parse_uploads(videos)
+        check_item_count(len(paths) + len(uploads))
+        check_upload_size(uploads)
+        classify([], **options)  # the options checked once, before any file is written
+    except (ConfigError, RequestError):
+        raise  # a server setting's mistake is not the client's; a RequestError has its status
+    except (ValueError, TypeError) as exc:  # an option's value, checked by `classify` itself
+        raise RequestError(str(exc)) from None
+    return paths, uploads
 
 
 def classify_request(classify: Classify, paths: object, videos: object, options: Mapping[str, Any],
@@ -333,19 +454,13 @@ def classify_request(classify: Classify, paths: object, videos: object, options:
     removed right after. An item that cannot be used (a refused path, not base64, not a video, over
     a limit) gets `{'path': label, 'prediction': {}, 'error': reason}`, `label` being the path, its
     `name` or `videos[i]`; the other items are answered all the same. `refused(label, reason)` gives
-    that entry in the shape of `classify`'s (a timeline's, for `classify_timeline`).
+    that entry in the shape of `classify`'s (a timeline's, for `classify_timeline`). A request the
+    client got wrong raises RequestError (`check_request`) before any of it is looked at.
     """
     readable_json()
-    check_options(classify, options)
-    if paths is None and videos is None:
-        raise ValueError("give 'paths' (video files on the server) and/or 'videos' (base64-encoded video files)")
-    paths = [] if paths is None else validate_paths(paths)
-    uploads = [] if videos is None else parse_uploads(videos)
-    check_item_count(len(paths) + len(uploads))
-    check_upload_size(uploads)
+    paths, uploads = check_request(classify, paths, videos, options)
     items = [*(server_paths(paths, serving_dirs()) if paths else []), *uploads]
     limits = serving_limits()
-    classify([], **options)  # the options checked once, before any file is written
     with applied_limits(limits), tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as folder:
         return [_answer(classify, item, Path(folder), index, options, refused) for index, item in enumerate(items)]
 
