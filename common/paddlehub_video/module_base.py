@@ -33,7 +33,9 @@ from .decode.sampling import plan_windows
 from .decode.video import frame_times, read_sampled_frames, read_sampled_groups
 from .errors import ConfigError
 from .interfaces.cli import build_parser, run_batch
+from .interfaces.gunicorn_app import bound_multiprocess_serving
 from .interfaces.serving import bound_request_bodies, classify_request
+from .interfaces.wsgi import stop_when_client_gone
 from .model.assets import AssetSpec, fetch_assets, read_label_file
 from .model.postprocess import top_k_predictions, validate_threshold, validate_top_k
 from .model.predictor import Predictor, check_can_create, shared_predictor
@@ -114,6 +116,7 @@ class VideoModule:
         self._once_lock = threading.Lock()
         self._loaded_for: set[tuple[bool, int]] = set()  # (use_gpu, workers) whose predictors exist
         bound_request_bodies()  # under `hub serving`, before PaddleHub makes its Flask app
+        bound_multiprocess_serving()  # under `hub serving --use_multiprocess`, before it makes its gunicorn app
 
     # ------------------------------------------------------------ the hooks of a module class
 
@@ -353,12 +356,10 @@ class VideoModule:
         """`hub serving`: `classify` of server `paths` and/or base64 `videos` (see paddlehub_video.interfaces.serving);
         with `timeline` (seconds) and optionally `stride`, `classify_timeline` instead."""
         if "timeline" not in options:
-            return classify_request(self.classify, paths, videos, options)
+            return classify_request(stop_when_client_gone(self.classify), paths, videos, options)
         window, stride = options.pop("timeline"), options.pop("stride", None)
-        return classify_request(
-            partial(self.classify_timeline, window_seconds=window, stride_seconds=stride), paths, videos, options,
-            refused=failed_entry,
-        )
+        timeline = partial(self.classify_timeline, window_seconds=window, stride_seconds=stride)
+        return classify_request(stop_when_client_gone(timeline), paths, videos, options, refused=failed_entry)
 
     @runnable
     def run_cmd(self, argvs: list[str]) -> object:
