@@ -46,7 +46,8 @@ from tests.test_serving import NO_PROXY, REPO, VIDEOTAG, free_port, same_entry
 START_TIMEOUT_S = 240
 REQUEST_TIMEOUT_S = 120
 GUNICORN_DEFAULT_TIMEOUT_S = 30
-IDLE_TIMEOUT_S = 6
+IDLE_TIMEOUT_S = 10  # the in-flight request of the SIGTERM test must outlive the wait for refusal
+REFUSED_WITHIN_S = 8
 # `hub serving start --use_multiprocess` binds gunicorn to 0.0.0.0 (no option): the test pins it to 127.0.0.1.
 HUB_SERVE = [sys.executable, "-c", "import sys; from paddlehub.serving import http_server as h; "
              "load = h.StandaloneApplication.load_config; h.StandaloneApplication.load_config = lambda self: "
@@ -254,7 +255,7 @@ def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_leaves_no_f
     with open_request(server, body, len(body) - 10) as connection:
         serving_worker(server, connection)
         os.kill(server.proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + REFUSED_WITHIN_S  # before the idle bound drops the request in flight
         while time.monotonic() < deadline:  # new connections refused while the request is in flight
             try:
                 socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
@@ -262,7 +263,7 @@ def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_leaves_no_f
             except ConnectionRefusedError:
                 break
         else:
-            pytest.fail("new connections still accepted 30 s after SIGTERM")
+            pytest.fail(f"new connections still accepted {REFUSED_WITHIN_S} s after SIGTERM")
         connection.sendall(body[-10:])
         status, answer = read_answer(connection)
     assert status == 200 and answer["status"] == "000" and answer["results"][0]["prediction"], answer
