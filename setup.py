@@ -26,12 +26,15 @@ setup(
         "Pillow>=9.0",
         "tqdm>=4.60",
         "filelock>=3.8",
+        # hub serving --use_multiprocess and the WSGI app's worker (interfaces/gunicorn_app.py); PaddleHub pulls it in.
+        "gunicorn>=20",
     ],
     extras_require={
         "test": ["pytest>=7", "psutil>=5.9", "ruff>=0.5"],
         # paddlehub_video.interfaces.ray_adapter (scale-out on Ray Data); importing paddlehub_video never needs it.
         "ray": ["ray[data]>=2.9"],
-        # bench/: the sgemm reference is run with BLAS limited to the bench's thread count.
-        "bench": ["threadpoolctl>=3.1"],
+        # bench/: the sgemm reference is run with BLAS limited to the bench's thread count; bench_serving
+        # reads the server's processes' memory with psutil.
+        "bench": ["threadpoolctl>=3.1", "psutil>=5.9"],
     },
 )

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -50,7 +49,7 @@ from paddlehub_video.interfaces.serving import (
     serving_dirs,
     serving_limits,
 )
-from tests.fixtures.hub_cli import HUB_TIMEOUT_S, describe, run_hub
+from tests.fixtures.hub_cli import HUB_TIMEOUT_S, describe, run_hub, stop_process_group
 from tests.fixtures.huge_video import write_huge_video
 from tests.fixtures.publisher import SMALL, PublisherHost
 from tests.fixtures.videos import MakeVideo
@@ -143,17 +142,8 @@ class Server:
     def stop(self) -> None:
         """SIGTERM the server's whole process group, SIGKILL if it lingers."""
         self._starting.join(timeout=HUB_TIMEOUT_S)  # an install still running ends on its own timeout
-        if self.proc is None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-                self.proc.wait(timeout=30)
-                return
-            except ProcessLookupError:
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        if self.proc is not None:
+            stop_process_group(self.proc)
 
 
 def free_port() -> int:

@@ -33,6 +33,7 @@ from .decode.preprocess import scale_and_crop
 from .decode.video import frame_times, read_sampled_frames, read_sampled_groups
 from .errors import ConfigError
 from .interfaces.cli import build_parser, run_batch
+from .interfaces.gunicorn_app import bound_multiprocess_serving
 from .interfaces.serving import (
     RequestError,
     bound_request_bodies,
@@ -42,6 +43,7 @@ from .interfaces.serving import (
     refused_entry,
     serving_max_windows,
 )
+from .interfaces.wsgi import stop_when_client_gone
 from .model.assets import AssetSpec, fetch_assets, read_label_file
 from .model.postprocess import top_k_predictions, validate_threshold, validate_top_k
 from .model.predictor import Predictor, check_can_create, shared_predictor
@@ -131,6 +133,7 @@ class VideoModule:
         self._once_lock = threading.Lock()
         self._loaded_for: set[tuple[bool, int]] = set()  # (use_gpu, workers) whose predictors exist
         bound_request_bodies()  # under `hub serving`, before PaddleHub makes its Flask app
+        bound_multiprocess_serving()  # under `hub serving --use_multiprocess`, before it makes its gunicorn app
 
     # ------------------------------------------------------------ the hooks of a module class
 
@@ -381,7 +384,7 @@ class VideoModule:
         with `timeline` (seconds) and optionally `stride`, `classify_timeline` instead."""
         classify, options, refused = self._serving_call(options)
         with applied_max_windows(serving_max_windows()):
-            return classify_request(classify, paths, videos, options, refused)
+            return classify_request(stop_when_client_gone(classify), paths, videos, options, refused)
 
     def check_serving_request(self, body: dict[str, Any]) -> None:
         """RequestError if `serving_method(**body)` would refuse the request as the client's mistake (nothing is
