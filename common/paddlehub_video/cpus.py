@@ -63,13 +63,11 @@ def _read(path: Path) -> str | None:
 
 
 def default_cpu_threads(configured: int | None, workers: int = 1) -> int:
-    """Threads per predictor: the config's `cpu_threads` if set, else $PADDLEHUB_VIDEO_CPU_THREADS,
-    else the usable CPUs shared among `workers` (at least one each)."""
+    """Threads per predictor: `configured` (the settings' `runtime.cpu_threads`, where
+    $PADDLEHUB_VIDEO_CPU_THREADS was already applied) if set, else the usable CPUs shared among
+    `workers` (at least one each)."""
     if configured is not None:
         return _positive(configured, "runtime.cpu_threads")
-    pinned = os.environ.get(CPU_THREADS_ENV, "").strip()
-    if pinned:
-        return _positive(pinned, CPU_THREADS_ENV)
     return max(1, usable_cpus() // max(1, workers))
 
 
@@ -89,8 +87,6 @@ AUTO_WORKERS = 1  # measured (bench/bench_machine.py split, workers): README "Sp
 
 
 def default_workers(configured: int | None) -> int:
-    """Videos run at once: the config's `workers` if set, else $PADDLEHUB_VIDEO_WORKERS, else AUTO_WORKERS."""
-    if configured is not None:
-        return _positive(configured, "runtime.workers")
-    pinned = os.environ.get(WORKERS_ENV, "").strip()
-    return _positive(pinned, WORKERS_ENV) if pinned else AUTO_WORKERS
+    """Videos run at once: `configured` (the settings' `runtime.workers`, where $PADDLEHUB_VIDEO_WORKERS
+    was already applied) if set, else AUTO_WORKERS."""
+    return AUTO_WORKERS if configured is None else _positive(configured, "runtime.workers")
