@@ -34,7 +34,7 @@ from paddlehub_video.pipeline import validate_paths
 class StNet(VideoModule, hub.Module):
     NAME = "stnet_kinetics400"
     DEFAULTS = Defaults(top_k=5, threshold=0.0, description="Classify actions in videos (400 Kinetics classes).")
-    FIXED_CONFIG = {"sampling.seglen": SEG_LEN}  # the network stacks exactly SEG_LEN frames per segment
+    FIXED_SETTINGS = {"sampling": {"seglen": SEG_LEN}}  # the network stacks exactly SEG_LEN frames per segment
 
     def __init__(self, config: ConfigOverrides = None, **kwargs: Any):
         VideoModule.__init__(self, config)  # not super(): @moduleinfo rebuilds the class
@@ -52,22 +52,22 @@ class StNet(VideoModule, hub.Module):
     def load_bundle(self) -> ModelBundle:
         """Fetch weights and labels, convert the weights once: model `stnet`."""
         arguments = {
-            "seg_num": self.config["sampling"]["seg_num"],
-            "image_size": self.config["preprocess"]["crop_size"],
-            "num_classes": self.config["model"]["num_classes"],
+            "seg_num": self.settings.sampling.seg_num,
+            "image_size": self.settings.preprocess.crop_size,
+            "num_classes": self.settings.model.num_classes,
             "distinct_windows": True,  # forward feeds each distinct window once
         }
         # Every file first: a failed download or a wrong label file is reported before any conversion.
         weights_file, labels_file = self.assets("weights", "labels")
         labels = self.read_label_file(labels_file)
         program = Program("stnet", PROGRAM_VERSION, build_stnet_program, arguments)
-        model = cached_inference_model(program, {self.config["assets"]["weights"]["network"]: weights_file})
+        model = cached_inference_model(program, {self.settings.assets["weights"].network: weights_file})
         return ModelBundle({"stnet": model}, labels)
 
     def sampling(self) -> Callable[[int], list[int]]:
         """Frame count -> the indices of the `seg_num` windows of `seglen` frames (the publisher's formula)."""
-        sampling = self.config["sampling"]
-        return partial(sample_stnet_indices, seg_num=sampling["seg_num"], seglen=sampling["seglen"])
+        sampling = self.settings.sampling
+        return partial(sample_stnet_indices, seg_num=sampling.seg_num, seglen=sampling.seglen)
 
     def forward(self, frames: np.ndarray, predictors: dict[str, Predictor], dedup: bool = True) -> np.ndarray:
         """Frames -> the 400 probabilities (`network_inputs` says what the network is fed)."""
@@ -83,12 +83,12 @@ class StNet(VideoModule, hub.Module):
         the temporal layers see all seg_num segments, so the probabilities are bit for bit those
         of feeding every window.
         """
-        pre, seglen = self.config["preprocess"], self.config["sampling"]["seglen"]
+        pre, seglen = self.settings.preprocess, self.settings.sampling.seglen
         if dedup:
             frames, window_index = unique_windows(frames, seglen)
         else:
             window_index = np.arange(len(frames) // seglen, dtype=np.int64)
-        windows = to_super_images(frames_to_tensor(frames, pre["mean"], pre["std"]), seglen)
+        windows = to_super_images(frames_to_tensor(frames, pre.mean, pre.std), seglen)
         return {"windows": windows, "window_index": window_index}
 
     def video_classification(

@@ -49,28 +49,32 @@ def test_usable_cpus_is_not_the_host_count(monkeypatch: pytest.MonkeyPatch, tmp_
     assert cpus.usable_cpus(tmp_path) == 1
 
 
-def test_cpu_threads_config_then_env_then_usable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                 two_cpus: None) -> None:
+def test_cpu_threads_configured_else_usable_shared_among_workers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                 two_cpus: None) -> None:
+    # The environment is applied when the settings are built (tests/test_settings.py), not here.
     monkeypatch.setattr(cpus, "CGROUP_ROOT", tmp_path)
-    monkeypatch.delenv(cpus.CPU_THREADS_ENV, raising=False)
+    monkeypatch.setenv(cpus.CPU_THREADS_ENV, "7")
     assert cpus.default_cpu_threads(None) == 2
     (tmp_path / "cpu.max").write_text("100000 100000\n")
     assert cpus.default_cpu_threads(None) == 1
     (tmp_path / "cpu.max").unlink()
     assert cpus.default_cpu_threads(None, workers=2) == 1
-    monkeypatch.setenv(cpus.CPU_THREADS_ENV, "1")
-    assert cpus.default_cpu_threads(None) == 1
-    assert cpus.default_cpu_threads(3) == 3  # explicit config wins
-    monkeypatch.setenv(cpus.CPU_THREADS_ENV, "many")
-    with pytest.raises(ValueError, match=cpus.CPU_THREADS_ENV):
-        cpus.default_cpu_threads(None)
+    assert cpus.default_cpu_threads(3) == 3  # an explicit setting wins
     with pytest.raises(ValueError, match="runtime.cpu_threads"):
         cpus.default_cpu_threads(0)
 
 
-def test_workers_config_then_env_then_automatic(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(cpus.WORKERS_ENV, raising=False)
-    assert cpus.default_workers(None) == cpus.AUTO_WORKERS
+def test_workers_configured_else_automatic(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(cpus.WORKERS_ENV, "2")
-    assert cpus.default_workers(None) == 2
+    assert cpus.default_workers(None) == cpus.AUTO_WORKERS
     assert cpus.default_workers(1) == 1
+
+
+def test_a_process_sharing_the_cpus_takes_its_share(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                    two_cpus: None) -> None:
+    # A gunicorn worker among 2 on 2 CPUs: 1 thread each, not 2 (the pinned setting still wins).
+    monkeypatch.setattr(cpus, "CGROUP_ROOT", tmp_path)
+    monkeypatch.setattr(cpus, "_sharing_processes", 1)
+    assert cpus.default_cpu_threads(None) == 2
+    cpus.share_cpus_with(2)
+    assert cpus.default_cpu_threads(None) == 1 and cpus.default_cpu_threads(2) == 2

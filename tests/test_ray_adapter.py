@@ -162,7 +162,7 @@ def stage_threads(ray: Any, num_cpus: int, env: dict, config: dict) -> list[int]
 
 @pytest.mark.parametrize("num_cpus", [1, 2])
 def test_model_stage_threads_are_the_cpus_ray_assigned(ray_instance, probe_env, publisher_host, num_cpus):
-    # Ray leaves the actor the node's affinity mask: without use_assigned_cpus both cases would get
+    # Ray leaves the actor the node's affinity mask: without with_assigned_cpus both cases would get
     # the node's usable CPUs, which differ from at least one of 1 and 2.
     config = publisher_host.config("stnet_kinetics400", **SMALL)
     assert stage_threads(ray_instance, num_cpus, probe_env, config) == [num_cpus]  # StNet: one predictor

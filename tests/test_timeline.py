@@ -6,6 +6,7 @@ The modules use the SMALL settings (shared converted models); videos are generat
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import gc
 import json
 import subprocess
@@ -22,9 +23,11 @@ import pytest
 from paddlehub_video.decode import video as video_module
 from paddlehub_video.decode.sampling import TooManyWindows, plan_windows, sample_stnet_indices, sample_tsn_indices
 from paddlehub_video.decode.video import frame_times, read_sampled_frames, read_sampled_groups
+from paddlehub_video.errors import ConfigError
 from paddlehub_video.interfaces.results_file import ResultsFile, ResultsFileError, parse_entry
 from paddlehub_video.interfaces.serving import MAX_WINDOWS_ENV
-from paddlehub_video.timeline import DEFAULT_MAX_WINDOWS, MAX_WINDOWS_SETTING, MIN_SECONDS, configured_max_windows
+from paddlehub_video.settings import TimelineSettings, build_settings
+from paddlehub_video.timeline import DEFAULT_MAX_WINDOWS, MAX_WINDOWS_SETTING, MIN_SECONDS
 from tests.fixtures.videos import MakeVideo, frame_index_of, synthetic_frame, write_encoded_video
 
 TSN8 = partial(sample_tsn_indices, seg_num=8)
@@ -317,25 +320,29 @@ def test_a_video_with_a_gap_of_years_gets_its_two_windows(small_stnet, years_gap
     assert [w["start"] for w in entry["windows"]] == [0.0, TEN_YEARS_MS / 1000]
 
 
+def with_max_windows(module, max_windows: int):
+    """`module`'s settings with another timeline.max_windows (settings are frozen: a changed copy)."""
+    return dataclasses.replace(module.settings, timeline=TimelineSettings(max_windows=max_windows))
+
+
 def test_a_video_over_the_window_limit_fails_before_decoding(small_stnet, lossless_10s, monkeypatch):
     decoded = []
     monkeypatch.setattr("paddlehub_video.module_base.read_sampled_groups", lambda *a: decoded.append(a) or iter(()))
-    monkeypatch.setitem(small_stnet.config, "timeline", {"max_windows": 3})
+    monkeypatch.setattr(small_stnet, "settings", with_max_windows(small_stnet, 3))
     (entry,) = small_stnet.classify_timeline([str(lossless_10s)], window_seconds=1)
     assert entry["windows"] == [] and entry["duration"] is None
     assert entry["error"] == (f"{lossless_10s}: windows of 1 s every 1 s make more than 3 windows, "
                               f"the limit per video ({MAX_WINDOWS_SETTING})")
     assert decoded == []
-    monkeypatch.setitem(small_stnet.config, "timeline", {"max_windows": 0})
-    with pytest.raises(ValueError, match=f"config {MAX_WINDOWS_SETTING} must be a positive integer"):
-        small_stnet.classify_timeline([str(lossless_10s)], window_seconds=1)
+    with pytest.raises(ConfigError, match=f"{MAX_WINDOWS_SETTING} must be a positive integer"):
+        build_settings("stnet_kinetics400", {"timeline": {"max_windows": 0}})
 
 
 def test_the_default_window_limit_applies_without_a_setting(small_stnet, lossless_10s, monkeypatch):
-    monkeypatch.setitem(small_stnet.config, "timeline", None)
+    assert build_settings("stnet_kinetics400", {"timeline": None}).timeline.max_windows == DEFAULT_MAX_WINDOWS
+    monkeypatch.setattr(small_stnet, "settings", with_max_windows(small_stnet, DEFAULT_MAX_WINDOWS))
     (entry,) = small_stnet.classify_timeline([str(lossless_10s)], window_seconds=60, stride_seconds=MIN_SECONDS)
     assert len(entry["windows"]) == 1  # the first window reaches the end: one, whatever the stride
-    assert configured_max_windows(small_stnet.config) == (DEFAULT_MAX_WINDOWS, MAX_WINDOWS_SETTING)
     times = [float(i) for i in range(DEFAULT_MAX_WINDOWS + 1)]
     with pytest.raises(TooManyWindows):
         plan_windows(times, times[-1] + 1, 1.0, 1.0, lambda n: [0], DEFAULT_MAX_WINDOWS)

@@ -76,8 +76,17 @@ def test_hub_run_workers_option(mirror: PublisherHost, short_video: Path) -> Non
         with pytest.raises(SystemExit):
             parser.parse_args(["--input_path", "x", "--workers", bad])
     module = module_with(mirror, 1)
+    asked = []
+    outcomes = module.outcomes
+
+    def spy(paths, use_gpu, model=None, workers=None):
+        asked.append(workers)
+        return outcomes(paths, use_gpu, model, workers)
+
+    module.outcomes = spy
     module.run_cmd(["--input_path", str(short_video), "--workers", "2"])
-    assert module.workers() == 2
+    assert asked == [2]  # this run's choice, passed to the call
+    assert module.workers() == 1 and module.settings.runtime.workers == 1  # and not kept for the next call
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -96,11 +105,11 @@ def test_first_videos_decode_while_the_models_load(mirror: PublisherHost, paths:
             two_started.set()
         return preprocess(path)
 
-    def spy_predictors(use_gpu, worker=0):
+    def spy_predictors(use_gpu, worker=0, planned=None):
         if not seen_when_loading:  # waits on an event, not on time: the bound only catches a hang
             assert two_started.wait(timeout=300), "the first videos did not start decoding while the models loaded"
         seen_when_loading.append(list(decoding))
-        return predictors(use_gpu, worker)
+        return predictors(use_gpu, worker, planned)
 
     module.preprocess, module.predictors = spy_preprocess, spy_predictors
     first = module.classify(paths, threshold=0.0, top_k=5)

@@ -58,24 +58,24 @@ class VideoTag(VideoModule, hub.Module):
 
     def load_bundle(self) -> ModelBundle:
         """Fetch weights and labels, convert the weights once: models `tsn` and `lstm`."""
-        assets = self.config["assets"]
+        assets = self.settings.assets
         # Every file first: a failed download or a wrong label file is reported before any conversion.
         tsn_weights, lstm_weights, labels_file = self.assets("tsn_weights", "lstm_weights", "labels")
         labels = self.read_label_file(labels_file)
         tsn_program = Program("videotag_tsn", tsn.PROGRAM_VERSION, tsn.build_tsn_program,
-                              {"image_size": self.config["preprocess"]["crop_size"]})
+                              {"image_size": self.settings.preprocess.crop_size})
         lstm_program = Program("videotag_attention_lstm", attention_lstm.PROGRAM_VERSION,
                                attention_lstm.build_attention_lstm_program,
-                               {"num_classes": self.config["model"]["num_classes"]})
+                               {"num_classes": self.settings.model.num_classes})
         models = {
-            "tsn": cached_inference_model(tsn_program, {assets["tsn_weights"]["network"]: tsn_weights}),
-            "lstm": cached_inference_model(lstm_program, {assets["lstm_weights"]["network"]: lstm_weights}),
+            "tsn": cached_inference_model(tsn_program, {assets["tsn_weights"].network: tsn_weights}),
+            "lstm": cached_inference_model(lstm_program, {assets["lstm_weights"].network: lstm_weights}),
         }
         return ModelBundle(models, labels)
 
     def sampling(self) -> Callable[[int], list[int]]:
         """Frame count -> the indices of the `seg_num` TSN frames (the publisher's formula)."""
-        return partial(sample_tsn_indices, seg_num=self.config["sampling"]["seg_num"])
+        return partial(sample_tsn_indices, seg_num=self.settings.sampling.seg_num)
 
     def forward(self, frames: np.ndarray, predictors: dict[str, Predictor]) -> np.ndarray:
         """Frames -> the 3396 tag probabilities."""
@@ -97,10 +97,10 @@ class VideoTag(VideoModule, hub.Module):
 
     def tsn_features(self, frames: np.ndarray, tsn: Predictor) -> np.ndarray:
         """Frames -> TSN features `[len(frames), 2048]`."""
-        pre = self.config["preprocess"]
+        pre = self.settings.preprocess
         # Frames are independent in the extractor, so running a few at a time (or each distinct
         # frame once) bounds memory and time without changing results.
-        batches = tensor_batches(frames, self.config["runtime"]["frames_per_batch"], pre["mean"], pre["std"])
+        batches = tensor_batches(frames, self.settings.runtime.frames_per_batch, pre.mean, pre.std)
         return np.concatenate([tsn.run({"image": batch})[0] for batch in batches], axis=1)[0]
 
     def extract_features(self, paths: list[str], use_gpu: bool = False) -> list[dict]:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, Union
 
 import yaml
 
+from .errors import ConfigError
+
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
@@ -34,7 +36,7 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
     with open(path, encoding="utf-8") as f:
         data = yaml.safe_load(f) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a configuration must be a YAML mapping")
+        raise ConfigError(f"{path}: a configuration must be a YAML mapping")
     return data
 
 
@@ -50,15 +52,24 @@ def config_files() -> Traversable:
         return clone
 
 
+def read_overrides(overrides: ConfigOverrides) -> dict[str, Any]:
+    """A caller's overrides as a mapping: a YAML file's, a mapping's, or none."""
+    if isinstance(overrides, (str, Path)):
+        return _read_yaml(overrides)
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ConfigError(f"config must be a mapping or a YAML file's path, got {type(overrides).__name__}")
+    return dict(overrides or {})
+
+
 def load_module_config(module_name: str, overrides: ConfigOverrides = None) -> dict[str, Any]:
-    """configs/<module_name>.yaml, then $PADDLEHUB_VIDEO_CONFIG[module_name], then `overrides`."""
+    """configs/<module_name>.yaml, then $PADDLEHUB_VIDEO_CONFIG[module_name], then `overrides`, merged
+    (unchecked: `settings.build_settings` checks them)."""
     text = config_files().joinpath(f"{module_name}.yaml").read_text(encoding="utf-8")
     config = yaml.safe_load(text)
     env_file = os.environ.get(CONFIG_ENV)
     if env_file:
-        config = merge(config, _read_yaml(env_file).get(module_name) or {})
-    if isinstance(overrides, (str, Path)):
-        overrides = _read_yaml(overrides)
-    if overrides:
-        config = merge(config, overrides)
-    return config
+        section = _read_yaml(env_file).get(module_name) or {}
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"{env_file} ({CONFIG_ENV}): {module_name!r} must be a mapping, got {section!r}")
+        config = merge(config, section)
+    return merge(config, read_overrides(overrides))

@@ -62,15 +62,24 @@ def _read(path: Path) -> str | None:
         return None
 
 
+# Processes sharing this process's usable CPUs (this one is a gunicorn worker among so many): set by
+# the server that started the process, before any predictor is made.
+_sharing_processes = 1
+
+
+def share_cpus_with(processes: int) -> None:
+    """This process is one of `processes` that share the usable CPUs: automatic thread counts take its share."""
+    global _sharing_processes
+    _sharing_processes = max(1, processes)
+
+
 def default_cpu_threads(configured: int | None, workers: int = 1) -> int:
-    """Threads per predictor: the config's `cpu_threads` if set, else $PADDLEHUB_VIDEO_CPU_THREADS,
-    else the usable CPUs shared among `workers` (at least one each)."""
+    """Threads per predictor: `configured` (the settings' `runtime.cpu_threads`, where
+    $PADDLEHUB_VIDEO_CPU_THREADS was already applied) if set, else this process's share of the
+    usable CPUs (`share_cpus_with`) shared among `workers` (at least one each)."""
     if configured is not None:
         return _positive(configured, "runtime.cpu_threads")
-    pinned = os.environ.get(CPU_THREADS_ENV, "").strip()
-    if pinned:
-        return _positive(pinned, CPU_THREADS_ENV)
-    return max(1, usable_cpus() // max(1, workers))
+    return max(1, usable_cpus() // _sharing_processes // max(1, workers))
 
 
 def _positive(value: object, name: str) -> int:
@@ -89,8 +98,6 @@ AUTO_WORKERS = 1  # measured (bench/bench_machine.py split, workers): README "Sp
 
 
 def default_workers(configured: int | None) -> int:
-    """Videos run at once: the config's `workers` if set, else $PADDLEHUB_VIDEO_WORKERS, else AUTO_WORKERS."""
-    if configured is not None:
-        return _positive(configured, "runtime.workers")
-    pinned = os.environ.get(WORKERS_ENV, "").strip()
-    return _positive(pinned, WORKERS_ENV) if pinned else AUTO_WORKERS
+    """Videos run at once: `configured` (the settings' `runtime.workers`, where $PADDLEHUB_VIDEO_WORKERS
+    was already applied) if set, else AUTO_WORKERS."""
+    return AUTO_WORKERS if configured is None else _positive(configured, "runtime.workers")

@@ -26,12 +26,11 @@ import numpy as np
 from paddlehub.module.module import runnable, serving
 
 from . import progress
-from .config import ConfigOverrides, load_module_config
+from .config import ConfigOverrides
 from .cpus import default_cpu_threads, default_workers
 from .decode.limits import DecodeLimits, applied_limits, check_video, effective_limits
 from .decode.preprocess import scale_and_crop
 from .decode.video import frame_times, read_sampled_frames, read_sampled_groups
-from .errors import ConfigError
 from .interfaces.cli import build_parser, run_batch
 from .interfaces.gunicorn_app import bound_multiprocess_serving
 from .interfaces.serving import (
@@ -48,9 +47,9 @@ from .model.assets import AssetSpec, fetch_assets, read_label_file
 from .model.postprocess import top_k_predictions, validate_threshold, validate_top_k
 from .model.predictor import Predictor, check_can_create, shared_predictor
 from .pipeline import ParallelPipelines, VideoOutcome, VideoPipeline, load_soon, report_failure, validate_paths
+from .settings import Settings, build_settings
 from .timeline import (
     applied_max_windows,
-    configured_max_windows,
     failed_entry,
     plan,
     prefetched,
@@ -106,8 +105,8 @@ class VideoModule:
 
     NAME = ""
     DEFAULTS = Defaults(top_k=5, threshold=0.0, description="")
-    # Config values a converted program fixes ({"section.key": value}), checked when the module is made.
-    FIXED_CONFIG: dict[str, Any] = {}
+    # Settings a converted program fixes ({section: {key: value}}), checked when the module is made.
+    FIXED_SETTINGS: dict[str, dict[str, Any]] = {}
     # Models whose predictor never uses oneDNN, whatever runtime.use_onednn says.
     WITHOUT_ONEDNN: tuple[str, ...] = ()
     _run_func = HubRunEntry()
@@ -126,14 +125,18 @@ class VideoModule:
                 setattr(cls, name, with_defaults(getattr(VideoModule, name), **options))
 
     def __init__(self, config: ConfigOverrides = None, **kwargs: Any):
-        self.config = load_module_config(self.NAME, config)
-        check_fixed_config(self.NAME, self.config, self.FIXED_CONFIG)
+        self.settings: Settings = build_settings(self.NAME, config, self.FIXED_SETTINGS)
         self._bundle: ModelBundle | None = None  # what `load_bundle` made, once
         self._label_list: list[str] | None = None  # the label file alone, for `postprocess` before any load
         self._once_lock = threading.Lock()
         self._loaded_for: set[tuple[bool, int]] = set()  # (use_gpu, workers) whose predictors exist
         bound_request_bodies()  # under `hub serving`, before PaddleHub makes its Flask app
         bound_multiprocess_serving()  # under `hub serving --use_multiprocess`, before it makes its gunicorn app
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The resolved settings as plain data (`settings.as_dict()`): a copy, changing it changes nothing."""
+        return self.settings.as_dict()
 
     # ------------------------------------------------------------ the hooks of a module class
 
@@ -189,7 +192,7 @@ class VideoModule:
 
     def assets(self, *keys: str) -> list[Path]:
         """Local paths of the assets `keys`; all are looked for first, so one error names every missing file."""
-        specs = [AssetSpec.from_dict(key, self.config["assets"][key]) for key in keys]
+        specs = [AssetSpec.from_dict(key, self.settings.assets[key].as_manifest()) for key in keys]
         return fetch_assets(specs, module_dir=self.module_dir, owner=self.NAME)
 
     @property
@@ -203,34 +206,36 @@ class VideoModule:
 
     def read_label_file(self, path: Path) -> list[str]:
         """The class names in the fetched label file `path`; a downloaded file that fails the check is deleted."""
-        return read_label_file(path, self.config["model"]["num_classes"])
+        return read_label_file(path, self.settings.model.num_classes)
 
     def predictor(
-        self, model_prefix: Path, use_gpu: bool, use_onednn: bool | None = None, worker: int = 0
+        self, model_prefix: Path, use_gpu: bool, use_onednn: bool | None = None, worker: int = 0,
+        workers: int | None = None,
     ) -> Predictor:
         """The process-wide predictor of a converted model, on CPU or GPU as asked for this call;
-        `worker` k > 0 gets a clone of worker 0's (the weights shared, its own activations)."""
-        runtime = self.config["runtime"]
-        onednn = runtime["use_onednn"] if use_onednn is None else use_onednn
-        threads = default_cpu_threads(runtime.get("cpu_threads"), self.workers(use_gpu))
+        `worker` k > 0 gets a clone of worker 0's (the weights shared, its own activations); the CPU
+        threads are shared among the call's `workers` (None: `runtime.workers`)."""
+        runtime = self.settings.runtime
+        onednn = runtime.use_onednn if use_onednn is None else use_onednn
+        threads = default_cpu_threads(runtime.cpu_threads, self.workers(use_gpu, workers))
         return shared_predictor(model_prefix, bool(use_gpu), threads, onednn, worker)
 
-    def predictors(self, use_gpu: bool, worker: int = 0) -> dict[str, Predictor]:
+    def predictors(self, use_gpu: bool, worker: int = 0, workers: int | None = None) -> dict[str, Predictor]:
         """A predictor for each model of `bundle()`, by the same names; fetches and converts on first use."""
         return {
-            name: self.predictor(prefix, use_gpu, False if name in self.WITHOUT_ONEDNN else None, worker)
+            name: self.predictor(prefix, use_gpu, False if name in self.WITHOUT_ONEDNN else None, worker, workers)
             for name, prefix in self.bundle().models.items()
         }
 
-    def workers(self, use_gpu: bool = False) -> int:
-        """Videos run at once (`runtime.workers`; null: automatic): one on a GPU, whatever the config."""
-        return 1 if use_gpu else default_workers(self.config["runtime"].get("workers"))
+    def workers(self, use_gpu: bool = False, workers: int | None = None) -> int:
+        """Videos run at once: this call's `workers`, else `runtime.workers` (null: automatic); one on a GPU."""
+        return 1 if use_gpu else default_workers(self.settings.runtime.workers if workers is None else workers)
 
     # ------------------------------------------------------------ decoding
 
     def decode_limits(self) -> DecodeLimits:
         """The config's `limits`, made stricter by any the caller applied (`limits.applied_limits`)."""
-        return effective_limits(DecodeLimits.from_config(self.config.get("limits")))
+        return effective_limits(self.settings.limits.decode_limits())
 
     def read_frames(
         self, path: str | os.PathLike[str], sample_indices: Callable[[int], Sequence[int]],
@@ -247,8 +252,8 @@ class VideoModule:
 
     def crop(self) -> Callable[[np.ndarray], np.ndarray]:
         """An RGB frame -> scaled and centre-cropped as the config says (uint8)."""
-        pre = self.config["preprocess"]
-        return partial(scale_and_crop, short_size=pre["short_size"], crop_size=pre["crop_size"])
+        pre = self.settings.preprocess
+        return partial(scale_and_crop, short_size=pre.short_size, crop_size=pre.crop_size)
 
     def read_clip(self, path: str | os.PathLike[str], sample_indices: Callable[[int], Sequence[int]]) -> np.ndarray:
         """The frames `sample_indices` picks, scaled and centre-cropped as the config says: uint8 `[T, H, W, 3]`."""
@@ -270,12 +275,15 @@ class VideoModule:
         return top_k_predictions(probs, self.class_names(), top_k, threshold)
 
     def outcomes(
-        self, paths: list[str], use_gpu: bool, model: Callable[[np.ndarray, dict[str, Predictor]], T] | None = None
+        self, paths: list[str], use_gpu: bool, model: Callable[[np.ndarray, dict[str, Predictor]], T] | None = None,
+        workers: int | None = None,
     ) -> Iterator[VideoOutcome[T]]:
         """`preprocess` then `model` (default: `forward`) of each video, the next one decoding meanwhile:
-        outcomes in input order. With several `workers()`, each runs its own videos on its own predictors."""
+        outcomes in input order. With several `workers` (None: `runtime.workers`), each runs its own videos
+        on its own predictors."""
         model = model or self.forward
-        count = min(self.workers(use_gpu), len(paths))
+        planned = self.workers(use_gpu, workers)  # the predictors' threads are shared among these
+        count = min(planned, len(paths))
         # On the first call, each worker's first video decodes while the models are fetched and loaded
         # (seconds): a failure there still fails this call, and the decoded frames are dropped.
         ready = (use_gpu, count) in self._loaded_for
@@ -283,7 +291,7 @@ class VideoModule:
             check_can_create(use_gpu)  # no GPU, or a forked child that cannot make one: before any decoding
         firsts = None if ready else [load_soon(self.preprocess, path) for path in paths[:count]]
         pipelines = [
-            VideoPipeline(self.preprocess, partial(model, predictors=self.predictors(use_gpu, worker)))
+            VideoPipeline(self.preprocess, partial(model, predictors=self.predictors(use_gpu, worker, planned)))
             for worker in range(count)
         ]
         self._loaded_for.add((use_gpu, count))
@@ -293,26 +301,28 @@ class VideoModule:
 
     def classify(
         self, paths: list[str], use_gpu: bool = False,
-        threshold: float = DEFAULTS.threshold, top_k: int = DEFAULTS.top_k,
+        threshold: float = DEFAULTS.threshold, top_k: int = DEFAULTS.top_k, workers: int | None = None,
     ) -> list[dict]:
         """Classify each video: `[{'path': p, 'prediction': {label: prob, ...}}, ...]`, in input order.
 
         `top_k` most probable labels, then those with prob >= `threshold`, descending (defaults: the
         module's `DEFAULTS`). A video that cannot be classified gets
-        `{'path': p, 'prediction': {}, 'error': reason}`.
+        `{'path': p, 'prediction': {}, 'error': reason}`. `workers`: videos run at once for this call
+        (None: the settings' `runtime.workers`).
         """
-        return list(self.classify_stream(paths, use_gpu, threshold, top_k))
+        return list(self.classify_stream(paths, use_gpu, threshold, top_k, workers))
 
     def classify_stream(
         self, paths: list[str], use_gpu: bool = False,
-        threshold: float = DEFAULTS.threshold, top_k: int = DEFAULTS.top_k,
+        threshold: float = DEFAULTS.threshold, top_k: int = DEFAULTS.top_k, workers: int | None = None,
     ) -> Iterator[dict]:
         """`classify`, one entry at a time in input order, each as soon as its video is done."""
         paths = validate_paths(paths)  # checked here, at the call, not at the first next()
         top_k, threshold = self._options(top_k, threshold)
         if not paths:
             return iter(())
-        outcomes = self.outcomes(paths, use_gpu)  # fetches and converts now, so a missing file fails the call
+        # fetches and converts now, so a missing file fails the call
+        outcomes = self.outcomes(paths, use_gpu, workers=workers)
         return (self._entry(outcome, top_k, threshold) for outcome in outcomes)
 
     def _entry(self, outcome: VideoOutcome[np.ndarray], top_k: int, threshold: float) -> dict:
@@ -344,7 +354,6 @@ class VideoModule:
         top_k, threshold = self._options(
             self.DEFAULTS.top_k if top_k is None else top_k, self.DEFAULTS.threshold if threshold is None else threshold
         )
-        configured_max_windows(self.config)  # a bad setting fails the call, not each video
         if not paths:
             return iter(())
         infer = self.predict_fn(use_gpu)  # fetches and converts now, so a missing file fails the call
@@ -362,7 +371,7 @@ class VideoModule:
             with applied_limits(limits):  # the pixel limit holds for every frame decoded
                 times = frame_times(path)
                 windows = plan(str(path), times.times, times.duration, window, stride, self.sampling(),
-                               configured_max_windows(self.config))
+                               self.settings.timeline.window_limit())
                 crop = self.crop()
                 clips = (np.stack(frames) for frames in read_sampled_groups(path, [w.indices for w in windows], crop))
                 probabilities = map(infer, prefetched(clips))
@@ -416,8 +425,6 @@ class VideoModule:
         defaults = self.DEFAULTS
         parser = build_parser(self.NAME, defaults.description, top_k=defaults.top_k, threshold=defaults.threshold)
         args = parser.parse_args(argvs)
-        if args.workers is not None:
-            self.config["runtime"]["workers"] = args.workers
         if args.timeline is not None:  # entries of their own shape, printed as they are
             return run_batch(
                 self.NAME, parser, args,
@@ -428,7 +435,7 @@ class VideoModule:
             )
         return run_batch(
             self.NAME, parser, args,
-            lambda paths: self.classify_stream(paths, args.use_gpu, args.threshold, args.top_k),
+            lambda paths: self.classify_stream(paths, args.use_gpu, args.threshold, args.top_k, args.workers),
             labels=lambda: self.labels, present=self.present,
         )
 
@@ -436,11 +443,3 @@ class VideoModule:
         """What `hub run` prints without --output: the module's published result for these `classify` entries."""
         return list(entries)
 
-
-def check_fixed_config(name: str, config: dict[str, Any], fixed: dict[str, Any]) -> None:
-    """Refuse a config whose value differs from what the converted program fixes (a config error, not a shape error)."""
-    for dotted, value in fixed.items():
-        section, key = dotted.split(".")
-        given = config.get(section, {}).get(key)
-        if given != value:
-            raise ConfigError(f"{name}: {dotted} must be {value!r} (the network is built for it), got {given!r}")

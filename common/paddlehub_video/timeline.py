@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import contextvars
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 from .decode.sampling import TooManyWindows, Window, plan_windows
 from .errors import VideoDecodeError
@@ -59,15 +59,6 @@ def _seconds(name: str, value: object) -> float:
         raise ValueError(f"{name} must be a number of seconds of at least {MIN_SECONDS:g} (no video frame "
                          f"is shorter), got {value!r}")
     return float(value)
-
-
-def configured_max_windows(config: Mapping[str, Any]) -> WindowLimit:
-    """The module config's `timeline.max_windows` (DEFAULT_MAX_WINDOWS when absent): a positive integer."""
-    section = config.get("timeline") or {}
-    value = section.get("max_windows", DEFAULT_MAX_WINDOWS) if isinstance(section, Mapping) else None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"config {MAX_WINDOWS_SETTING} must be a positive integer, got {value!r}")
-    return WindowLimit(value)
 
 
 @contextmanager

@@ -35,7 +35,7 @@ from typing import Any
 
 from gunicorn.workers.sync import SyncWorker
 
-from ..cpus import CPU_THREADS_ENV, usable_cpus
+from ..cpus import share_cpus_with, usable_cpus
 from .serving import _env_positive, idle_timeout_s, max_items
 from .wsgi import LOG, log_to_stderr
 
@@ -142,8 +142,9 @@ class VideoWorker(SyncWorker):
 
     def init_process(self) -> None:
         """In the new worker process, before the app is loaded and requests are taken."""
-        if not os.environ.get(CPU_THREADS_ENV, "").strip():  # an operator's pin wins
-            os.environ[CPU_THREADS_ENV] = str(threads_per_worker(self.cfg.workers))
+        # The modules' settings were made in the master (preload), an operator's pin of the threads among
+        # them; an automatic count is made when the predictors are, from this worker's share of the CPUs.
+        share_cpus_with(self.cfg.workers)
         tempfile.tempdir = tempfile.mkdtemp(prefix=f"{WORKER_TEMP_PREFIX}{os.getpid()}-")
         self._idle_timeout = idle_timeout_s()
         super().init_process()

@@ -41,8 +41,7 @@ except ImportError as exc:  # ray is an optional extra
         f"paddlehub_video.interfaces.ray_adapter needs Ray Data ({exc}): pip install 'paddlehub-video[ray]'"
     ) from exc
 
-from ..config import ConfigOverrides
-from ..cpus import CPU_THREADS_ENV
+from ..config import ConfigOverrides, merge, read_overrides
 from ..model.postprocess import validate_threshold, validate_top_k
 from ..names import as_str_path, printable
 from ..pipeline import report_failure
@@ -88,15 +87,18 @@ def load_module(module: ModuleRef, config: ConfigOverrides = None) -> Any:
     return hub.Module(name=module, config=config)
 
 
-def use_assigned_cpus(module: Any) -> None:
-    """In a Ray actor, an unset `runtime.cpu_threads` means the CPUs Ray assigned it (`num_cpus`):
-    Ray does not narrow the actor's affinity mask, so the automatic count would be the node's."""
-    runtime = module.config["runtime"]
-    if runtime.get("cpu_threads") is not None or os.environ.get(CPU_THREADS_ENV) or not ray.is_initialized():
-        return
+def with_assigned_cpus(module: Any, reference: ModuleRef, config: ConfigOverrides) -> Any:
+    """In a Ray actor, a module whose settings leave `runtime.cpu_threads` unset (nor set by
+    $PADDLEHUB_VIDEO_CPU_THREADS) gets the CPUs Ray assigned the actor (`num_cpus`): Ray does not
+    narrow the actor's affinity mask, so the automatic count would be the node's. Settings are
+    frozen: that is a second module made with the override (making one loads no model)."""
+    if module.settings.runtime.cpu_threads is not None or not ray.is_initialized():
+        return module
     assigned = ray.get_runtime_context().get_assigned_resources().get("CPU")
-    if assigned:
-        runtime["cpu_threads"] = max(1, int(assigned))
+    if not assigned:
+        return module
+    overrides = merge(read_overrides(config), {"runtime": {"cpu_threads": max(1, int(assigned))}})
+    return load_module(reference, overrides)
 
 
 def _column(batch: Batch, name: str) -> list:
@@ -142,8 +144,7 @@ class ModelStage:
             self.options["top_k"] = validate_top_k(top_k)
         if threshold is not None:
             self.options["threshold"] = validate_threshold(threshold)
-        self.module = load_module(module, config)
-        use_assigned_cpus(self.module)
+        self.module = with_assigned_cpus(load_module(module, config), module, config)
         self.predict = self.module.predict_fn(use_gpu)  # fetch, convert, load: here, once, not per batch
 
     def __call__(self, batch: Batch) -> pa.Table:
