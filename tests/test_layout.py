@@ -23,6 +23,7 @@ FORBIDDEN = {
     "decode": ("model", "interfaces", "module_base", "pipeline", "timeline"),
     "model": ("decode", "interfaces", "module_base", "pipeline", "timeline"),
     "progress": ("interfaces",),
+    "module_base": ("interfaces",),  # hub run / hub serving reach the flow through hub_entry.py
     "pipeline": ("interfaces", "module_base"),
     "timeline": ("interfaces", "module_base"),
     "errors": ("decode", "model", "interfaces"),

@@ -8,22 +8,21 @@ A module class is its `@moduleinfo`, its config (configs/<NAME>.yaml) and three 
 - `forward(frames, predictors)`: those frames -> the class probabilities (normalisation, layout
   and batch axes are the model's own business).
 
-`classify`, `classify_stream`, `postprocess`, `predict_fn`, the serving method and `hub run` are
-written here once, driven by the class's `DEFAULTS`.
+`classify`, `classify_stream`, `classify_timeline`, `postprocess` and `predict_fn` are written here
+once, driven by the class's `DEFAULTS`; `hub run` and `hub serving` call them through
+`hub_entry.HubEntryPoints`.
 """
 from __future__ import annotations
 
 import inspect
 import os
 import threading
-import types
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
-from paddlehub.module.module import runnable, serving
 
 from . import progress
 from .config import ConfigOverrides
@@ -31,25 +30,13 @@ from .cpus import default_cpu_threads, default_workers
 from .decode.limits import DecodeLimits, applied_limits, check_video, effective_limits
 from .decode.preprocess import scale_and_crop
 from .decode.video import frame_times, read_sampled_frames, read_sampled_groups
-from .interfaces.cli import build_parser, run_batch
-from .interfaces.gunicorn_app import bound_multiprocess_serving
-from .interfaces.serving import (
-    RequestError,
-    bound_request_bodies,
-    check_fields,
-    check_request,
-    classify_request,
-    refused_entry,
-    serving_max_windows,
-)
-from .interfaces.wsgi import stop_when_client_gone
+from .hub_entry import HubEntryPoints, prepare_hub_servers, with_defaults
 from .model.assets import AssetSpec, fetch_assets, read_label_file
 from .model.postprocess import top_k_predictions, validate_threshold, validate_top_k
 from .model.predictor import Predictor, check_can_create, shared_predictor
 from .pipeline import ParallelPipelines, VideoOutcome, VideoPipeline, load_soon, report_failure, validate_paths
 from .settings import Settings, build_settings
 from .timeline import (
-    applied_max_windows,
     failed_entry,
     plan,
     prefetched,
@@ -59,20 +46,6 @@ from .timeline import (
 )
 
 T = TypeVar("T")
-
-
-class HubRunEntry:
-    """The `_run_func` of a module class.
-
-    `hub run NAME` started in a folder that holds a directory called NAME makes PaddleHub 2.4 load
-    that directory with `Module.load`, which returns the class instead of an instance; its run
-    command then calls `_run_func` on the class. Here that creates the instance first.
-    """
-
-    def __get__(self, instance: Any, owner: type) -> Any:
-        if instance is None:
-            return lambda argv: owner().run_cmd(argv)
-        return instance.run_cmd
 
 
 class ModelBundle(NamedTuple):
@@ -90,18 +63,9 @@ class Defaults(NamedTuple):
     description: str
 
 
-def with_defaults(function: Callable[..., T], **defaults: Any) -> Callable[..., T]:
-    """A copy of `function` whose named parameters default to `defaults` (its signature says so too)."""
-    copy = types.FunctionType(function.__code__, function.__globals__, function.__name__, None, function.__closure__)
-    parameters = inspect.signature(function).parameters.values()
-    copy.__defaults__ = tuple(defaults.get(p.name, p.default) for p in parameters if p.default is not p.empty)
-    copy.__doc__, copy.__qualname__, copy.__module__ = function.__doc__, function.__qualname__, function.__module__
-    copy.__annotations__ = dict(function.__annotations__)
-    return copy
-
-
-class VideoModule:
-    """Base of the module classes: `NAME` picks configs/<NAME>.yaml, overridable per instance."""
+class VideoModule(HubEntryPoints):
+    """Base of the module classes: `NAME` picks configs/<NAME>.yaml, overridable per instance.
+    What PaddleHub needs of the class (`hub run`, `hub serving`, its method wrapper) is `HubEntryPoints`'."""
 
     NAME = ""
     DEFAULTS = Defaults(top_k=5, threshold=0.0, description="")
@@ -109,11 +73,6 @@ class VideoModule:
     FIXED_SETTINGS: dict[str, dict[str, Any]] = {}
     # Models whose predictor never uses oneDNN, whatever runtime.use_onednn says.
     WITHOUT_ONEDNN: tuple[str, ...] = ()
-    _run_func = HubRunEntry()
-    # PaddleHub 2.4 wraps every method of a module in a switch to static-graph mode (for fluid-era
-    # modules) that is not restored when the method raises, and that flips the mode for the whole
-    # process while it runs. Our code builds its programs in its own guarded scope, so it opts out.
-    __getattribute__ = object.__getattribute__
 
     def __init_subclass__(cls, **kwargs: Any):
         """Give a class with its own `DEFAULTS` its own `classify`, `classify_stream`, `classify_timeline`
@@ -130,8 +89,7 @@ class VideoModule:
         self._label_list: list[str] | None = None  # the label file alone, for `postprocess` before any load
         self._once_lock = threading.Lock()
         self._loaded_for: set[tuple[bool, int]] = set()  # (use_gpu, workers) whose predictors exist
-        bound_request_bodies()  # under `hub serving`, before PaddleHub makes its Flask app
-        bound_multiprocess_serving()  # under `hub serving --use_multiprocess`, before it makes its gunicorn app
+        prepare_hub_servers()
 
     @property
     def config(self) -> dict[str, Any]:
@@ -386,60 +344,3 @@ class VideoModule:
     def _options(top_k: object, threshold: object) -> tuple[int, float]:
         """Validated `top_k` and `threshold`."""
         return validate_top_k(top_k), validate_threshold(threshold)
-
-    @serving
-    def serving_method(self, paths: list[str] | None = None, videos: list | None = None, **options: Any) -> list[dict]:
-        """`hub serving`: `classify` of server `paths` and/or base64 `videos` (see paddlehub_video.interfaces.serving);
-        with `timeline` (seconds) and optionally `stride`, `classify_timeline` instead."""
-        classify, options, refused = self._serving_call(options)
-        with applied_max_windows(serving_max_windows()):
-            return classify_request(stop_when_client_gone(classify), paths, videos, options, refused)
-
-    def check_serving_request(self, body: dict[str, Any]) -> None:
-        """RequestError if `serving_method(**body)` would refuse the request as the client's mistake (nothing is
-        decoded or written): `hub serving` then answers it with an HTTP 4xx before PaddleHub's view runs."""
-        options = {name: value for name, value in body.items() if name not in ("paths", "videos")}
-        classify, options, _ = self._serving_call(options)
-        check_request(classify, body.get("paths"), body.get("videos"), options)
-
-    def serving_fields(self) -> list[str]:
-        """The fields a serving request body may hold."""
-        options = [name for name in inspect.signature(self.classify).parameters if name != "paths"]
-        return ["paths", "videos", *options, "timeline", "stride"]
-
-    def _serving_call(self, options: dict[str, Any]) -> tuple[Callable[..., list[dict]], dict[str, Any], Callable]:
-        """The body's options (besides paths and videos) -> what answers them: `classify`, or `classify_timeline`
-        with `timeline` and `stride`; the options left for it; the shape of a refused item's entry."""
-        check_fields(options, self.serving_fields())
-        options = dict(options)
-        if "timeline" not in options:
-            if "stride" in options:
-                raise RequestError("'stride' needs 'timeline' (the window's seconds)")
-            return self.classify, options, refused_entry
-        window, stride = options.pop("timeline"), options.pop("stride", None)
-        return partial(self.classify_timeline, window_seconds=window, stride_seconds=stride), options, failed_entry
-
-    @runnable
-    def run_cmd(self, argvs: list[str]) -> object:
-        """`hub run <module> --input_path V|folder|'glob' --input_file list.txt [--output r.jsonl] [--top_k N]`."""
-        defaults = self.DEFAULTS
-        parser = build_parser(self.NAME, defaults.description, top_k=defaults.top_k, threshold=defaults.threshold)
-        args = parser.parse_args(argvs)
-        if args.timeline is not None:  # entries of their own shape, printed as they are
-            return run_batch(
-                self.NAME, parser, args,
-                lambda paths: self.classify_timeline_stream(
-                    paths, args.timeline, args.stride, args.use_gpu, args.threshold, args.top_k
-                ),
-                labels=lambda: self.labels, present=list,
-            )
-        return run_batch(
-            self.NAME, parser, args,
-            lambda paths: self.classify_stream(paths, args.use_gpu, args.threshold, args.top_k, args.workers),
-            labels=lambda: self.labels, present=self.present,
-        )
-
-    def present(self, entries: list[dict]) -> object:
-        """What `hub run` prints without --output: the module's published result for these `classify` entries."""
-        return list(entries)
-
