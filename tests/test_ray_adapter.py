@@ -35,6 +35,7 @@ def ray_instance() -> Iterator[Any]:
         for name in [n for n in os.environ if n.startswith("PADDLEHUB_VIDEO_")]:
             patch.delenv(name)
         ray.init(
+            address="local",  # a new local instance, never a cluster already running on the machine
             num_cpus=2,
             object_store_memory=OBJECT_STORE_BYTES,
             include_dashboard=False,

@@ -94,7 +94,8 @@ class HubEntryPoints:
 
     def serving_fields(self) -> list[str]:
         """The fields a serving request body may hold."""
-        options = [name for name in inspect.signature(self.classify).parameters if name != "paths"]
+        # `workers` is how a process runs its calls, the server's business: never a client's
+        options = [name for name in inspect.signature(self.classify).parameters if name not in ("paths", "workers")]
         return ["paths", "videos", *options, "timeline", "stride"]
 
     def _serving_call(self, options: dict[str, Any]) -> tuple[Callable[..., list[dict]], dict[str, Any], Callable]:
