@@ -47,7 +47,7 @@ spec = json.loads(sys.argv[1])
 ray.init(address=spec.pop("address"), log_to_driver=False, logging_level="WARNING")
 ray.data.DataContext.get_current().enable_progress_bars = False
 module = hooked_module(StNet, **spec.pop("hooks"))
-print(json.dumps(asdict(run_fleet(spec.pop("paths"), module, spec.pop("output"), **spec))))
+print("SUMMARY", json.dumps(asdict(run_fleet(spec.pop("paths"), module, spec.pop("output"), **spec))))
 """
 
 
@@ -104,7 +104,8 @@ def finish(driver: subprocess.Popen) -> dict:
     """The driver's summary, once it exits 0."""
     out, err = driver.communicate(timeout=RUN_S)
     assert driver.returncode == 0, err[-4000:]
-    return json.loads(out.strip().splitlines()[-1])
+    [summary] = [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("SUMMARY ")]
+    return json.loads(summary)  # not simply the last line: Ray's own messages come on stdout too
 
 
 def rows_by_path(output: Path) -> dict[str, dict]:
