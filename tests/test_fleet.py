@@ -138,6 +138,7 @@ def hold_info(events: Path, stage: str) -> dict:
 # --- on the cluster --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a cluster and a fleet run: ~25-30 s each on 2 idle cores, minutes on a loaded machine
 def test_a_poison_video_and_a_killed_model_actor_cost_no_answer(cluster, mirror, videos, tmp_path):
     events, output = tmp_path / "events", tmp_path / "out"
     driver = start_driver(cluster, events, output, videos, mirror, hooks={"poison": "poison.mp4", "hold_model": 0})
@@ -153,6 +154,7 @@ def test_a_poison_video_and_a_killed_model_actor_cost_no_answer(cluster, mirror,
     assert (summary["videos"], summary["written"], summary["failed"], summary["skipped"]) == (6, 6, 2, 0)
 
 
+@pytest.mark.slow  # a cluster and a fleet run: ~25-30 s each on 2 idle cores, minutes on a loaded machine
 def test_a_node_removed_mid_run_costs_no_answer(cluster, mirror, videos, tmp_path):
     cluster.add_node(num_cpus=2, object_store_memory=STORE_BYTES)
     cluster.wait_for_nodes()
@@ -170,6 +172,7 @@ def test_a_node_removed_mid_run_costs_no_answer(cluster, mirror, videos, tmp_pat
     assert (summary["written"], summary["failed"]) == (5, 1)
 
 
+@pytest.mark.slow  # a cluster and a fleet run: ~25-30 s each on 2 idle cores, minutes on a loaded machine
 def test_a_killed_driver_is_resumed_with_only_the_rest(cluster, mirror, videos, tmp_path):
     events, output = tmp_path / "events", tmp_path / "out"
     paths = [p for p in videos if not p.endswith("poison.mp4")]
