@@ -197,6 +197,23 @@ def test_a_killed_driver_is_resumed_with_only_the_rest(cluster, mirror, videos, 
     assert_answered(rows_by_path(output), paths, failed={videos[2]})
 
 
+@pytest.mark.slow  # a cluster and a fleet run: ~25-30 s each on 2 idle cores, minutes on a loaded machine
+def test_timelines_as_json_lines(cluster, mirror, videos, tmp_path):
+    paths = [videos[5], videos[2]]  # fleet_d.mp4: 50 frames at 25 fps; garbage
+    summary = finish(start_driver(cluster, tmp_path / "events", tmp_path / "out", paths, mirror, timeline=1.0,
+                                  fmt="jsonl", decode_actors=None, model_cpus=None))
+
+    rows = rows_by_path(tmp_path / "out")
+    assert [p.suffix for p in fleet.ResultFolder(tmp_path / "out").result_files()] == [".jsonl"]
+    good, garbage = rows[paths[0]], rows[paths[1]]
+    windows = json.loads(good["timeline"])
+    assert good["error"] == "" and good["duration"] == pytest.approx(2.0)
+    assert [(w["start"], w["end"]) for w in windows] == [(0.0, 1.0), (1.0, 2.0)]
+    assert all(len(w["prediction"]) == 5 for w in windows)
+    assert garbage["error"].startswith(paths[1]) and garbage["duration"] is None and garbage["timeline"] == "[]"
+    assert summary["plan"]["decode_actors"] == 0 and summary["plan"]["model_actors"] == 1
+
+
 # --- without a cluster -----------------------------------------------------------------------
 
 
@@ -253,6 +270,7 @@ def test_plan_fits_the_cluster():
     assert fleet.plan_resources({"CPU": 2}) == fleet.FleetPlan(1, 1, 1, 0, 2)
     assert fleet.plan_resources({"CPU": 32}) == fleet.FleetPlan(16, 4, 4, 0, 2)
     assert fleet.plan_resources({"CPU": 16, "GPU": 2}, use_gpu=True) == fleet.FleetPlan(14, 2, 1, 1, 2)
+    assert fleet.plan_resources({"CPU": 16}, timeline=True) == fleet.FleetPlan(0, 4, 4, 0, 2)  # they decode too
     with pytest.raises(fleet.FleetError, match="no GPU"):
         fleet.plan_resources({"CPU": 8}, use_gpu=True)
     with pytest.raises(fleet.FleetError, match="need 5 CPUs .* has 4 CPUs"):

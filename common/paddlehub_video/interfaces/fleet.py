@@ -26,7 +26,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,14 +38,31 @@ from ..config import ConfigOverrides
 from ..errors import PaddleHubVideoError
 from ..model.postprocess import validate_threshold, validate_top_k
 from ..pipeline import report_failure
+from ..timeline import validate_window
 from .cli import expand_input_path, read_path_list
-from .ray_adapter import RESULTS, DecodeStage, ModelStage, ModuleRef, pa, ray, runtime_env  # names the extra
+from .ray_adapter import (  # first of the Ray imports: it names the extra to install
+    RESULTS,
+    Batch,
+    DecodeStage,
+    ModelStage,
+    ModuleRef,
+    column,
+    load_module,
+    pa,
+    ray,
+    runtime_env,
+    use_assigned_cpus,
+)
 
 FORMATS = ("parquet", "jsonl")
 PART_PREFIX = "part-"
 TEMP_PREFIX = ".part-"  # hidden, and never matched as a result file
 LOCK_NAME = ".fleet.lock"
+# Rows with --timeline: `timeline` is the JSON of classify_timeline's `windows`; `duration` is null for a failed video.
+TIMELINES = pa.schema([("path", pa.string()), ("duration", pa.float64()), ("timeline", pa.string()),
+                       ("error", pa.string())])
 Inputs = Union[Iterable[str], "ray.data.Dataset"]
+Row = dict[str, Any]
 
 
 class FleetError(PaddleHubVideoError):
@@ -92,18 +109,18 @@ def start_ledger() -> Any:
 
 
 class Attempts:
-    """One stage's use of the ledger: `run(path, work, failed)` runs `work()` unless `path` already
-    crashed this stage's worker `limit` times, then returns `failed(reason)` instead."""
+    """One stage's use of the ledger: `run(path, work, failed)` is `work(path)` unless `path` already
+    killed this stage's worker `limit` times; then it is `failed(path, reason)`."""
 
     def __init__(self, ledger: Any, stage: str, limit: int):
         self.ledger, self.stage, self.limit = ledger, stage, limit
 
-    def run(self, path: str, work, failed):
+    def run(self, path: str, work: Callable[[str], Row], failed: Callable[[str, str], Row]) -> Row:
         begun = ray.get(self.ledger.begin.remote(self.stage, path))
         if begun > self.limit:
-            result = failed(report_failure(path, WorkerCrashed(path, self.stage, begun - 1)))
+            result = failed(path, report_failure(path, WorkerCrashed(path, self.stage, begun - 1)))
         else:
-            result = work()
+            result = work(path)
         # Waited for: a crash on the next video must not lose this end (the count would grow).
         ray.get(self.ledger.end.remote(self.stage, path))
         return result
@@ -116,10 +133,12 @@ class FleetDecode(DecodeStage):
         super().__init__(module, config)
         self.attempts = Attempts(ledger, "decode", max_attempts)
 
-    def _decode(self, path: str) -> dict[str, Any]:
-        return self.attempts.run(path, lambda: super(FleetDecode, self)._decode(path),
-                                 lambda reason: {"path": path, "tensor": b"", "shape": [0], "dtype": "",
-                                                 "error": reason})
+    def _decode(self, path: str) -> Row:
+        return self.attempts.run(path, super()._decode, self._failed)
+
+    @staticmethod
+    def _failed(path: str, reason: str) -> Row:
+        return {"path": path, "tensor": b"", "shape": [0], "dtype": "", "error": reason}
 
 
 class FleetModel(ModelStage):
@@ -129,9 +148,41 @@ class FleetModel(ModelStage):
         super().__init__(module, **options)
         self.attempts = Attempts(ledger, "model", max_attempts)
 
-    def _answer(self, path: str, tensor: bytes, shape: list[int], dtype: str, error: str) -> dict[str, str]:
-        return self.attempts.run(path, lambda: super(FleetModel, self)._answer(path, tensor, shape, dtype, error),
-                                 lambda reason: {"path": path, "prediction": "{}", "error": reason})
+    def _answer(self, path: str, tensor: bytes, shape: list[int], dtype: str, error: str) -> Row:
+        answer = super()._answer
+        return self.attempts.run(path, lambda p: answer(p, tensor, shape, dtype, error), self._failed)
+
+    @staticmethod
+    def _failed(path: str, reason: str) -> Row:
+        return {"path": path, "prediction": "{}", "error": reason}
+
+
+class FleetTimeline:
+    """One stage for timelines: each actor decodes and classifies its videos' windows (`classify_timeline`,
+    one decoding pass per video), so no frames cross the object store. Attempts bounded as above."""
+
+    def __init__(self, module: ModuleRef, ledger: Any, max_attempts: int, window: float, stride: float,
+                 config: ConfigOverrides = None, use_gpu: bool = False, top_k: int | None = None,
+                 threshold: float | None = None):
+        self.module = load_module(module, config)
+        use_assigned_cpus(self.module)
+        self.module.predict_fn(use_gpu)  # fetch, convert, load: here, once
+        self.options = {"window_seconds": window, "stride_seconds": stride, "use_gpu": use_gpu, "top_k": top_k,
+                        "threshold": threshold}
+        self.attempts = Attempts(ledger, "timeline", max_attempts)
+
+    def __call__(self, batch: Batch) -> pa.Table:
+        rows = [self.attempts.run(str(path), self._timeline, self._failed) for path in column(batch, "path")]
+        return pa.Table.from_pylist(rows, schema=TIMELINES)
+
+    def _timeline(self, path: str) -> Row:
+        [entry] = self.module.classify_timeline_stream([path], **self.options)
+        windows = json.dumps(entry["windows"], ensure_ascii=False)
+        return {"path": path, "duration": entry["duration"], "timeline": windows, "error": entry.get("error", "")}
+
+    @staticmethod
+    def _failed(path: str, reason: str) -> Row:
+        return {"path": path, "duration": None, "timeline": "[]", "error": reason}
 
 
 # --- resources ---------------------------------------------------------------------------------
@@ -150,21 +201,23 @@ class FleetPlan:
 
 def plan_resources(
     resources: dict[str, float], use_gpu: bool = False, decode_actors: int | None = None,
-    model_actors: int | None = None, model_cpus: int | None = None, batch_size: int = 2,
+    model_actors: int | None = None, model_cpus: int | None = None, batch_size: int = 2, timeline: bool = False,
 ) -> FleetPlan:
     """Actors that fit `resources` (ray.cluster_resources()): with GPUs, one model actor per GPU;
     on CPUs, half the cluster's CPUs for the model in actors of up to 4 threads. The decode actors
-    (1 CPU each) get the rest. Given counts win; asking for more than the cluster has is an error
-    (Ray would wait for ever)."""
+    (1 CPU each) get the rest. For timelines the model actors decode too: no decode actors, and on
+    CPUs all the CPUs go to model actors. Given counts win; asking for more than the cluster has
+    is an error (Ray would wait for ever)."""
     cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
+    model_share = cpus if timeline else cpus // 2
     if use_gpu:
         if gpus < 1:
             raise FleetError("--use_gpu: the Ray cluster has no GPU")
         model_actors, model_cpus = model_actors or gpus, model_cpus or 1
     else:
-        model_cpus = model_cpus or max(1, min(4, cpus // 2))
-        model_actors = model_actors or max(1, (cpus // 2) // model_cpus)
-    decode_actors = decode_actors or max(1, cpus - model_actors * model_cpus)
+        model_cpus = model_cpus or max(1, min(4, model_share))
+        model_actors = model_actors or max(1, model_share // model_cpus)
+    decode_actors = 0 if timeline else decode_actors or max(1, cpus - model_actors * model_cpus)
     plan = FleetPlan(decode_actors, model_actors, model_cpus, 1 if use_gpu else 0, batch_size)
     wanted_cpus, wanted_gpus = decode_actors + model_actors * model_cpus, model_actors * plan.model_gpus
     if wanted_cpus > cpus or wanted_gpus > gpus:
@@ -291,21 +344,26 @@ def dataset_paths(inputs: Inputs) -> list[str]:
 def build_dataset(
     paths: list[str], module: ModuleRef, plan: FleetPlan, ledger: Any, *, config: ConfigOverrides = None,
     use_gpu: bool = False, top_k: int | None = None, threshold: float | None = None, max_attempts: int = 3,
+    window: tuple[float, float] | None = None,
 ) -> ray.data.Dataset:
-    """paths -> DecodeStage actors -> ModelStage actors: rows {path, prediction, error}."""
+    """paths -> DecodeStage actors -> ModelStage actors: rows {path, prediction, error}; with `window`
+    (seconds, stride), paths -> FleetTimeline actors: rows {path, duration, timeline, error}."""
     env = runtime_env()
     retries = {"max_restarts": -1, "max_task_retries": -1}  # Ray Data's defaults, stated: the ledger bounds them
     common = {"batch_format": "pyarrow", "batch_size": plan.batch_size, "runtime_env": env, **retries}
+    model_kwargs = {"module": module, "config": config, "ledger": ledger, "max_attempts": max_attempts,
+                    "use_gpu": use_gpu, "top_k": top_k, "threshold": threshold}
+    model_resources = {"compute": ray.data.ActorPoolStrategy(size=plan.model_actors), "num_cpus": plan.model_cpus,
+                       "num_gpus": plan.model_gpus}
     ds = ray.data.from_items([{"path": p} for p in paths])
+    if window:
+        timeline_kwargs = {**model_kwargs, "window": window[0], "stride": window[1]}
+        return ds.map_batches(FleetTimeline, fn_constructor_kwargs=timeline_kwargs, **model_resources, **common)
     ds = ds.map_batches(
         FleetDecode, fn_constructor_kwargs={"module": module, "config": config, "ledger": ledger,
                                             "max_attempts": max_attempts},
         compute=ray.data.ActorPoolStrategy(size=plan.decode_actors), num_cpus=1, **common)
-    model_kwargs = {"module": module, "config": config, "ledger": ledger, "max_attempts": max_attempts,
-                    "use_gpu": use_gpu, "top_k": top_k, "threshold": threshold}
-    return ds.map_batches(
-        FleetModel, fn_constructor_kwargs=model_kwargs, compute=ray.data.ActorPoolStrategy(size=plan.model_actors),
-        num_cpus=plan.model_cpus, num_gpus=plan.model_gpus, **common)
+    return ds.map_batches(FleetModel, fn_constructor_kwargs=model_kwargs, **model_resources, **common)
 
 
 @contextmanager
@@ -326,15 +384,18 @@ def run_fleet(
     use_gpu: bool = False, top_k: int | None = None, threshold: float | None = None, fmt: str = "parquet",
     decode_actors: int | None = None, model_actors: int | None = None, model_cpus: int | None = None,
     batch_size: int = 2, rows_per_file: int = 1000, flush_seconds: float = 60.0, max_attempts: int = 3,
+    timeline: float | None = None, stride: float | None = None,
 ) -> FleetSummary:
     """Classify every path of `inputs` not yet in `output` on the Ray cluster this process is connected
     to (`ray.init` first; a local one is started otherwise), writing one row per video there.
 
     Rows are written once `rows_per_file` have arrived or `flush_seconds` after the last file, and at
     the end; a run stopped by Ctrl-C or SIGTERM writes what it has, then raises KeyboardInterrupt.
+    `timeline` (window seconds, `stride` seconds): rows of `classify_timeline` instead of `classify`.
     """
     top_k = None if top_k is None else validate_top_k(top_k)
     threshold = None if threshold is None else validate_threshold(threshold)
+    window = None if timeline is None else validate_window(timeline, stride)
     folder = ResultFolder(output, fmt)
     with folder.locked(), stop_on_sigterm():
         if not ray.is_initialized():
@@ -345,16 +406,17 @@ def run_fleet(
         summary = FleetSummary(str(folder.folder), len(paths), len(paths) - len(todo), 0, 0, 0)
         if not todo:
             return summary
-        plan = plan_resources(ray.cluster_resources(), use_gpu, decode_actors, model_actors, model_cpus, batch_size)
+        plan = plan_resources(ray.cluster_resources(), use_gpu, decode_actors, model_actors, model_cpus, batch_size,
+                              timeline=window is not None)
         summary.plan = asdict(plan)
         ds = build_dataset(todo, module, plan, start_ledger(), config=config, use_gpu=use_gpu, top_k=top_k,
-                           threshold=threshold, max_attempts=max_attempts)
-        write_stream(ds, folder, done, summary, rows_per_file, flush_seconds)
+                           threshold=threshold, max_attempts=max_attempts, window=window)
+        write_stream(ds, folder, done, summary, rows_per_file, flush_seconds, TIMELINES if window else RESULTS)
     return summary
 
 
 def write_stream(ds: ray.data.Dataset, folder: ResultFolder, done: set[str], summary: FleetSummary,
-                 rows_per_file: int, flush_seconds: float) -> None:
+                 rows_per_file: int, flush_seconds: float, schema: pa.Schema = RESULTS) -> None:
     """Rows of `ds` as they arrive -> result files; a path in `done` (or already written) is dropped."""
     pending: list[dict[str, str]] = []
     last_write = time.monotonic()
@@ -362,7 +424,7 @@ def write_stream(ds: ray.data.Dataset, folder: ResultFolder, done: set[str], sum
     def flush() -> None:
         nonlocal last_write
         if pending:
-            folder.write(pa.Table.from_pylist(pending, schema=RESULTS))
+            folder.write(pa.Table.from_pylist(pending, schema=schema))
             summary.written += len(pending)
             summary.failed += sum(1 for row in pending if row["error"])
             summary.files += 1
@@ -372,7 +434,7 @@ def write_stream(ds: ray.data.Dataset, folder: ResultFolder, done: set[str], sum
 
     try:
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            for row in batch.select(RESULTS.names).to_pylist():
+            for row in batch.select(schema.names).to_pylist():
                 if row["path"] not in done:  # a batch retried after its rows came back answers them again
                     done.add(row["path"])
                     pending.append(row)
@@ -407,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=2, help="videos per batch between the stages")
     parser.add_argument("--rows_per_file", type=int, default=1000)
     parser.add_argument("--flush_seconds", type=float, default=60.0)
+    parser.add_argument("--timeline", type=float, metavar="SECONDS",
+                        help="rows of classify_timeline (windows of SECONDS) instead of classify")
+    parser.add_argument("--stride", type=float, metavar="SECONDS", help="with --timeline: a window every SECONDS")
     parser.add_argument("--max_attempts", type=int, default=3,
                         help="worker deaths a video may cause in a stage before it gets an error row")
     return parser
@@ -433,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = command_paths(parser, args)
     options = {key: getattr(args, key) for key in (
         "use_gpu", "top_k", "threshold", "fmt", "decode_actors", "model_actors", "model_cpus", "batch_size",
-        "rows_per_file", "flush_seconds", "max_attempts")}
+        "rows_per_file", "flush_seconds", "max_attempts", "timeline", "stride")}
     if args.address:
         ray.init(address=args.address, runtime_env=runtime_env())
     try:
