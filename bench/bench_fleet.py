@@ -13,6 +13,8 @@ random weights (common_setup.prepare_environment), each over 1 clip and over N c
 - videos/hour of each, and the fleet's over hub run's (the overhead as a ratio);
 - peak RSS (VmHWM) of each Ray actor process of the fleet run, sampled every 0.2 s by this process
   (VmHWM only grows, so the last sample is the peak up to 0.2 s before the actor ended);
+- per-stage figures for the cost model: one clip through DecodeStage and ModelStage in this process,
+  1 thread, warm: seconds per video of each;
 - object store traffic per video: the bytes of one video's row between the stages (DecodeStage's
   output: the preprocessed frames), and of its result row; each is written once and read once
   (across the network when the two actors are on different nodes).
@@ -43,6 +45,7 @@ class ActorMemory:
 
     def __init__(self) -> None:
         self.peaks: dict[int, tuple[str, float]] = {}
+        self.titles: dict[int, str] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -59,8 +62,10 @@ class ActorMemory:
 
         while not self.stop.wait(0.2):
             for proc in psutil.process_iter(["pid", "cmdline"]):
-                stage = next((s for s in STAGES if s in " ".join(proc.info["cmdline"] or ())), None)
+                title = " ".join(proc.info["cmdline"] or ())
+                stage = next((s for s in STAGES if s in title), None)
                 if stage:
+                    self.titles[proc.info["pid"]] = title[:120]
                     peak = vm_hwm_mib(proc.info["pid"])
                     if peak:
                         self.peaks[proc.info["pid"]] = (stage, max(peak, self.peaks.get(proc.info["pid"], ("", 0))[1]))
@@ -80,7 +85,7 @@ def vm_hwm_mib(pid: int) -> float:
         return 0.0
 
 
-def fleet_seconds(module: str, folder: Path, work: Path) -> tuple[float, dict, dict[str, list[float]]]:
+def fleet_seconds(module: str, folder: Path, work: Path) -> tuple[float, dict, dict[str, list]]:
     """Wall time of the fleet command over `folder` into a fresh output folder (a local Ray of all
     cores, started by the command), its summary, and the peak RSS of its actors."""
     output = work / f"fleet_{folder.name}"
@@ -92,17 +97,22 @@ def fleet_seconds(module: str, folder: Path, work: Path) -> tuple[float, dict, d
     if proc.returncode != 0:
         raise RuntimeError(f"fleet failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     summary = json.loads(next(line for line in proc.stdout.splitlines()[::-1] if line.startswith("{")))
-    return seconds, summary, memory.by_stage()
+    return seconds, summary, {**memory.by_stage(), "titles": sorted(set(memory.titles.values()))}
 
 
-def store_bytes_per_video(module: str, clip: Path) -> dict[str, int]:
-    """The bytes of one video's rows between the stages and out of the model stage (Arrow tables)."""
+def stage_figures(module: str, clip: Path) -> dict[str, float]:
+    """One clip through each stage in this process, 1 thread, warm (the second call timed): seconds
+    per video of each, and the bytes of its row between the stages and out of the model stage."""
     from paddlehub_video.interfaces.ray_adapter import DecodeStage, ModelStage
 
     batch = {"path": [str(clip)]}
-    decoded = DecodeStage(REPO / module)(batch)
-    results = ModelStage(REPO / module)(decoded)
-    return {"decoded_row": decoded.nbytes, "result_row": results.nbytes}
+    decode = DecodeStage(REPO / module)
+    model = ModelStage(REPO / module, config={"runtime": {"cpu_threads": 1}})
+    decoded, results = decode(batch), model(decode(batch))
+    decode_s = timed(lambda: decode(batch))[1]
+    model_s = timed(lambda: model(decoded))[1]
+    return {"decode_seconds": decode_s, "model_seconds_1_thread": model_s, "decoded_row_bytes": decoded.nbytes,
+            "result_row_bytes": results.nbytes}
 
 
 def bench(module: str, videos: int, work: Path) -> dict:
@@ -115,7 +125,7 @@ def bench(module: str, videos: int, work: Path) -> dict:
         runs[name] = {"hub_run_seconds": hub_s, "hub_run_peak_mib": hub_peak, "fleet_seconds": fleet_s,
                       "fleet_summary": summary, "actor_peak_mib": actors, "load_average": load_average()}
         print(f"  {name} clip(s): hub run {hub_s:.1f} s (peak {hub_peak:.0f} MiB), fleet {fleet_s:.1f} s, "
-              f"actors {actors}", file=sys.stderr, flush=True)
+              f"actors {[actors[stage] for stage in STAGES]}", file=sys.stderr, flush=True)
     per_video = {key: (runs[str(videos)][key] - runs["1"][key]) / max(1, videos - 1)
                  for key in ("hub_run_seconds", "fleet_seconds")}
     return {
@@ -125,7 +135,7 @@ def bench(module: str, videos: int, work: Path) -> dict:
         "later_seconds_per_video": per_video,
         "start_up_seconds": {"hub_run": runs["1"]["hub_run_seconds"] - per_video["hub_run_seconds"],
                              "fleet": runs["1"]["fleet_seconds"] - per_video["fleet_seconds"]},
-        "store_bytes_per_video": store_bytes_per_video(module, next(many.iterdir()).resolve()),
+        "stages": stage_figures(module, next(many.iterdir()).resolve()),
     }
 
 
@@ -133,7 +143,7 @@ def print_table(r: dict) -> None:
     vph, later, start = r["videos_per_hour"], r["later_seconds_per_video"], r["start_up_seconds"]
     runs, n = r["runs"], str(r["videos"])
     actors = runs[n]["actor_peak_mib"]
-    store = r["store_bytes_per_video"]
+    stages = r["stages"]
     rows = [
         (f"{r['module']}, {r['videos']} clips, videos/hour", f"hub run {vph['hub_run']:.0f}, fleet {vph['fleet']:.0f}: "
          f"fleet / hub run = {vph['fleet'] / vph['hub_run']:.2f}"),
@@ -143,8 +153,10 @@ def print_table(r: dict) -> None:
          f"hub run {start['hub_run']:.1f} s, fleet {start['fleet']:.1f} s (Ray's start included)"),
         ("peak RSS", f"hub run {runs[n]['hub_run_peak_mib']:.0f} MiB; fleet decode actors {actors['FleetDecode']} MiB, "
          f"model actors {actors['FleetModel']} MiB"),
-        ("object store per video", f"{store['decoded_row'] / 2**20:.1f} MiB between the stages (written once, read "
-         f"once), {store['result_row']} B result row"),
+        ("per-stage, 1 core, warm", f"decode {stages['decode_seconds']:.2f} s, model "
+         f"{stages['model_seconds_1_thread']:.2f} s per video"),
+        ("object store per video", f"{stages['decoded_row_bytes'] / 2**20:.1f} MiB between the stages (written once, "
+         f"read once), {stages['result_row_bytes']} B result row"),
     ]
     width = max(len(a) for a, _ in rows)
     for a, b in rows:

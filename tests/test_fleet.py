@@ -274,7 +274,7 @@ def test_plan_fits_the_cluster():
     with pytest.raises(fleet.FleetError, match="no GPU"):
         fleet.plan_resources({"CPU": 8}, use_gpu=True)
     with pytest.raises(fleet.FleetError, match="need 5 CPUs .* has 4 CPUs"):
-        fleet.plan_resources({"CPU": 4}, decode_actors=3, model_actors=2)
+        fleet.plan_resources({"CPU": 4}, decode_actors=3, model_actors=2, model_cpus=1)
 
 
 def test_the_command_without_videos_is_a_usage_error(tmp_path, capsys):
