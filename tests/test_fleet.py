@@ -89,20 +89,50 @@ def videos(make_video: MakeVideo, tmp_path_factory: pytest.TempPathFactory) -> l
             str(good[3])]
 
 
-def start_driver(cluster: Any, events: Path, output: Path, paths: list[str], mirror: PublisherHost,
-                 **options: Any) -> subprocess.Popen:
-    events.mkdir(exist_ok=True)
-    hooks = {"events": str(events), **options.pop("hooks", {})}
-    spec = {"address": cluster.address, "paths": paths, "output": str(output), "hooks": hooks,
-            "config": mirror.config("stnet_kinetics400", **SMALL), "batch_size": 1, "decode_actors": 1,
-            "model_actors": 1, "model_cpus": 1, "max_attempts": MAX_ATTEMPTS, **options}
-    return subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(spec)], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+class Drivers:
+    """Fleet driver subprocesses on the cluster, each killed at the end of its test if still running."""
+
+    def __init__(self, cluster: Any, mirror: PublisherHost):
+        self.cluster, self.mirror, self.started = cluster, mirror, []
+
+    def start(self, events: Path, output: Path, paths: list[str], **options: Any) -> subprocess.Popen:
+        events.mkdir(exist_ok=True)
+        hooks = {"events": str(events), **options.pop("hooks", {})}
+        spec = {"address": self.cluster.address, "paths": paths, "output": str(output), "hooks": hooks,
+                "config": self.mirror.config("stnet_kinetics400", **SMALL), "batch_size": 1, "decode_actors": 1,
+                "model_actors": 1, "model_cpus": 1, "max_attempts": MAX_ATTEMPTS, **options}
+        driver = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(spec)], cwd=REPO, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.started.append(driver)
+        return driver
+
+    def run(self, events: Path, output: Path, paths: list[str], **options: Any) -> dict:
+        return finish(self.start(events, output, paths, **options))
+
+    def close(self) -> None:
+        for driver in self.started:
+            if driver.poll() is None:
+                driver.kill()
+                driver.communicate()
+
+
+@pytest.fixture
+def drivers(cluster: Any, mirror: PublisherHost) -> Iterator[Drivers]:
+    started = Drivers(cluster, mirror)
+    try:
+        yield started
+    finally:
+        started.close()
 
 
 def finish(driver: subprocess.Popen) -> dict:
-    """The driver's summary, once it exits 0."""
-    out, err = driver.communicate(timeout=RUN_S)
+    """The driver's summary, once it exits 0; a driver still running after RUN_S is a hang."""
+    try:
+        out, err = driver.communicate(timeout=RUN_S)
+    except subprocess.TimeoutExpired:
+        driver.kill()
+        out, err = driver.communicate()
+        pytest.fail(f"the driver did not finish in {RUN_S} s:\n{err[-4000:]}")
     assert driver.returncode == 0, err[-4000:]
     [summary] = [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("SUMMARY ")]
     return json.loads(summary)  # not simply the last line: Ray's own messages come on stdout too
@@ -139,9 +169,9 @@ def hold_info(events: Path, stage: str) -> dict:
 
 
 @pytest.mark.slow  # a cluster and a fleet run: ~25-30 s each on 2 idle cores, minutes on a loaded machine
-def test_a_poison_video_and_a_killed_model_actor_cost_no_answer(cluster, mirror, videos, tmp_path):
+def test_a_poison_video_and_a_killed_model_actor_cost_no_answer(drivers, videos, tmp_path):
     events, output = tmp_path / "events", tmp_path / "out"
-    driver = start_driver(cluster, events, output, videos, mirror, hooks={"poison": "poison.mp4", "hold_model": 0})
+    driver = drivers.start(events, output, videos, hooks={"poison": "poison.mp4", "hold_model": 0})
     wait_for(lambda: (events / "hold-model.json").exists(), driver)
     os.kill(hold_info(events, "model")["pid"], signal.SIGKILL)  # the model actor, mid-video
     summary = finish(driver)
@@ -155,12 +185,12 @@ def test_a_poison_video_and_a_killed_model_actor_cost_no_answer(cluster, mirror,
 
 
 @pytest.mark.slow  # a cluster and a fleet run: ~25-30 s each on 2 idle cores, minutes on a loaded machine
-def test_a_node_removed_mid_run_costs_no_answer(cluster, mirror, videos, tmp_path):
+def test_a_node_removed_mid_run_costs_no_answer(cluster, drivers, videos, tmp_path):
     cluster.add_node(num_cpus=2, object_store_memory=STORE_BYTES)
     cluster.wait_for_nodes()
     events, output = tmp_path / "events", tmp_path / "out"
     paths = [p for p in videos if not p.endswith("poison.mp4")]
-    driver = start_driver(cluster, events, output, paths, mirror, hooks={"hold_decode": "fleet_c.mp4"})
+    driver = drivers.start(events, output, paths, hooks={"hold_decode": "fleet_c.mp4"})
     wait_for(lambda: (events / "hold-decode.json").exists(), driver)
     held_on = hold_info(events, "decode")["node_id"]
     [node] = [n for n in cluster.worker_nodes if n.node_id == held_on]
@@ -173,11 +203,11 @@ def test_a_node_removed_mid_run_costs_no_answer(cluster, mirror, videos, tmp_pat
 
 
 @pytest.mark.slow  # a cluster and a fleet run: ~25-30 s each on 2 idle cores, minutes on a loaded machine
-def test_a_killed_driver_is_resumed_with_only_the_rest(cluster, mirror, videos, tmp_path):
+def test_a_killed_driver_is_resumed_with_only_the_rest(drivers, videos, tmp_path):
     events, output = tmp_path / "events", tmp_path / "out"
     paths = [p for p in videos if not p.endswith("poison.mp4")]
     # One row per file; the model stops at its third video, so two are written and the job cannot end.
-    driver = start_driver(cluster, events, output, paths, mirror, rows_per_file=1, hooks={"hold_model": 2})
+    driver = drivers.start(events, output, paths, rows_per_file=1, hooks={"hold_model": 2})
     wait_for(lambda: (events / "hold-model.json").exists() and len(fleet.ResultFolder(output).result_files()) >= 2,
              driver)
     driver.kill()  # SIGKILL: what a lost head node does to the driver; nothing is flushed
@@ -187,7 +217,7 @@ def test_a_killed_driver_is_resumed_with_only_the_rest(cluster, mirror, videos, 
     (output / ".part-000099.parquet.tmp").write_bytes(b"PAR1 half a file")  # as if killed mid-write
     (events / "decoded.log").unlink()
 
-    summary = finish(start_driver(cluster, events, output, paths, mirror))
+    summary = drivers.run(events, output, paths)
 
     assert len(first_paths) >= 2 and summary["skipped"] == len(first_paths)
     assert summary["written"] == len(paths) - len(first_paths)
@@ -198,10 +228,10 @@ def test_a_killed_driver_is_resumed_with_only_the_rest(cluster, mirror, videos, 
 
 
 @pytest.mark.slow  # a cluster and a fleet run: ~25-30 s each on 2 idle cores, minutes on a loaded machine
-def test_timelines_as_json_lines(cluster, mirror, videos, tmp_path):
+def test_timelines_as_json_lines(drivers, videos, tmp_path):
     paths = [videos[5], videos[2]]  # fleet_d.mp4: 50 frames at 25 fps; garbage
-    summary = finish(start_driver(cluster, tmp_path / "events", tmp_path / "out", paths, mirror, timeline=1.0,
-                                  fmt="jsonl", decode_actors=None, model_cpus=None))
+    summary = drivers.run(tmp_path / "events", tmp_path / "out", paths, timeline=1.0, fmt="jsonl",
+                          decode_actors=None, model_cpus=None)
 
     rows = rows_by_path(tmp_path / "out")
     assert [p.suffix for p in fleet.ResultFolder(tmp_path / "out").result_files()] == [".jsonl"]
