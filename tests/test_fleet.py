@@ -298,7 +298,7 @@ def test_sigterm_writes_the_rows_received_then_stops(tmp_path):
 
 def test_plan_fits_the_cluster():
     assert fleet.plan_resources({"CPU": 2}) == fleet.FleetPlan(1, 1, 1, 0, 2)
-    assert fleet.plan_resources({"CPU": 32}) == fleet.FleetPlan(16, 4, 4, 0, 2)
+    assert fleet.plan_resources({"CPU": 32}) == fleet.FleetPlan(8, 6, 4, 0, 2)  # 24 CPUs for the model
     assert fleet.plan_resources({"CPU": 16, "GPU": 2}, use_gpu=True) == fleet.FleetPlan(14, 2, 1, 1, 2)
     assert fleet.plan_resources({"CPU": 16}, timeline=True) == fleet.FleetPlan(0, 4, 4, 0, 2)  # they decode too
     with pytest.raises(fleet.FleetError, match="no GPU"):
