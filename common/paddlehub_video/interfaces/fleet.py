@@ -204,11 +204,11 @@ def plan_resources(
     model_actors: int | None = None, model_cpus: int | None = None, batch_size: int = 2, timeline: bool = False,
 ) -> FleetPlan:
     """Actors that fit `resources` (ray.cluster_resources()): with GPUs, one model actor per GPU;
-    on CPUs, 5/6 of the cluster's CPUs for the model in actors of up to 4 threads, since on a CPU
-    a video's inference takes 6 (StNet) to 50 (videotag) times its decoding (bench/bench_fleet.py).
-    The decode actors (1 CPU each) get the rest. For timelines the model actors decode too: no
-    decode actors, all the CPUs go to model actors. Given counts win; asking for more than the
-    cluster has is an error (Ray would wait for ever)."""
+    on CPUs, 5/6 of the cluster's CPUs for the model in actors of up to 4 threads, since on a CPU a
+    video's inference takes 6 (StNet, bench/bench_fleet.py) to about 20 (videotag: 300 ResNet-101
+    frames) times its decoding. The decode actors (1 CPU each) get the rest. For timelines the
+    model actors decode too: no decode actors, all the CPUs go to model actors. Given counts win;
+    asking for more than the cluster has is an error (Ray would wait for ever)."""
     cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
     model_share = cpus if timeline else cpus - max(1, cpus // 6)
     if use_gpu:
