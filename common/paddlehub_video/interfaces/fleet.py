@@ -25,6 +25,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -369,10 +370,14 @@ def build_dataset(
 
 @contextmanager
 def stop_on_sigterm() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt (as Ctrl-C does), so the rows received are written first."""
+    """SIGTERM raises KeyboardInterrupt (as Ctrl-C does), so the rows received are written first.
+    Only in the main thread: Python delivers signals there, and refuses handlers set elsewhere."""
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield
