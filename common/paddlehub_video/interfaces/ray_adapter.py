@@ -101,7 +101,7 @@ def with_assigned_cpus(module: Any, reference: ModuleRef, config: ConfigOverride
     return load_module(reference, overrides)
 
 
-def _column(batch: Batch, name: str) -> list:
+def column(batch: Batch, name: str) -> list:
     """One column of a pyarrow, numpy or pandas batch, as a Python list."""
     column = batch[name]
     return column.to_pylist() if isinstance(column, (pa.Array, pa.ChunkedArray)) else list(column)
@@ -114,7 +114,7 @@ class DecodeStage:
         self.module = load_module(module, config)  # configuration only: no model is fetched here
 
     def __call__(self, batch: Batch) -> pa.Table:
-        rows = [self._decode(as_str_path(path)) for path in _column(batch, "path")]
+        rows = [self._decode(as_str_path(path)) for path in column(batch, "path")]
         return pa.Table.from_pylist(rows, schema=DECODED)
 
     def _decode(self, path: str) -> dict[str, Any]:
@@ -148,7 +148,7 @@ class ModelStage:
         self.predict = self.module.predict_fn(use_gpu)  # fetch, convert, load: here, once, not per batch
 
     def __call__(self, batch: Batch) -> pa.Table:
-        columns = (_column(batch, name) for name in ("path", "tensor", "shape", "dtype", "error"))
+        columns = (column(batch, name) for name in ("path", "tensor", "shape", "dtype", "error"))
         rows = [self._answer(*row) for row in zip(*columns)]
         return pa.Table.from_pylist(rows, schema=RESULTS)
 
