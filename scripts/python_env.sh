@@ -2,10 +2,11 @@
 # paddlehub-video supports, how to find one, and the project's venv.
 #
 #   use_project_venv NAME   inside an active venv (VIRTUAL_ENV set), use it; otherwise use the
-#                           repository's .venv/, made first with a supported Python found by
-#                           find_python (python3 first, then python3.12, python3.11, python3.10 on
-#                           PATH, then pyenv's): never the system Python. Sets PY and puts the venv's
-#                           bin/ first on PATH. NAME prefixes every message.
+#                           repository's .venv/, made first with first_supported_python (python3
+#                           if supported, then the newest of 3.12, 3.11, 3.10 as python3.X on PATH
+#                           or in pyenv). Never installs into a system Python. Sets PY and puts
+#                           the venv's bin/ first on PATH (so `hub` is the venv's). NAME prefixes
+#                           every message.
 #   find_python X.Y         prints a working python X.Y that can make a venv, or fails.
 
 # Keep in step with setup.py's python_requires (tests/test_python_versions.py checks). 3.13 cannot
@@ -85,6 +86,8 @@ use_project_venv() {
             exit 1
         fi
         echo "$name: using the active venv $VIRTUAL_ENV (Python $("$PY" -c 'import platform; print(platform.python_version())'))" >&2
+        export PATH="$VIRTUAL_ENV/bin:$PATH"  # its `hub`, even when VIRTUAL_ENV was set without activating
+        hash -r
         return 0
     fi
     venv="$REPO_ROOT/.venv"
