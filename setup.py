@@ -7,7 +7,11 @@ setup(
     description="PaddleHub video classification modules (videotag_tsn_lstm, stnet_kinetics400) on PaddlePaddle 3",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.9",
+    # CPython 3.10 to 3.12 (README, "Which Pythons"). 3.13: paddlehub imports paddle2onnx at start, and
+    # paddle2onnx >= 1.0 has no 3.13 wheel while 0.x imports paddle.fluid (gone in Paddle 3). 3.9: past
+    # its end of life, and av 17+ (constraints.txt) needs 3.10. Keep SUPPORTED_PYTHONS in
+    # scripts/python_env.sh in step (tests/test_python_versions.py checks).
+    python_requires=">=3.10,<3.13",
     # The shared layer is common/paddlehub_video/: the folder carries the import name, so editors and
     # PYTHONPATH=common resolve it without an install (the dependencies still have to be installed).
     # configs/ stays at the top and ships inside the package as `paddlehub_video.configs`, so installed

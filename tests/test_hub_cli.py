@@ -3,11 +3,17 @@
 Every command runs PaddleHub's own console entry point (`paddlehub.commands.utils:execute`, what
 the `hub` script calls) with this interpreter, the run's HUB_HOME, downloads sent to the simulated
 publisher host and small configs through $PADDLEHUB_VIDEO_CONFIG (8 TSN frames, 4 StNet segments).
+
+`test_install_then_run_...` is also the smoke test of each supported Python (scripts/smoke_python.sh):
+with $PADDLEHUB_VIDEO_SMOKE_RESULT it writes its API results there as JSON; with
+$PADDLEHUB_VIDEO_SMOKE_REFERENCE it checks them against such a file (the main interpreter's) to 1e-5.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
+import platform
 import shutil
 import sys
 import textwrap
@@ -45,6 +51,22 @@ def same_prediction(a: dict, b: dict) -> bool:
     return list(a) == list(b) and all(math.isclose(a[k], b[k], rel_tol=1e-4, abs_tol=1e-6) for k in a)
 
 
+
+
+def same_result_as_reference(result: dict, reference: dict, tolerance: float = 1e-5) -> list[str]:
+    """How `result` differs from `reference` (both {module: [{label: probability}, ...]}): labels, or
+    probabilities by more than `tolerance`. Empty when they agree."""
+    differences = []
+    for module in ("videotag", "stnet"):
+        if len(result[module]) != len(reference[module]):
+            differences.append(f"{module}: {len(result[module])} results != {len(reference[module])}")
+        for index, (got, want) in enumerate(zip(result[module], reference[module])):
+            if set(got) != set(want):
+                differences.append(f"{module}[{index}]: labels {sorted(got)} != {sorted(want)}")
+                continue
+            differences += [f"{module}[{index}][{label!r}]: {got[label]} != {want[label]}"
+                            for label in want if abs(got[label] - want[label]) > tolerance]
+    return differences
 
 
 def module_source_files() -> set[str]:
@@ -168,7 +190,7 @@ def test_stnet_input_file_and_input_path_in_order(hub_env, videos, tmp_path):
     assert TRACEBACK not in proc.stderr, describe(proc)
 
 
-def test_install_then_run_and_load_by_name_from_another_directory(hub_env, videos, elsewhere):
+def test_install_then_run_both_and_load_by_name_from_another_directory(hub_env, videos, elsewhere):
     hub_home = Path(hub_env["HUB_HOME"])
     before = module_source_files()
     proc = run_hub(["install", str(REPO / "videotag_tsn_lstm"), str(REPO / "stnet_kinetics400")],
@@ -186,6 +208,10 @@ def test_install_then_run_and_load_by_name_from_another_directory(hub_env, video
     assert len(result) == 1 and result[0]["path"] == local.name, result
     assert "error" not in result[0], result
     check_prediction(result[0]["prediction"], VIDEOTAG_LABELS, max_size=3)
+    proc = run_hub(["run", "stnet_kinetics400", "--input_path", local.name, "--top_k", "3"], cwd=elsewhere, env=hub_env)
+    stnet_result = printed_result(proc)
+    assert len(stnet_result) == 1, stnet_result
+    check_prediction(stnet_result[0], KINETICS_LABELS, max_size=3)
 
     script = textwrap.dedent("""
         import json, sys
@@ -209,6 +235,18 @@ def test_install_then_run_and_load_by_name_from_another_directory(hub_env, video
     assert same_prediction(api["videotag"][0]["prediction"], result[0]["prediction"]), (api, result)
     assert len(api["stnet"]) == 1, api
     check_prediction(api["stnet"][0], KINETICS_LABELS, max_size=3)
+    assert same_prediction(api["stnet"][0], stnet_result[0]), (api, stnet_result)
+
+    # The smoke run of another Python compares these numbers with the main interpreter's.
+    mine = {"python": platform.python_version(), "videotag": [api["videotag"][0]["prediction"]],
+            "stnet": api["stnet"]}
+    if os.environ.get("PADDLEHUB_VIDEO_SMOKE_RESULT"):
+        Path(os.environ["PADDLEHUB_VIDEO_SMOKE_RESULT"]).write_text(json.dumps(mine, ensure_ascii=False), "utf-8")
+    if os.environ.get("PADDLEHUB_VIDEO_SMOKE_REFERENCE"):
+        reference = json.loads(Path(os.environ["PADDLEHUB_VIDEO_SMOKE_REFERENCE"]).read_text("utf-8"))
+        differences = same_result_as_reference(mine, reference)
+        assert not differences, (f"Python {mine['python']} differs from Python {reference['python']}:\n"
+                                 + "\n".join(differences))
 
 
 def test_use_gpu_true_on_cpu_build_is_one_error_line_naming_cuda(hub_env, videos):
