@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import stat
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -42,15 +42,6 @@ class DecodeLimits:
     frames_setting: str = "limits.max_frames"
     pixels_setting: str = "limits.max_pixels"
 
-    @classmethod
-    def from_config(cls, section: Mapping[str, Any] | None) -> DecodeLimits:
-        """The `limits` section of a module config (missing or null values: no limit)."""
-        section = section or {}
-        if not isinstance(section, Mapping):
-            raise ValueError(f"config 'limits' must be a mapping, got {type(section).__name__}")
-        return cls(_positive_or_none(section.get("max_frames"), "limits.max_frames"),
-                   _positive_or_none(section.get("max_pixels"), "limits.max_pixels"))
-
     @property
     def active(self) -> bool:
         return self.max_frames is not None or self.max_pixels is not None
@@ -62,14 +53,6 @@ class DecodeLimits:
         frames = _lower((self.max_frames, self.frames_setting), (other.max_frames, other.frames_setting))
         pixels = _lower((self.max_pixels, self.pixels_setting), (other.max_pixels, other.pixels_setting))
         return DecodeLimits(frames[0], pixels[0], frames[1], pixels[1])
-
-
-def _positive_or_none(value: object, name: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"config {name} must be a positive integer or null, got {value!r}")
-    return value
 
 
 def _lower(a: tuple[int | None, str], b: tuple[int | None, str]) -> tuple[int | None, str]:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from ..errors import PaddleHubVideoError
+from ..model.regular_file import NotRegularFile, open_regular_fd
 
 FILE_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket",
               stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
@@ -50,10 +51,10 @@ def check_usable(path: Path) -> bool:
 def open_regular(path: Path, flags: int) -> int:
     """A descriptor of `path` opened with `flags`, without blocking should a FIFO have been put there
     since it was checked; Refused unless it is a regular file."""
-    fd = os.open(path, flags | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o666)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise Refused("it is not a regular file")
+    try:
+        fd, _ = open_regular_fd(path, flags)
+    except NotRegularFile:
+        raise Refused("it is not a regular file") from None
     os.set_blocking(fd, True)
     return fd
 

@@ -7,25 +7,34 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def open_regular(path: str | os.PathLike[str], follow_links: bool = True) -> tuple[BinaryIO, os.stat_result]:
-    """`path` opened for reading, with its fstat; OSError when it is not a regular file.
+class NotRegularFile(OSError):
+    """What was opened is a FIFO, a device, a socket or a directory, not a regular file."""
+
+
+def open_regular_fd(path: str | os.PathLike[str], flags: int = os.O_RDONLY, mode: int = 0o666,
+                    ) -> tuple[int, os.stat_result]:
+    """A descriptor of `path` opened with `flags`, and its fstat; NotRegularFile unless it is a regular file.
 
     Opened non-blocking, so that a FIFO (which would wait for a writer) or a device is refused at
-    once; with `follow_links=False` a symbolic link is refused too. The fstat is of what was
-    opened, so a file swapped after the check is never the one read.
+    once; the fstat is of what was opened, so a file swapped after a check is never the one used.
     """
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-    if not follow_links:
-        flags |= getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(path, flags)
+    fd = os.open(path, flags | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), mode)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise OSError(f"{Path(path)} is not a regular file")
-        return os.fdopen(fd, "rb"), info
+            raise NotRegularFile(f"{Path(path)} is not a regular file")
     except BaseException:
         os.close(fd)
         raise
+    return fd, info
+
+
+def open_regular(path: str | os.PathLike[str], follow_links: bool = True) -> tuple[BinaryIO, os.stat_result]:
+    """`path` opened for reading (`open_regular_fd`), with its fstat; with `follow_links=False` a
+    symbolic link is refused too."""
+    flags = os.O_RDONLY | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0))
+    fd, info = open_regular_fd(path, flags)
+    return os.fdopen(fd, "rb"), info
 
 
 def read_bounded(path: str | os.PathLike[str], max_bytes: int, follow_links: bool = True) -> bytes:
