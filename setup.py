@@ -40,5 +40,8 @@ setup(
         # bench/: the sgemm reference is run with BLAS limited to the bench's thread count; bench_serving
         # reads the server's processes' memory with psutil.
         "bench": ["threadpoolctl>=3.1", "psutil>=5.9"],
+        # runtime.precision bf16/auto: the CNNs' bf16 engine (model/openvino_engine.py; README Speed says why
+        # OpenVINO rather than Paddle's own bf16 passes). It needs only numpy and openvino-telemetry.
+        "bf16": ["openvino>=2025.1"],
     },
 )

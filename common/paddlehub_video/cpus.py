@@ -7,9 +7,12 @@ quota on a 64-core host would start 64 threads, each waiting for its turn).
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
+
+from .errors import DeviceError
 
 CPU_THREADS_ENV = "PADDLEHUB_VIDEO_CPU_THREADS"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -101,3 +104,61 @@ def default_workers(configured: int | None) -> int:
     """Videos run at once: `configured` (the settings' `runtime.workers`, where $PADDLEHUB_VIDEO_WORKERS
     was already applied) if set, else AUTO_WORKERS."""
     return AUTO_WORKERS if configured is None else _positive(configured, "runtime.workers")
+
+
+# --- numeric precision --------------------------------------------------------------------------
+
+PRECISION_ENV = "PADDLEHUB_VIDEO_PRECISION"
+PRECISIONS = ("fp32", "bf16", "auto")
+# CPU flags (Linux /proc/cpuinfo names) that run bf16 natively: AVX-512 BF16 (Cooper Lake, Zen 4 and
+# later) or AMX (Sapphire Rapids and later). Without them oneDNN emulates bf16 at about half fp32's speed.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+CPUINFO = Path("/proc/cpuinfo")
+logger = logging.getLogger("paddlehub_video")
+
+
+def cpu_flags(cpuinfo: Path | None = None) -> frozenset[str]:
+    """The instruction-set flags of this machine's first CPU (/proc/cpuinfo; empty where unreadable)."""
+    text = _read(cpuinfo or CPUINFO) or ""
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+def has_native_bf16(flags: frozenset[str] | None = None) -> bool:
+    """Whether the CPU runs bf16 arithmetic natively (`flags`: default this machine's)."""
+    return any(flag in (cpu_flags() if flags is None else flags) for flag in BF16_FLAGS)
+
+
+_auto_logged: set[str] = set()
+
+
+def resolve_precision(
+    requested: str, use_gpu: bool = False, flags: frozenset[str] | None = None, engine_problem: str | None = None
+) -> str:
+    """`runtime.precision` -> what the CNN predictors run: `fp32` or `bf16`.
+
+    `bf16` on a CPU without native bf16 (or on a GPU) is a DeviceError rather than a silent emulation
+    that runs slower than fp32; `auto` is bf16 where the CPU has it, else fp32 with one log line.
+    `engine_problem`: why the bf16 engine cannot run here (not installed), if it cannot.
+    """
+    if requested == "fp32":
+        return "fp32"
+    reason = "bf16 runs on CPU only (use_gpu=True)" if use_gpu else _missing_bf16(flags) or engine_problem
+    if reason is None:
+        return "bf16"
+    if requested == "bf16":
+        raise DeviceError(f"runtime.precision is bf16, but {reason}: set runtime.precision to fp32 or auto "
+                          f"(or {PRECISION_ENV}=fp32)")
+    if reason not in _auto_logged:  # once per process and reason
+        _auto_logged.add(reason)
+        logger.info("runtime.precision auto: running fp32, as %s", reason)
+    return "fp32"
+
+
+def _missing_bf16(flags: frozenset[str] | None) -> str | None:
+    if has_native_bf16(flags):
+        return None
+    names = " or ".join(BF16_FLAGS)
+    return f"this CPU has none of the instructions {names} (bf16 would be emulated, slower than fp32)"

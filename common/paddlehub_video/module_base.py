@@ -26,12 +26,13 @@ import numpy as np
 
 from . import progress
 from .config import ConfigOverrides
-from .cpus import default_cpu_threads, default_workers
+from .cpus import default_cpu_threads, default_workers, resolve_precision
 from .decode.limits import DecodeLimits, applied_limits, check_video, effective_limits
 from .decode.preprocess import scale_and_crop
 from .decode.video import frame_times, read_sampled_frames, read_sampled_groups
 from .hub_entry import HubEntryPoints, prepare_hub_servers, with_defaults
 from .model.assets import AssetSpec, fetch_assets, read_label_file
+from .model.openvino_engine import engine_problem
 from .model.postprocess import top_k_predictions, validate_threshold, validate_top_k
 from .model.predictor import Predictor, check_can_create, shared_predictor
 from .pipeline import ParallelPipelines, VideoOutcome, VideoPipeline, load_soon, report_failure, validate_paths
@@ -71,7 +72,7 @@ class VideoModule(HubEntryPoints):
     DEFAULTS = Defaults(top_k=5, threshold=0.0, description="")
     # Settings a converted program fixes ({section: {key: value}}), checked when the module is made.
     FIXED_SETTINGS: dict[str, dict[str, Any]] = {}
-    # Models whose predictor never uses oneDNN, whatever runtime.use_onednn says.
+    # Models whose predictor never uses oneDNN, whatever runtime.use_onednn says, and runs fp32.
     WITHOUT_ONEDNN: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs: Any):
@@ -168,22 +169,33 @@ class VideoModule(HubEntryPoints):
 
     def predictor(
         self, model_prefix: Path, use_gpu: bool, use_onednn: bool | None = None, worker: int = 0,
-        workers: int | None = None,
+        workers: int | None = None, precision: str = "fp32",
     ) -> Predictor:
         """The process-wide predictor of a converted model, on CPU or GPU as asked for this call;
         `worker` k > 0 gets a clone of worker 0's (the weights shared, its own activations); the CPU
-        threads are shared among the call's `workers` (None: `runtime.workers`)."""
+        threads are shared among the call's `workers` (None: `runtime.workers`); `precision` as
+        `precision()` resolved it."""
         runtime = self.settings.runtime
         onednn = runtime.use_onednn if use_onednn is None else use_onednn
         threads = default_cpu_threads(runtime.cpu_threads, self.workers(use_gpu, workers))
-        return shared_predictor(model_prefix, bool(use_gpu), threads, onednn, worker)
+        return shared_predictor(model_prefix, bool(use_gpu), threads, onednn, worker, precision)
 
     def predictors(self, use_gpu: bool, worker: int = 0, workers: int | None = None) -> dict[str, Predictor]:
-        """A predictor for each model of `bundle()`, by the same names; fetches and converts on first use."""
+        """A predictor for each model of `bundle()`, by the same names; fetches and converts on first use.
+        The models of `WITHOUT_ONEDNN` (the LSTM) run fp32 whatever `runtime.precision` says."""
+        precision = self.precision(use_gpu)
         return {
-            name: self.predictor(prefix, use_gpu, False if name in self.WITHOUT_ONEDNN else None, worker, workers)
+            name: self.predictor(prefix, use_gpu, False, worker, workers, "fp32") if name in self.WITHOUT_ONEDNN
+            else self.predictor(prefix, use_gpu, None, worker, workers, precision)
             for name, prefix in self.bundle().models.items()
         }
+
+    def precision(self, use_gpu: bool = False) -> str:
+        """What `runtime.precision` runs here: `fp32` or `bf16` (`cpus.resolve_precision`: a DeviceError
+        for bf16 where the CPU or the environment cannot run it)."""
+        requested = self.settings.runtime.precision or "fp32"
+        problem = engine_problem() if requested != "fp32" and not use_gpu else None
+        return resolve_precision(requested, bool(use_gpu), engine_problem=problem)
 
     def workers(self, use_gpu: bool = False, workers: int | None = None) -> int:
         """Videos run at once: this call's `workers`, else `runtime.workers` (null: automatic); one on a GPU."""
@@ -247,6 +259,7 @@ class VideoModule(HubEntryPoints):
         ready = (use_gpu, count) in self._loaded_for
         if not ready:
             check_can_create(use_gpu)  # no GPU, or a forked child that cannot make one: before any decoding
+            self.precision(use_gpu)  # bf16 that cannot run here: before any decoding too
         firsts = None if ready else [load_soon(self.preprocess, path) for path in paths[:count]]
         pipelines = [
             VideoPipeline(self.preprocess, partial(model, predictors=self.predictors(use_gpu, worker, planned)))

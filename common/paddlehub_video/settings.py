@@ -6,7 +6,8 @@ Precedence, lowest first:
 2. the section named after the module in the YAML file `$PADDLEHUB_VIDEO_CONFIG`;
 3. the caller's overrides (`hub.Module(name=..., config={...})`, a mapping or a YAML file);
 4. environment fallbacks, only for keys still null after 1-3: `runtime.cpu_threads` from
-   `$PADDLEHUB_VIDEO_CPU_THREADS`, `runtime.workers` from `$PADDLEHUB_VIDEO_WORKERS`.
+   `$PADDLEHUB_VIDEO_CPU_THREADS`, `runtime.workers` from `$PADDLEHUB_VIDEO_WORKERS`,
+   `runtime.precision` from `$PADDLEHUB_VIDEO_PRECISION` (else fp32).
 
 Every key is checked here: an unknown one is a `ConfigError` naming it and the closest valid key, a
 wrong type or range names the key and what it accepts. Each stage is given its own section
@@ -23,7 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .config import ConfigOverrides, load_module_config
-from .cpus import CPU_THREADS_ENV, WORKERS_ENV
+from .cpus import CPU_THREADS_ENV, PRECISION_ENV, PRECISIONS, WORKERS_ENV
 from .decode.limits import DecodeLimits
 from .errors import ConfigError
 from .timeline import DEFAULT_MAX_WINDOWS, WindowLimit
@@ -73,6 +74,12 @@ def text(key: str, value: Any) -> str:
     return value
 
 
+def precision(key: str, value: Any) -> str | None:
+    if value is not None and value not in PRECISIONS:
+        raise ConfigError(f"{key} must be one of {', '.join(PRECISIONS)}, got {value!r}")
+    return value
+
+
 def _field(check: Check, default: Any = None, required: bool = False) -> Any:
     """A settings field: `check(key, value)` validates a given value; a required one has no default."""
     return field(default=MISSING if required else default, metadata={"check": check})
@@ -104,12 +111,14 @@ class ModelSettings:
 @dataclass(frozen=True)
 class RuntimeSettings:
     """How the predictors run: threads (None: the usable CPUs shared among workers), workers (None:
-    automatic), oneDNN, and frames per TSN run (videotag)."""
+    automatic), oneDNN, frames per TSN run (videotag), and the CNNs' precision (`fp32`, `bf16`, `auto`:
+    see `cpus.resolve_precision`; never null once built)."""
 
     cpu_threads: int | None = _field(optional_positive_int)
     workers: int | None = _field(optional_positive_int)
     use_onednn: bool = _field(boolean, True)
     frames_per_batch: int | None = _field(optional_positive_int)
+    precision: str | None = _field(precision)
 
 
 @dataclass(frozen=True)
@@ -225,12 +234,14 @@ def _section(cls: type, given: Any, where: str) -> Any:
 
 
 def _with_environment(runtime: RuntimeSettings, environ: Mapping[str, str]) -> RuntimeSettings:
-    """Threads and workers from the environment where the settings left them null."""
+    """Threads, workers and precision from the environment where the settings left them null."""
     values = asdict(runtime)
     for key, variable in (("cpu_threads", CPU_THREADS_ENV), ("workers", WORKERS_ENV)):
         raw = environ.get(variable, "").strip()
         if values[key] is None and raw:
             values[key] = positive_int(variable, int(raw) if raw.isdigit() else raw)
+    if values["precision"] is None:
+        values["precision"] = precision(PRECISION_ENV, environ.get(PRECISION_ENV, "").strip() or "fp32")
     return RuntimeSettings(**values)
 
 

@@ -82,40 +82,53 @@ def save_inference_model(program: StaticProgram, state: Mapping[str, np.ndarray]
 def cached_inference_model(program: Program, weights: Mapping[str, Path]) -> Path:
     """Return the prefix of the converted model of `program` for `weights` ({network: .pdparams path}).
 
-    Converts on first use only; a file lock keeps two processes from converting the same entry,
-    and the entry appears by an atomic rename, so a reader never sees a half-written model.
+    Converts on first use only (see `cached_entry`).
     """
     key = hashlib.sha256(program.key().encode())
     for network in sorted(weights):
         key.update(f"|{network}={file_digest(weights[network])}".encode())
     entry = cache_root() / "inference" / f"{program.name}-v{program.version}-{key.hexdigest()[:16]}"
-    prefix = entry / "model"
-    if _intact(entry):
-        return prefix
+
+    def convert(entry: Path) -> None:
+        with progress.current().converting(program.name, [Path(path).name for path in weights.values()]):
+            _convert(program.make, weights, entry)
+
+    cached_entry(entry, _MODEL_FILES, convert)
+    return entry / "model"
+
+
+def cached_entry(entry: Path, files: tuple[str, ...], convert: Callable[[Path], None]) -> None:
+    """Make the cache folder `entry` holding `files` with `convert(entry)` (which writes it with
+    `make_entry`), unless it is there intact.
+
+    A file lock keeps two processes from converting the same entry, and the entry appears by an
+    atomic rename, so a reader never sees a half-written model; the digests of `files` are recorded
+    and checked at every use, and an entry changed since is converted again.
+    """
+    if _intact(entry, files):
+        return
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(f"{entry}.lock"):
-            if not _intact(entry):
+            if not _intact(entry, files):
                 if entry.exists():
                     logger.warning("%s: the converted model differs from the digest recorded when it was made "
                                    "(changed or damaged since); converting it again", entry)
                     _remove_entry(entry)
-                with progress.current().converting(program.name, [Path(path).name for path in weights.values()]):
-                    _convert(program.make, weights, entry)
+                convert(entry)
     except OSError as exc:
         raise AssetError(f"cannot write the converted model under {entry.parent}: {exc}") from exc
-    return prefix
 
 
-def _model_digests(entry: Path) -> dict[str, str]:
-    return {name: sha256_file(entry / name) for name in _MODEL_FILES}
+def _model_digests(entry: Path, files: tuple[str, ...] = _MODEL_FILES) -> dict[str, str]:
+    return {name: sha256_file(entry / name) for name in files}
 
 
-def _intact(entry: Path) -> bool:
+def _intact(entry: Path, files: tuple[str, ...] = _MODEL_FILES) -> bool:
     """Whether the entry exists and its model files have the digests recorded at conversion."""
     try:
         recorded = json.loads(read_bounded(entry / _DIGESTS, _DIGESTS_MAX_BYTES, follow_links=False))
-        return recorded == _model_digests(entry)
+        return recorded == _model_digests(entry, files)
     except (OSError, ValueError, RecursionError):  # missing (not converted, or by an older version), unreadable
         return False
 
@@ -128,16 +141,21 @@ def _remove_entry(entry: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _convert(build: Callable[[], StaticProgram], weights: Mapping[str, Path], entry: Path) -> None:
-    state: dict[str, np.ndarray] = {}
-    for network, path in weights.items():
-        state.update(read_fetched(path, functools.partial(load_checked_weights, network=network)))
+def make_entry(entry: Path, files: tuple[str, ...], write: Callable[[Path], None]) -> None:
+    """`write(folder)` into a temporary folder, record the digests of `files`, rename it to `entry`."""
     tmp = entry.with_name(f"{entry.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        save_inference_model(build(), state, tmp / "model")
-        (tmp / _DIGESTS).write_text(json.dumps(_model_digests(tmp)), encoding="utf-8")
+        write(tmp)
+        (tmp / _DIGESTS).write_text(json.dumps(_model_digests(tmp, files)), encoding="utf-8")
         os.replace(tmp, entry)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _convert(build: Callable[[], StaticProgram], weights: Mapping[str, Path], entry: Path) -> None:
+    state: dict[str, np.ndarray] = {}
+    for network, path in weights.items():
+        state.update(read_fetched(path, functools.partial(load_checked_weights, network=network)))
+    make_entry(entry, _MODEL_FILES, lambda folder: save_inference_model(build(), state, folder / "model"))

@@ -80,7 +80,7 @@ class Predictor:
         its own owner thread and activations: for running two videos at once without a second
         copy of the parameters."""
         self._check_process()
-        twin = object.__new__(Predictor)
+        twin = object.__new__(type(self))
         twin.cpu_threads = self.cpu_threads
         # The clone is made in the new owner thread: its oneDNN cache is that thread's.
         twin._start(lambda source: source.clone(), self._predictor, self.use_gpu)
@@ -142,11 +142,12 @@ _shared_lock = threading.Lock()
 
 def shared_predictor(
     model_prefix: str | Path, use_gpu: bool = False, cpu_threads: int = 1, use_onednn: bool = False,
-    worker: int = 0,
+    worker: int = 0, precision: str = "fp32",
 ) -> Predictor:
     """The process-wide Predictor for a model, settings and worker: created on first use, then reused.
-    Worker k > 0 gets a clone of worker 0's, sharing its weights."""
-    key = (str(model_prefix), use_gpu, cpu_threads, use_onednn, worker)
+    Worker k > 0 gets a clone of worker 0's, sharing its weights. `precision` "bf16" runs the model's
+    cached ONNX export on OpenVINO (`openvino_engine`), "fp32" the model itself on Paddle Inference."""
+    key = (str(model_prefix), use_gpu, cpu_threads, use_onednn, precision, worker)
     _check_not_forked_after_threads()
     with _shared_lock:
         if key not in _shared:
@@ -160,7 +161,14 @@ def shared_predictor(
 def _shared_unlocked(key: tuple) -> Predictor:
     """Worker 0's predictor of `key`, made if needed (the caller holds `_shared_lock`)."""
     if key not in _shared:
-        model_prefix, use_gpu, cpu_threads, use_onednn, _ = key
+        model_prefix, use_gpu, cpu_threads, use_onednn, precision, _ = key
+        if precision == "bf16":
+            from .openvino_engine import OpenVinoPredictor, cached_onnx_model
+
+            onnx_file = cached_onnx_model(Path(model_prefix))
+            with progress.current().busy(f"loading {model_name(model_prefix)} (bf16)"):
+                _shared[key] = OpenVinoPredictor(onnx_file, cpu_threads)
+            return _shared[key]
         # Seconds for TSN's 170 MB of parameters: a line on hub run's terminal meanwhile.
         with progress.current().busy(f"loading {model_name(model_prefix)}"):
             _shared[key] = Predictor(model_prefix, use_gpu, cpu_threads, use_onednn)
