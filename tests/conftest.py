@@ -18,6 +18,8 @@ os.environ["HUB_HOME"] = str(_HUB_HOME)
 # One thread per predictor, as before automatic thread counts: the machine's cores are shared by the
 # test processes, and subprocesses (hub run) inherit it. Tests of the automatic count unset it.
 os.environ.setdefault("PADDLEHUB_VIDEO_CPU_THREADS", "1")
+# The fp32 results the tests check are the default's: a precision chosen in the caller's environment stays out.
+os.environ.pop("PADDLEHUB_VIDEO_PRECISION", None)
 
 pytest_plugins = [
     "tests.fixtures.videos",

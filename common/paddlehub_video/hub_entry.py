@@ -116,17 +116,18 @@ class HubEntryPoints:
         defaults = self.DEFAULTS
         parser = build_parser(self.NAME, defaults.description, top_k=defaults.top_k, threshold=defaults.threshold)
         args = parser.parse_args(argvs)
+        module = self.with_precision(args.precision)
         if args.timeline is not None:  # entries of their own shape, printed as they are
             return run_batch(
                 self.NAME, parser, args,
-                lambda paths: self.classify_timeline_stream(
+                lambda paths: module.classify_timeline_stream(
                     paths, args.timeline, args.stride, args.use_gpu, args.threshold, args.top_k
                 ),
                 labels=lambda: self.labels, present=list,
             )
         return run_batch(
             self.NAME, parser, args,
-            lambda paths: self.classify_stream(paths, args.use_gpu, args.threshold, args.top_k, args.workers),
+            lambda paths: module.classify_stream(paths, args.use_gpu, args.threshold, args.top_k, args.workers),
             labels=lambda: self.labels, present=self.present,
         )
 

@@ -14,10 +14,12 @@ once, driven by the class's `DEFAULTS`; `hub run` and `hub serving` call them th
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -36,7 +38,7 @@ from .model.openvino_engine import engine_problem
 from .model.postprocess import top_k_predictions, validate_threshold, validate_top_k
 from .model.predictor import Predictor, check_can_create, shared_predictor
 from .pipeline import ParallelPipelines, VideoOutcome, VideoPipeline, load_soon, report_failure, validate_paths
-from .settings import Settings, build_settings
+from .settings import Settings, build_settings, precision_choice
 from .timeline import (
     failed_entry,
     plan,
@@ -189,6 +191,18 @@ class VideoModule(HubEntryPoints):
             else self.predictor(prefix, use_gpu, None, worker, workers, precision)
             for name, prefix in self.bundle().models.items()
         }
+
+    def with_precision(self, precision: str | None) -> VideoModule:
+        """This module, or a copy of it (same models, same labels) whose `runtime.precision` is `precision`:
+        `hub run --precision` chooses for one run without changing this object's settings."""
+        if precision is None or precision == self.settings.runtime.precision:
+            return self
+        precision_choice("precision", precision)
+        twin = copy.copy(self)
+        twin.settings = replace(self.settings, runtime=replace(self.settings.runtime, precision=precision))
+        twin._once_lock = threading.Lock()
+        twin._loaded_for = set()
+        return twin
 
     def precision(self, use_gpu: bool = False) -> str:
         """What `runtime.precision` runs here: `fp32` or `bf16` (`cpus.resolve_precision`: a DeviceError

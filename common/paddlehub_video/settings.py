@@ -74,7 +74,7 @@ def text(key: str, value: Any) -> str:
     return value
 
 
-def precision(key: str, value: Any) -> str | None:
+def precision_choice(key: str, value: Any) -> str | None:
     if value is not None and value not in PRECISIONS:
         raise ConfigError(f"{key} must be one of {', '.join(PRECISIONS)}, got {value!r}")
     return value
@@ -118,7 +118,7 @@ class RuntimeSettings:
     workers: int | None = _field(optional_positive_int)
     use_onednn: bool = _field(boolean, True)
     frames_per_batch: int | None = _field(optional_positive_int)
-    precision: str | None = _field(precision)
+    precision: str | None = _field(precision_choice)
 
 
 @dataclass(frozen=True)
@@ -241,7 +241,7 @@ def _with_environment(runtime: RuntimeSettings, environ: Mapping[str, str]) -> R
         if values[key] is None and raw:
             values[key] = positive_int(variable, int(raw) if raw.isdigit() else raw)
     if values["precision"] is None:
-        values["precision"] = precision(PRECISION_ENV, environ.get(PRECISION_ENV, "").strip() or "fp32")
+        values["precision"] = precision_choice(PRECISION_ENV, environ.get(PRECISION_ENV, "").strip() or "fp32")
     return RuntimeSettings(**values)
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TypeVar
 
+from ..cpus import PRECISIONS
 from ..decode.video import VIDEO_EXTENSIONS
 from ..errors import PaddleHubVideoError
 from ..model.postprocess import validate_threshold, validate_top_k
@@ -116,6 +117,9 @@ def build_parser(module_name: str, description: str, top_k: int, threshold: floa
     parser.add_argument("--workers", type=workers_option, default=None,
                         help="videos run at once, each worker with its own predictor sharing the weights "
                         "(default: runtime.workers, automatic; see README Speed)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="the networks' arithmetic for this run: fp32, bf16 (a CPU with avx512_bf16 or "
+                        "amx_bf16, and OpenVINO), auto (bf16 where it can run) (default: runtime.precision)")
     parser.add_argument("--list_labels", action="store_true",
                         help="print the labels (class id, a tab, the name; one per line) and exit")
     parser.add_argument("--progress", action="store_true",
