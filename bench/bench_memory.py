@@ -4,12 +4,14 @@ Usage (from the repository root; `python bench/run_all.py` runs this section wit
 
     python bench/bench_memory.py              # 10 s, 60 s and 10 min 1920x1080 30 fps clips
     python bench/bench_memory.py --quick      # without the 10-minute clip
+    python bench/bench_memory.py --only rss   # the peak RSS runs alone
 
 Every measurement runs in its own subprocess (`python bench/bench_memory.py --worker KIND ...`), so
 each peak RSS (VmHWM) belongs to one classify run and each start is a real process start.
 
 - rss:   classify one generated 1080p clip; peak RSS of the process, RSS after `import paddlehub`;
-         the 10-minute clip also with 10 TSN frames per run (videotag).
+         the 10-minute clip also with 10 TSN frames per run (videotag), and in bf16 (runtime.precision)
+         where the CPU has it.
 - calls: classify a short clip N times in a row (small seg_num, so 200 calls take a minute or two);
          RSS after every call: first, last, max, and the median of the first and last 20 calls.
 - cold:  process start (taken by the parent just before it starts the child) -> `import paddlehub`
@@ -68,16 +70,19 @@ def _check(results: list[dict]) -> None:
 # --- workers (run in their own process) ---------------------------------------------------------
 
 
-def rss_worker(module: str, video: str, threads: int | None, frames_per_batch: int | None) -> None:
+def rss_worker(module: str, video: str, threads: int | None, frames_per_batch: int | None, precision: str) -> None:
     import paddlehub  # noqa: F401  (what every user process imports first)
     from common_setup import load_module
 
     imports_mib = current_rss_mib()
-    instance = load_module(module, _config(module, threads, None, frames_per_batch))
+    config = _config(module, threads, None, frames_per_batch)
+    config.setdefault("runtime", {})["precision"] = precision
+    instance = load_module(module, config)
     results, seconds = timed(lambda: instance.classify([video]))
     _check(results)
     emit({"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "rss_after_import_paddlehub_mib": imports_mib,
           "rss_after_mib": current_rss_mib(), "frames_per_batch": instance.config["runtime"].get("frames_per_batch"),
+          "precision": instance.precision(),
           "load_average": load_average()})
 
 
@@ -147,19 +152,25 @@ def bench_rss(lengths, threads: int | None, modules=MODULES, small_batch: int | 
     """Peak RSS of classifying each 1080p clip, one process per (module, clip).
 
     The longest clip is also classified by videotag with `small_batch` TSN frames per run, as the
-    activation memory of a TSN run grows with its frames.
+    activation memory of a TSN run grows with its frames, and by each module in bf16 where this CPU
+    has it (bench_precision.bf16_unavailable).
     """
+    from bench_precision import bf16_unavailable
+
+    bf16 = bf16_unavailable() is None
     out = {"videos": {}, "runs": {m: {} for m in modules}}
     for index, (label, seconds) in enumerate(lengths):
         path, frames, wrote_s = cached_video("flat", seconds, 1920, 1080, 30)
         out["videos"][label] = {"path": path.name, "frames": frames, "write_s": wrote_s}
         if wrote_s:
             print(f"  wrote {path.name}: {frames} frames in {wrote_s:.0f} s", flush=True)
-        runs = [(module, label, 0) for module in modules]
-        if small_batch and index == len(lengths) - 1 and "videotag_tsn_lstm" in modules:
-            runs.append(("videotag_tsn_lstm", f"{label}, batch {small_batch}", small_batch))
-        for module, run_label, batch in runs:
-            row = run_json(_worker_command("rss", module, path, threads or 0, batch))
+        runs = [(module, label, 0, "fp32") for module in modules]
+        if index == len(lengths) - 1:
+            runs += [(module, f"{label}, bf16", 0, "bf16") for module in modules if bf16]
+            if small_batch and "videotag_tsn_lstm" in modules:
+                runs.append(("videotag_tsn_lstm", f"{label}, batch {small_batch}", small_batch, "fp32"))
+        for module, run_label, batch, precision in runs:
+            row = run_json(_worker_command("rss", module, path, threads or 0, batch, precision))
             out["runs"][module][run_label] = row
             print(f"  rss {module} {run_label}: peak {row['peak_rss_mib']:.0f} MiB, {row['seconds']:.1f} s",
                   flush=True)
@@ -188,13 +199,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="runtime.cpu_threads (default: the module's config)")
     parser.add_argument("--quick", action="store_true", help="skip the 10-minute clip")
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--only", choices=("cold", "rss", "calls"), help="run one section")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         kind, module, video, threads, *rest = args.worker
         threads = int(threads) or None
         if kind == "rss":
-            rss_worker(module, video, threads, int(rest[0]) or None)
+            rss_worker(module, video, threads, int(rest[0]) or None, rest[1])
         elif kind == "calls":
             calls_worker(module, video, threads, int(rest[0]))
         else:
@@ -204,9 +216,14 @@ def main() -> None:
     prepare_environment(Path(tempfile.mkdtemp(prefix="paddlehub-video-bench-")))
     clip = short_clip()
     results = {"meta": machine_info()}
-    results["cold_start"] = bench_cold_start(clip, args.threads)
-    results["rss_vs_length"] = bench_rss(LENGTHS[:2] if args.quick else LENGTHS, args.threads)
-    results["rss_over_calls"] = bench_calls(clip, args.calls, args.threads)
+    sections = {
+        "cold_start": lambda: bench_cold_start(clip, args.threads),
+        "rss_vs_length": lambda: bench_rss(LENGTHS[:2] if args.quick else LENGTHS, args.threads),
+        "rss_over_calls": lambda: bench_calls(clip, args.calls, args.threads),
+    }
+    for name, section in sections.items():
+        if args.only is None or name.startswith(args.only):
+            results[name] = section()
     print(json.dumps(results, indent=2))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

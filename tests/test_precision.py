@@ -167,3 +167,32 @@ def test_the_onnx_export_is_cached_and_a_damaged_one_made_again(
     assert "converting it again" in caplog.text
     assert onnx_file.read_bytes() == original
     assert inference_model._intact(onnx_file.parent, ("model.onnx",))
+
+
+# ---------------------------------------------------------------- the heap (README Limits: 1.5 GB)
+
+
+def test_arenas_are_limited_once_and_an_environment_choice_is_left_to_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
+    from paddlehub_video import heap
+
+    calls: list[tuple] = []
+
+    class FakeLibc:
+        def mallopt(self, *args: int) -> int:
+            calls.append(("mallopt", *args))
+            return 1
+
+        def malloc_trim(self, pad: int) -> int:
+            calls.append(("malloc_trim", pad))
+            return 1
+
+    monkeypatch.setattr(heap, "_LIBC", FakeLibc())
+    monkeypatch.setattr(heap, "_done", False)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    heap.limit_arenas()
+    assert calls == []
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    heap.limit_arenas()
+    heap.limit_arenas()
+    heap.release_free_memory()
+    assert calls == [("mallopt", -8, heap.ARENAS), ("malloc_trim", 0)]

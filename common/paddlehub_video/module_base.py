@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
-from . import progress
+from . import heap, progress
 from .config import ConfigOverrides
 from .cpus import default_cpu_threads, default_workers, resolve_precision
 from .decode.limits import DecodeLimits, applied_limits, check_video, effective_limits
@@ -88,6 +88,7 @@ class VideoModule(HubEntryPoints):
 
     def __init__(self, config: ConfigOverrides = None, **kwargs: Any):
         self.settings: Settings = build_settings(self.NAME, config, self.FIXED_SETTINGS)
+        heap.limit_arenas()  # before the decoders' and predictors' threads exist
         self._bundle: ModelBundle | None = None  # what `load_bundle` made, once
         self._label_list: list[str] | None = None  # the label file alone, for `postprocess` before any load
         self._once_lock = threading.Lock()
@@ -242,7 +243,9 @@ class VideoModule(HubEntryPoints):
     def read_clip(self, path: str | os.PathLike[str], sample_indices: Callable[[int], Sequence[int]]) -> np.ndarray:
         """The frames `sample_indices` picks, scaled and centre-cropped as the config says: uint8 `[T, H, W, 3]`."""
         # Kept as uint8 until the network runs: 300 crops are 45 MB, their float32 tensor 180 MB.
-        return np.stack(self.read_frames(path, sample_indices, self.crop()))
+        clip = np.stack(self.read_frames(path, sample_indices, self.crop()))
+        heap.release_free_memory()  # the decoders' buffers, before the network's activations come
+        return clip
 
     # ------------------------------------------------------------ the public API
 
