@@ -16,6 +16,9 @@ Sections, in this order (each also runs alone: bench_decode.py, bench_models.py,
 5. StNet per video.
 6. peak RSS of classifying generated 10 s, 60 s and 10 min 1920x1080 30 fps clips.
 7. RSS over 200 consecutive classify calls on a short clip with a small seg_num.
+8. precision (bench_precision.py): bf16 vs fp32 agreement over generated clips (24, --quick 8), videos per
+   hour of both, memory per model copy, cold start; skipped on a CPU without bf16. Here the fp32
+   conversion is already cached by the sections before, so its "fresh" load is not a conversion.
 
 Random weights in the publisher's format are used (nothing is downloaded); numbers are for speed
 and memory only. Ratios (TSN / sgemm, end-to-end / TSN) are computed within one run; the machine's
@@ -32,6 +35,7 @@ from pathlib import Path
 from bench_decode import CLIPS, bench_decode
 from bench_memory import LENGTHS, bench_calls, bench_cold_start, bench_rss, short_clip
 from bench_models import bench_stnet, bench_tsn_sweep, bench_videotag, tsn_model_prefix
+from bench_precision import bench_precision
 from common_setup import (
     MODULES,
     RESULTS_DIR,
@@ -117,6 +121,7 @@ def table_rows(r: dict) -> list[tuple[str, str, str, str]]:
         rows.append((f"RSS over {c['calls']} calls {module} (seg_num {c['seg_num']})",
                      f"first {c['first_mib']:.0f}, last {c['last_mib']:.0f}, max {c['max_mib']:.0f} MiB; "
                      f"growth {growth:+.1f}", "growth <= 16 MiB", _ok(growth <= TARGETS["rss_growth_mib"])))
+    rows += precision_rows(r.get("precision", {}))
     for module, c in r["cold_start"].items():
         cached, fresh = c["cached"], c["fresh_cache"]
         rows.append((f"cold start {module}", f"first result {cached['first_result_s']:.1f} s "
@@ -126,6 +131,27 @@ def table_rows(r: dict) -> list[tuple[str, str, str, str]]:
         rows.append((f"  start-up overhead {module}", f"{cached['startup_overhead_s']:.1f} s", "", ""))
         rows.append((f"  one-time conversion {module}", f"{c.get('conversion_s', float('nan')):.1f} s "
                      f"(first result with it {fresh['first_result_s']:.1f} s)", "", ""))
+    return rows
+
+
+def precision_rows(p: dict) -> list[tuple[str, str, str, str]]:
+    """Summary rows of the precision section (bf16 vs fp32)."""
+    if "skipped" in p:
+        return [("bf16 (runtime.precision)", f"skipped: {p['skipped']}", "", "")]
+    rows = []
+    for module, s in p.get("speed", {}).items():
+        fp32, bf16 = s["fp32"]["cached"], s["bf16"]["cached"]
+        rows.append((f"bf16 / fp32 videos per hour {module}", f"{s['speed_ratio']:.2f}x "
+                     f"({s['bf16']['videos_per_hour']:.0f} vs {s['fp32']['videos_per_hour']:.0f})", "", ""))
+        rows.append((f"  model copy {module}", f"fp32 {fp32['after_first_call_mib']:.0f} MiB, "
+                     f"bf16 {bf16['after_first_call_mib']:.0f} MiB (after one call)", "", ""))
+        rows.append((f"  cold load {module} (empty / filled cache)", f"fp32 {s['fp32']['fresh_cache']['load_s']:.1f} / "
+                     f"{fp32['load_s']:.1f} s, bf16 {s['bf16']['fresh_cache']['load_s']:.1f} / {bf16['load_s']:.1f} s",
+                     "", ""))
+    for module, a in p.get("agreement", {}).items():
+        s = a["summary"]
+        rows.append((f"bf16 agreement {module} ({s['videos']} clips)", f"max |dp| {s['max_abs_dp']:.1e}, top-1 "
+                     f"{s['top1_agreement']:.0%}, top-5 set {s['top5_set_agreement']:.0%}", "", ""))
     return rows
 
 
@@ -172,6 +198,7 @@ def main() -> None:
     section("stnet", lambda: bench_stnet(clip_720p, args.threads, args.repeats))
     section("rss_vs_length", lambda: bench_rss(LENGTHS[:2] if args.quick else LENGTHS, args.threads))
     section("rss_over_calls", lambda: bench_calls(clip_short, calls, args.threads))
+    section("precision", lambda: bench_precision(8 if args.quick else 24, 1))
     results["meta"]["load_average_end"] = load_average()
     results["total_s"] = time.perf_counter() - started
 
