@@ -4,6 +4,7 @@ Usage (from the repository root; `python bench/run_all.py` runs this section wit
 
     python bench/bench_precision.py               # 24 clips for agreement, a 10 s clip for speed
     python bench/bench_precision.py --videos 8    # fewer clips
+    python bench/bench_precision.py --only speed --repeats 3
 
 Needs a CPU with avx512_bf16 or amx_bf16 and OpenVINO (`pip install -e ".[bf16]"`); elsewhere it
 says so and measures nothing. Every measurement runs in its own subprocess.
@@ -13,7 +14,8 @@ says so and measures nothing. Every measurement runs in its own subprocess.
   same decoded frames: max |p_bf16 - p_fp32| over the classes, whether the top-1 class is the same,
   whether the top-5 sets are equal, whether fp32's top-1 is in bf16's top 5.
 - speed: per module and precision, the default settings (threads: the usable CPUs) on a 10 s
-  640x360 clip: videos per hour (best of `--repeats` warm calls), the ratio bf16 / fp32;
+  640x360 clip: videos per hour (best of `--repeats` warm calls), the ratio bf16 / fp32, and the
+  process's CPU seconds per call (steadier than wall time on shared cores);
   memory per model copy (RSS after loading the predictors minus before, and after the first call:
   oneDNN adds its reordered copy of the fp32 weights then); cold start: the load
   with an empty cache for that precision (fp32: the .pdparams conversion; bf16: the ONNX export on
@@ -131,8 +133,13 @@ def speed_worker(module: str, precision: str, video: str, repeats: int) -> None:
     loaded = current_rss_mib()
     _, first_s = timed(lambda: instance.classify([video]))
     used = current_rss_mib()  # oneDNN reorders fp32 weights at the first run: count that too
-    best = min(timed(lambda: instance.classify([video]))[1] for _ in range(max(1, repeats)))
+    calls = []
+    for _ in range(max(1, repeats)):
+        cpu = time.process_time()
+        calls.append((timed(lambda: instance.classify([video]))[1], time.process_time() - cpu))
+    best, best_cpu = min(calls)
     emit({"precision": instance.precision(), "load_s": load_s, "first_call_s": first_s, "call_s": best,
+          "call_cpu_s": best_cpu,
           "videos_per_hour": 3600 / best, "model_copy_mib": loaded - before,
           "after_first_call_mib": used - before, "peak_rss_mib": peak_rss_mib(),
           "threads": instance.predictors(False)[next(iter(instance.bundle().models))].cpu_threads})
@@ -184,10 +191,14 @@ def bench_speed(video: Path, repeats: int, modules=MODULES) -> dict:
             runs[precision] = {"fresh_cache": fresh, "cached": cached,
                                "videos_per_hour": max(fresh["videos_per_hour"], cached["videos_per_hour"])}
         fp32, bf16 = runs["fp32"], runs["bf16"]
-        out[module] = {**runs, "speed_ratio": bf16["videos_per_hour"] / fp32["videos_per_hour"]}
+        cpu_ratio = min(fp32["fresh_cache"]["call_cpu_s"], fp32["cached"]["call_cpu_s"]) / min(
+            bf16["fresh_cache"]["call_cpu_s"], bf16["cached"]["call_cpu_s"])
+        out[module] = {**runs, "speed_ratio": bf16["videos_per_hour"] / fp32["videos_per_hour"],
+                       "cpu_time_ratio": cpu_ratio}
         copy32, copy16 = fp32["cached"], bf16["cached"]
         print(f"  speed {module}: fp32 {fp32['videos_per_hour']:.0f} videos/h, bf16 {bf16['videos_per_hour']:.0f} "
-              f"videos/h ({out[module]['speed_ratio']:.2f}x); model copy fp32 {copy32['model_copy_mib']:.0f} MiB "
+              f"videos/h ({out[module]['speed_ratio']:.2f}x; CPU time {cpu_ratio:.2f}x); "
+              f"model copy fp32 {copy32['model_copy_mib']:.0f} MiB "
               f"({copy32['after_first_call_mib']:.0f} after a call), bf16 {copy16['model_copy_mib']:.0f} MiB "
               f"({copy16['after_first_call_mib']:.0f}); load "
               f"fresh/cached fp32 {fp32['fresh_cache']['load_s']:.1f}/{fp32['cached']['load_s']:.1f} s, bf16 "
@@ -214,14 +225,18 @@ def bf16_unavailable() -> str | None:
     return engine_problem()
 
 
-def bench_precision(videos: int, repeats: int, modules=MODULES) -> dict:
+def bench_precision(videos: int, repeats: int, modules=MODULES, only: str | None = None) -> dict:
     """Both sections (on the caller's fresh conversion cache), or the reason they cannot run here."""
     reason = bf16_unavailable()
     if reason:
         print(f"  precision: skipped, {reason}", flush=True)
         return {"skipped": reason}
-    speed_clip = cached_video("scene", 10, 640, 360, 30, "h264")[0]
-    return {"speed": bench_speed(speed_clip, repeats, modules), "agreement": bench_agreement(videos, modules)}
+    out = {}
+    if only in (None, "speed"):
+        out["speed"] = bench_speed(cached_video("scene", 10, 640, 360, 30, "h264")[0], repeats, modules)
+    if only in (None, "agreement"):
+        out["agreement"] = bench_agreement(videos, modules)
+    return out
 
 
 def main() -> None:
@@ -230,6 +245,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=24, help="clips for the agreement (default 24)")
     parser.add_argument("--repeats", type=int, default=1, help="warm calls per speed run (default 1)")
     parser.add_argument("--modules", default=",".join(MODULES))
+    parser.add_argument("--only", choices=("speed", "agreement"), help="run one section")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -243,12 +259,13 @@ def main() -> None:
     prepare_environment(Path(tempfile.mkdtemp(prefix="paddlehub-video-bench-")))
     started = time.perf_counter()
     results = {"meta": {**machine_info(), "cpu": cpu_model()}}
-    results.update(bench_precision(args.videos, args.repeats, tuple(args.modules.split(","))))
+    results.update(bench_precision(args.videos, args.repeats, tuple(args.modules.split(",")), args.only))
     results["total_s"] = time.perf_counter() - started
     print(json.dumps({k: v for k, v in results.items() if k != "agreement"}, indent=2))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {RESULTS}")
+    target = RESULTS.with_name(f"precision_{args.only}.json") if args.only else RESULTS
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {target}")
 
 
 if __name__ == "__main__":
