@@ -29,6 +29,9 @@ FORBIDDEN = {
     "errors": ("decode", "model", "interfaces"),
     "cpus": ("decode", "model", "interfaces"),
     "config": ("decode", "model", "interfaces"),
+    # every stage reads its variables here: it stays a leaf (errors only)
+    "environment": ("decode", "model", "interfaces", "module_base", "pipeline", "timeline", "settings", "config",
+                    "cpus", "progress"),
 }
 
 

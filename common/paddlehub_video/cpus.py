@@ -11,7 +11,9 @@ import math
 import os
 from pathlib import Path
 
-CPU_THREADS_ENV = "PADDLEHUB_VIDEO_CPU_THREADS"
+from . import environment
+
+CPU_THREADS_ENV = environment.CPU_THREADS
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -93,7 +95,7 @@ def _positive(value: object, name: str) -> int:
     return number
 
 
-WORKERS_ENV = "PADDLEHUB_VIDEO_WORKERS"
+WORKERS_ENV = environment.WORKERS
 AUTO_WORKERS = 1  # measured (bench/bench_machine.py split, workers): README "Speed" says why
 
 

@@ -151,7 +151,7 @@ class VideoModule(HubEntryPoints):
     def assets(self, *keys: str) -> list[Path]:
         """Local paths of the assets `keys`; all are looked for first, so one error names every missing file."""
         specs = [AssetSpec.from_dict(key, self.settings.assets[key].as_manifest()) for key in keys]
-        return fetch_assets(specs, module_dir=self.module_dir, owner=self.NAME)
+        return fetch_assets(specs, module_dir=self.module_dir, owner=self.NAME, downloads=self.settings.downloads)
 
     @property
     def labels(self) -> list[str]:

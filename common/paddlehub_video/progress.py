@@ -1,7 +1,7 @@
 """What the library reports while it works: the hooks, and which reporter hears them.
 
-The library calls the hooks of `current()`: model conversion, frames decoded, frames through the
-network, a video finished. By default that is a `Progress` that does nothing, so Python callers
+The library calls the hooks of `current()`: a file downloaded, model conversion, frames decoded,
+frames through the network, a video finished. By default that is a `Progress` that does nothing, so Python callers
 see nothing. `hub run` installs its terminal display (`interfaces.terminal.TerminalProgress`) with
 `reporting`. The reporter lives in a context variable: the pipeline's decode thread runs in a copy
 of the caller's context, and concurrent callers (serving, Ray) keep their own.
@@ -26,6 +26,12 @@ class Progress:
         """Around a one-time step of unknown length, `what` (e.g. extracting a downloaded archive)."""
         yield
 
+    @contextlib.contextmanager
+    def downloading(self, name: str, total: int | None, done: int) -> Iterator[Callable[[int], None]]:
+        """Around the download of the file `name` (`total` bytes when the server says, `done` of them
+        already there from an earlier try); gives the function to call with the size of each chunk."""
+        yield _ignore
+
     def stage(self, path: str, stage: str, total: int) -> None:
         """Video `path` starts `stage` ("decode" or "network") over `total` frames."""
 
@@ -37,6 +43,10 @@ class Progress:
 
     def finished(self, path: str) -> None:
         """Video `path` has its answer (or its error)."""
+
+
+def _ignore(count: int) -> None:
+    pass
 
 
 _SILENT = Progress()

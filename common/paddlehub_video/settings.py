@@ -8,6 +8,10 @@ Precedence, lowest first:
 4. environment fallbacks, only for keys still null after 1-3: `runtime.cpu_threads` from
    `$PADDLEHUB_VIDEO_CPU_THREADS`, `runtime.workers` from `$PADDLEHUB_VIDEO_WORKERS`.
 
+`settings.downloads` (where the assets' files come from) belongs to the process, not the module: it
+comes from the environment only, read here once with the rest. Every variable is parsed and checked
+in `environment.py`.
+
 Every key is checked here: an unknown one is a `ConfigError` naming it and the closest valid key, a
 wrong type or range names the key and what it accepts. Each stage is given its own section
 (`settings.sampling`, `.preprocess`, `.runtime`, `.limits`, `.timeline`, `.assets`); choices made per call
@@ -16,14 +20,13 @@ wrong type or range names the key and what it accepts. Each stage is given its o
 from __future__ import annotations
 
 import difflib
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
+from . import environment
 from .config import ConfigOverrides, load_module_config
-from .cpus import CPU_THREADS_ENV, WORKERS_ENV
 from .decode.limits import DecodeLimits
 from .errors import ConfigError
 from .timeline import DEFAULT_MAX_WINDOWS, WindowLimit
@@ -171,6 +174,8 @@ class Settings:
     limits: LimitsSettings
     timeline: TimelineSettings
     assets: Mapping[str, AssetSettings]
+    # where the assets' files come from: process-wide, from the environment only (environment.py)
+    downloads: environment.DownloadEnvironment = field(default_factory=environment.DownloadEnvironment)
 
     def as_dict(self) -> dict[str, Any]:
         """The resolved settings as plain data (a new copy: changing it changes nothing)."""
@@ -186,15 +191,16 @@ def build_settings(
 ) -> Settings:
     """`module`'s settings from its YAML, $PADDLEHUB_VIDEO_CONFIG, `overrides` and the environment, checked;
     `fixed` ({section: {key: value}}) are values the module's converted program is built for."""
-    merged = load_module_config(module, overrides)
+    merged = load_module_config(module, overrides, environ)
     unknown(merged, [*SECTIONS, "assets"], "")
     sections = {name: _section(cls, merged.get(name) or {}, name) for name, cls in SECTIONS.items()}
-    sections["runtime"] = _with_environment(sections["runtime"], os.environ if environ is None else environ)
+    sections["runtime"] = _with_environment(sections["runtime"], environ)
     assets = merged.get("assets") or {}
     if not isinstance(assets, Mapping):
         raise ConfigError(f"assets must be a mapping of asset names to entries, got {assets!r}")
     entries = {name: _section(AssetSettings, entry, f"assets.{name}") for name, entry in assets.items()}
-    settings = Settings(module=module, **sections, assets=MappingProxyType(entries))
+    settings = Settings(module=module, **sections, assets=MappingProxyType(entries),
+                        downloads=environment.downloads(environ))
     _check_fixed(settings, fixed or {})
     return settings
 
@@ -224,13 +230,12 @@ def _section(cls: type, given: Any, where: str) -> Any:
     return cls(**values)
 
 
-def _with_environment(runtime: RuntimeSettings, environ: Mapping[str, str]) -> RuntimeSettings:
+def _with_environment(runtime: RuntimeSettings, environ: Mapping[str, str] | None) -> RuntimeSettings:
     """Threads and workers from the environment where the settings left them null."""
     values = asdict(runtime)
-    for key, variable in (("cpu_threads", CPU_THREADS_ENV), ("workers", WORKERS_ENV)):
-        raw = environ.get(variable, "").strip()
-        if values[key] is None and raw:
-            values[key] = positive_int(variable, int(raw) if raw.isdigit() else raw)
+    for key, value in environment.runtime_fallbacks(environ).items():
+        if values[key] is None:
+            values[key] = value
     return RuntimeSettings(**values)
 
 

@@ -21,13 +21,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TypeVar
 
+from .. import environment
 from ..decode.video import VIDEO_EXTENSIONS
 from ..errors import PaddleHubVideoError
 from ..model.postprocess import validate_threshold, validate_top_k
 from ..progress import reporting
 from ..timeline import MIN_SECONDS, validate_window
 from .output_files import OutputFileError, Refused, refuse_roles
-from .quiet import PROGRESS_ENV, VERBOSE_ENV, env_flag, quiet_decoders, routed_logging, terminal_stream
+from .quiet import PROGRESS_ENV, VERBOSE_ENV, quiet_decoders, routed_logging, terminal_stream
 from .report import check_report_target, write_report
 from .results_file import LEFT_AS_IT_WAS, ResultsFile, ResultsFileError
 from .terminal import TerminalProgress
@@ -214,18 +215,17 @@ def finish(module_name: str, printed: T, reasons: Sequence[str], count: int) -> 
 
 def shows_progress(args: argparse.Namespace, stream: IO[str]) -> bool:
     """--progress or $PADDLEHUB_VIDEO_PROGRESS=1: yes; $PADDLEHUB_VIDEO_PROGRESS=0: no; else when `stream` is a tty."""
-    if getattr(args, "progress", False) or env_flag(PROGRESS_ENV):
+    if getattr(args, "progress", False):
         return True
-    if os.environ.get(PROGRESS_ENV, "").strip() == "0":
-        return False
-    return stream.isatty()
+    chosen = environment.terminal().progress
+    return stream.isatty() if chosen is None else chosen
 
 
 @contextlib.contextmanager
 def command_output(module_name: str, args: argparse.Namespace) -> Iterator[TerminalProgress]:
     """What `hub run` prints on stderr meanwhile: progress (if shown), our log lines, no native noise
     unless verbose. The library reports to the returned display (progress.current())."""
-    verbose = bool(getattr(args, "verbose", False)) or env_flag(VERBOSE_ENV)
+    verbose = bool(getattr(args, "verbose", False)) or environment.terminal().verbose
     with terminal_stream() as stream, routed_logging(stream, module_name, verbose), \
             contextlib.nullcontext() if verbose else quiet_decoders():
         display = TerminalProgress(stream, module_name, show=shows_progress(args, stream), quiet=not verbose)

@@ -6,7 +6,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO
 
 from tqdm import tqdm
@@ -61,6 +61,13 @@ class TerminalProgress(Progress):
             done.set()
             ticker.join()
             bar.close()
+
+    @contextlib.contextmanager
+    def downloading(self, name: str, total: int | None, done: int) -> Iterator[Callable[[int], None]]:
+        """A bar of bytes while the file `name` downloads, gone when it is done."""
+        with tqdm(total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
+                  file=self.stream, disable=not self.show, leave=False) as bar:
+            yield bar.update
 
     @contextlib.contextmanager
     def videos(self, total: int) -> Iterator[tqdm]:
