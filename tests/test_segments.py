@@ -87,16 +87,30 @@ def test_numbers_are_rounded_as_a_timelines_are():
     assert found == {"label": "a", "start": 0.0, "end": 0.3, "confidence": 0.166667}
 
 
-def test_stretches_give_the_top_tags_of_each_stretch_of_the_video():
+def test_stretches_follow_the_leading_tag_with_the_tags_holding_over_half_of_each():
     found = segments_of(windows(10, 10, [{"a": 0.9, "b": 0.2}, {"a": 0.8, "b": 0.3, "c": 0.1}, {"c": 0.9},
                                          {}, {"d": 0.5}]))
     assert stretches(found, count=2) == [
-        Stretch(0, 10, [("a", 0.85), ("b", 0.25)]),
-        Stretch(10, 20, [("a", 0.85), ("c", 0.5)]),  # c (its segment's mean) outranks b: b not among the top two
+        Stretch(0, 20, [("a", 0.85), ("c", 0.5)]),  # c holds over half of it, and beats b: two tags at most
         Stretch(20, 30, [("c", 0.5)]),
         Stretch(40, 50, [("d", 0.5)]),  # 30-40: no tag, no stretch
     ]
+    assert stretches(found)[0] == Stretch(0, 20, [("a", 0.85), ("c", 0.5), ("b", 0.25)])
     assert stretches([]) == []
+
+
+def test_a_tag_that_flickers_does_not_cut_a_stretch_into_crumbs():
+    flicker = [{"a": 0.9, "x": 0.2} if k % 3 == 0 else {"a": 0.9} for k in range(12)]
+    found = segments_of(windows(5, 5, flicker))
+    assert len([s for s in found if s["label"] == "x"]) == 4
+    assert stretches(found) == [Stretch(0, 60, [("a", 0.9)])]  # x holds over a third of it only
+
+
+def test_a_stretch_lists_a_tag_by_the_time_weighted_mean_of_its_segments():
+    found = [{"label": "a", "start": 0, "end": 10, "confidence": 0.9},
+             {"label": "b", "start": 0, "end": 2, "confidence": 0.2}, {"label": "b", "start": 6, "end": 10,
+                                                                      "confidence": 0.5}]
+    assert stretches(found) == [Stretch(0, 10, [("a", 0.9), ("b", 0.4)])]  # (2 * 0.2 + 4 * 0.5) / 6
 
 
 @pytest.mark.parametrize("entry", [timeline_entry("v.mp4", 20.0, windows(10, 10, [{"a": 0.9}, {"a": 0.7}])),

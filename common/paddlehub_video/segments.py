@@ -39,7 +39,7 @@ class Span(NamedTuple):
 
 
 class Stretch(NamedTuple):
-    """A stretch of the video during which the same tags hold: [(label, confidence)], most confident first."""
+    """A stretch of the video with one leading tag: [(label, confidence)], the leader first (`stretches`)."""
 
     start: float
     end: float
@@ -91,20 +91,35 @@ def segment(label: str, start: float, end: float, confidence: float) -> dict:
 
 
 def stretches(segments: Iterable[dict], count: int = STRETCH_TAGS) -> list[Stretch]:
-    """The video cut wherever a segment starts or ends, each piece with the (at most `count`) most
-    confident tags holding over it; neighbouring pieces with the same tags are one stretch, and
-    pieces no segment covers are left out."""
+    """The video in stretches that each have one leading tag (the most confident of the segments
+    holding there), cut where the leader changes or where no tag holds (such time is left out).
+    Each stretch lists its leader, then the other tags whose segments cover at least half of it
+    (confidence: their segments' mean, weighted by the time they cover), at most `count` in all: a
+    tag that flickers for a moment does not cut the story into crumbs."""
     segments = list(segments)
     cuts = sorted({t for s in segments for t in (s["start"], s["end"])})
-    found: list[Stretch] = []
+    found: list[tuple[float, float, dict]] = []
     for start, end in zip(cuts, cuts[1:]):
         holding = [s for s in segments if s["start"] <= start and end <= s["end"]]
-        tags = [(s["label"], s["confidence"]) for s in sorted(holding, key=lambda s: (-s["confidence"], s["label"]))]
-        if not tags:
+        if not holding:
             continue
-        tags = tags[:count]
-        if found and found[-1].end == start and [t for t, _ in found[-1].tags] == [t for t, _ in tags]:
-            found[-1] = Stretch(found[-1].start, end, found[-1].tags)
+        leader = min(holding, key=lambda s: (-s["confidence"], s["label"]))
+        if found and found[-1][1] == start and found[-1][2]["label"] == leader["label"]:
+            found[-1] = (found[-1][0], end, found[-1][2])
         else:
-            found.append(Stretch(start, end, tags))
-    return found
+            found.append((start, end, leader))
+    return [Stretch(start, end, _stretch_tags(start, end, leader, segments, count)) for start, end, leader in found]
+
+
+def _stretch_tags(start: float, end: float, leader: dict, segments: Sequence[dict],
+                  count: int) -> list[tuple[str, float]]:
+    """The leader, then the tags covering at least half of [start, end], most confident first."""
+    covered: dict[str, list[tuple[float, float]]] = {}
+    for s in segments:
+        overlap = min(end, s["end"]) - max(start, s["start"])
+        if s["label"] != leader["label"] and overlap > 0:
+            covered.setdefault(s["label"], []).append((overlap, s["confidence"]))
+    others = [(label, round(sum(t * c for t, c in parts) / sum(t for t, _ in parts), DIGITS))
+              for label, parts in covered.items() if sum(t for t, _ in parts) >= (end - start) / 2]
+    others.sort(key=lambda tag: (-tag[1], tag[0]))
+    return [(leader["label"], leader["confidence"]), *others][:count]
