@@ -11,6 +11,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import threading
 from html.parser import HTMLParser
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 
 from paddlehub_video.interfaces.output_files import Refused
 from paddlehub_video.interfaces.report import (
+    MAX_LANES,
     REPORT_HEAD,
     THUMB_HEIGHT,
     THUMBNAILS,
@@ -204,6 +206,33 @@ def test_thumbnails_are_large_and_tell_their_time(long_timeline):
     for thumb in strip.frames:
         image = cv2.imdecode(np.frombuffer(thumb.jpeg, np.uint8), cv2.IMREAD_COLOR)
         assert image.shape[:2] == (THUMB_HEIGHT, 256) and THUMB_HEIGHT >= 120
+
+
+# The most a timeline can be: timeline.max_windows (1000) overlapping windows, top_k 10 tags each, drawn at
+# random from videotag's 3,396 labels (so every tag flickers): ~9,900 segments, ~3,400 tags.
+WORST_SCRIPT = r"""
+import random, sys
+from paddlehub_video.interfaces.report import NO_STRIP, render_report
+from paddlehub_video.segments import segments_of
+from paddlehub_video.timeline import timeline_entry
+random.seed(0)
+labels = [f"标签{i}" for i in range(3396)]
+windows = [{"start": k * 0.5, "end": k * 0.5 + 1.0,
+            "prediction": {l: random.random() for l in random.sample(labels, 10)}} for k in range(1000)]
+entry = timeline_entry("v.mp4", 500.5, windows)
+page = render_report([entry], frames=lambda path: NO_STRIP)
+peak = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(len(entry["segments"]), page.count('class="lane" data-label'), len(page.encode()), peak)
+"""
+WORST_TIMEOUT_S = 120  # ~1 s on an idle core
+
+
+def test_the_largest_timeline_is_segmented_and_drawn_within_bounds():
+    done = subprocess.run([sys.executable, "-c", WORST_SCRIPT], capture_output=True, text=True,
+                          timeout=WORST_TIMEOUT_S, check=True)
+    segments, lanes, size, peak_kib = map(int, done.stdout.split())
+    assert segments > 9000 and lanes == MAX_LANES  # the other tags in the legend only
+    assert size < 2 * 2**20 and peak_kib < 400 * 1024, (size, peak_kib)
 
 
 def printed_copy(page: Path) -> Path:

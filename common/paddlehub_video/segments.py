@@ -21,6 +21,7 @@ Segments come sorted by start, then by confidence (highest first), then label. P
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 # Two segments of one tag at most this far apart are one: a window that misses a tag for a moment
@@ -46,13 +47,30 @@ class Stretch(NamedTuple):
     tags: list[tuple[str, float]]
 
 
+@dataclass
+class _Run:
+    """A segment being made: its span so far and its windows' probabilities of the tag."""
+
+    start: float
+    end: float
+    probabilities: list[float]
+
+
 def segments_of(windows: Sequence[dict], max_gap: float = MAX_GAP_SECONDS) -> list[dict]:
-    """The segments of a timeline's `windows` (`{start, end, prediction}`), by the rule above."""
+    """The segments of a timeline's `windows` (`{start, end, prediction}`), by the rule above: one
+    pass over the windows, in proportion to their tags."""
     ordered = sorted(windows, key=lambda w: (w["start"], w["end"]))
-    spans = spans_of(ordered)
-    found = []
-    for label in dict.fromkeys(label for window in ordered for label in window["prediction"]):
-        found += _segments_of_tag(label, ordered, spans, max_gap)
+    runs: dict[str, list[_Run]] = {}  # label -> its segments so far
+    for window, span in zip(ordered, spans_of(ordered)):
+        for label, probability in window["prediction"].items():
+            own = runs.setdefault(label, [])
+            if own and span.start - own[-1].end <= max_gap:  # the tag goes on (or comes back soon enough)
+                own[-1].end = span.end
+                own[-1].probabilities.append(probability)
+            else:
+                own.append(_Run(span.start, span.end, [probability]))
+    found = [segment(label, run.start, run.end, sum(run.probabilities) / len(run.probabilities))
+             for label, own in runs.items() for run in own]
     return sorted(found, key=lambda s: (s["start"], -s["confidence"], s["label"]))
 
 
@@ -69,21 +87,6 @@ def spans_of(windows: Sequence[dict]) -> list[Span]:
     return spans
 
 
-def _segments_of_tag(label: str, windows: Sequence[dict], spans: Sequence[Span], max_gap: float) -> list[dict]:
-    """One tag's segments: its windows' spans joined while they are at most `max_gap` apart."""
-    runs: list[tuple[float, float, list[float]]] = []
-    for window, span in zip(windows, spans):
-        if label not in window["prediction"]:
-            continue
-        probability = window["prediction"][label]
-        if runs and span.start - runs[-1][1] <= max_gap:
-            start, _, probabilities = runs[-1]
-            runs[-1] = (start, span.end, [*probabilities, probability])
-        else:
-            runs.append((span.start, span.end, [probability]))
-    return [segment(label, start, end, sum(ps) / len(ps)) for start, end, ps in runs]
-
-
 def segment(label: str, start: float, end: float, confidence: float) -> dict:
     """One segment entry, its numbers rounded as a timeline's are."""
     return {"label": label, "start": round(start, DIGITS), "end": round(end, DIGITS),
@@ -95,31 +98,50 @@ def stretches(segments: Iterable[dict], count: int = STRETCH_TAGS) -> list[Stret
     holding there), cut where the leader changes or where no tag holds (such time is left out).
     Each stretch lists its leader, then the other tags whose segments cover at least half of it
     (confidence: their segments' mean, weighted by the time they cover), at most `count` in all: a
-    tag that flickers for a moment does not cut the story into crumbs."""
-    segments = list(segments)
-    cuts = sorted({t for s in segments for t in (s["start"], s["end"])})
-    found: list[tuple[float, float, dict]] = []
+    tag that flickers for a moment does not cut the story into crumbs. One sweep along the cuts,
+    each piece costing the segments holding over it."""
+    by_start = sorted(segments, key=lambda s: s["start"])
+    by_end = sorted(by_start, key=lambda s: s["end"])
+    cuts = sorted({t for s in by_start for t in (s["start"], s["end"])})
+    holding: dict[int, dict] = {}
+    opened = closed = 0
+    found: list[_Stretching] = []
     for start, end in zip(cuts, cuts[1:]):
-        holding = [s for s in segments if s["start"] <= start and end <= s["end"]]
+        while opened < len(by_start) and by_start[opened]["start"] <= start:
+            holding[id(by_start[opened])] = by_start[opened]
+            opened += 1
+        while closed < len(by_end) and by_end[closed]["end"] <= start:
+            holding.pop(id(by_end[closed]), None)
+            closed += 1
         if not holding:
             continue
-        leader = min(holding, key=lambda s: (-s["confidence"], s["label"]))
-        if found and found[-1][1] == start and found[-1][2]["label"] == leader["label"]:
-            found[-1] = (found[-1][0], end, found[-1][2])
-        else:
-            found.append((start, end, leader))
-    return [Stretch(start, end, _stretch_tags(start, end, leader, segments, count)) for start, end, leader in found]
+        leader = min(holding.values(), key=lambda s: (-s["confidence"], s["label"]))
+        if not (found and found[-1].end == start and found[-1].leader["label"] == leader["label"]):
+            found.append(_Stretching(start, start, leader, {}))
+        found[-1].add(end, holding.values())
+    return [stretching.stretch(count) for stretching in found]
 
 
-def _stretch_tags(start: float, end: float, leader: dict, segments: Sequence[dict],
-                  count: int) -> list[tuple[str, float]]:
-    """The leader, then the tags covering at least half of [start, end], most confident first."""
-    covered: dict[str, list[tuple[float, float]]] = {}
-    for s in segments:
-        overlap = min(end, s["end"]) - max(start, s["start"])
-        if s["label"] != leader["label"] and overlap > 0:
-            covered.setdefault(s["label"], []).append((overlap, s["confidence"]))
-    others = [(label, round(sum(t * c for t, c in parts) / sum(t for t, _ in parts), DIGITS))
-              for label, parts in covered.items() if sum(t for t, _ in parts) >= (end - start) / 2]
-    others.sort(key=lambda tag: (-tag[1], tag[0]))
-    return [(leader["label"], leader["confidence"]), *others][:count]
+@dataclass
+class _Stretching:
+    """A stretch being made: its span so far, its leader, and per other tag the (time, confidence)
+    of the segments covering it."""
+
+    start: float
+    end: float
+    leader: dict
+    covered: dict[str, list[tuple[float, float]]]
+
+    def add(self, end: float, holding: Iterable[dict]) -> None:
+        """Extend to `end`, over which the segments `holding` hold."""
+        for s in holding:
+            if s["label"] != self.leader["label"]:
+                self.covered.setdefault(s["label"], []).append((end - self.end, s["confidence"]))
+        self.end = end
+
+    def stretch(self, count: int) -> Stretch:
+        """The leader, then the tags covering at least half of the stretch, most confident first."""
+        others = [(label, round(sum(t * c for t, c in parts) / sum(t for t, _ in parts), DIGITS))
+                  for label, parts in self.covered.items() if sum(t for t, _ in parts) >= (self.end - self.start) / 2]
+        others.sort(key=lambda tag: (-tag[1], tag[0]))
+        return Stretch(self.start, self.end, [(self.leader["label"], self.leader["confidence"]), *others][:count])

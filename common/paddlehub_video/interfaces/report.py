@@ -51,6 +51,8 @@ MAX_TICKS = 10
 # Tag colours (lanes, legend), distinct in colour and in print; more tags than colours reuse them.
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22")
+# Lanes drawn at most per video (the tags holding the longest): more are no longer a picture one can read.
+MAX_LANES = 40
 MIN_LABELED_PERCENT = 7.0  # a segment narrower than this share of the axis has no room for its number
 STYLE = """
 body { font-family: "Noto Sans CJK SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Microsoft YaHei",
@@ -267,15 +269,27 @@ def _timeline(entry: dict) -> str:
     if not segments:
         return "<p class=\"note\">No tag in any window.</p>"
     duration = entry["duration"] or max(s["end"] for s in segments) or 1.0
-    labels = list(dict.fromkeys(s["label"] for s in segments))
-    colours = {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(labels)}
+    by_label: dict[str, list[dict]] = {}  # in order of appearance
+    for s in segments:
+        by_label.setdefault(s["label"], []).append(s)
+    colours = {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(by_label)}
+    drawn = lane_labels(by_label)
     ticks = tick_times(duration)
     grid = "".join(f"<span class=\"grid\" style=\"left:{_percent(t, duration)}\"></span>" for t in ticks)
-    lanes = "".join(_lane(label, [s for s in segments if s["label"] == label], colours[label], duration, grid)
-                    for label in labels)
+    lanes = "".join(_lane(label, by_label[label], colours[label], duration, grid) for label in drawn)
     axis = _axis(ticks, duration)
-    return (f"{_stretches(segments)}<div class=\"timeline\">{axis}{lanes}{axis}</div>"
-            f"{_legend(labels, segments, colours)}")
+    more = len(by_label) - len(drawn)
+    note = (f"<p class=\"note\">{more} more tags, each holding for less time, are in the legend only.</p>"
+            if more else "")
+    return (f"{_stretches(segments)}<div class=\"timeline\">{axis}{lanes}{axis}</div>{note}"
+            f"{_legend(by_label, colours)}")
+
+
+def lane_labels(by_label: dict[str, list[dict]], most: int = MAX_LANES) -> list[str]:
+    """The tags that get a lane, in order of appearance: all of them, or the `most` that hold the longest."""
+    held = {label: sum(s["end"] - s["start"] for s in own) for label, own in by_label.items()}
+    kept = set(sorted(held, key=lambda label: -held[label])[:most])
+    return [label for label in by_label if label in kept]
 
 
 def tick_times(duration: float) -> list[float]:
@@ -312,11 +326,10 @@ def _lane(label: str, segments: Sequence[dict], colour: str, duration: float, gr
             f"<div class=\"track\">{grid}{''.join(blocks)}</div></div>")
 
 
-def _legend(labels: Sequence[str], segments: Sequence[dict], colours: dict[str, str]) -> str:
+def _legend(by_label: dict[str, list[dict]], colours: dict[str, str]) -> str:
     """Each tag's colour, its time in all, and its segments written out (so a printout holds every value)."""
     rows = []
-    for label in labels:
-        own = [s for s in segments if s["label"] == label]
+    for label, own in by_label.items():
         total = sum(s["end"] - s["start"] for s in own)
         spans = "; ".join(_span_text(s, label=False) for s in own)
         rows.append(f"<tr data-legend=\"{_text(label)}\"><td><i class=\"swatch\" style=\"background:{colours[label]}\">"
