@@ -66,7 +66,7 @@ h1 { margin: 0 0 0.3em; }
 .facts { margin: 0 0 0.6em; color: #444; }
 .strip { display: flex; gap: 6px; margin-bottom: 0.8em; }
 .strip figure { margin: 0; flex: 0 1 256px; min-width: 0; }
-.strip img { display: block; width: 100%; height: auto; border-radius: 3px; }
+.strip img { display: block; max-width: 100%; max-height: 144px; margin: 0 auto; border-radius: 3px; }
 .strip figcaption { font-size: 0.8em; color: #444; text-align: center; }
 .tag { display: flex; align-items: center; margin: 2px 0; }
 .tag .name { width: 14em; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
