@@ -58,6 +58,9 @@ def test_stride_longer_than_the_window_bridges_a_small_unanalysed_gap_only():
     assert spans_of(windows(2, 3, [{}] * 3)) == [Span(0, 2), Span(3, 5), Span(6, 8)]  # the gaps belong to none
     assert spans(segments_of(windows(2, 3, [{"a": 0.4}, {"a": 0.6}, {"a": 0.8}]))) == [("a", 0, 8, 0.6)]
     assert spans(segments_of(windows(2, 5, [{"a": 0.4}, {"a": 0.6}]))) == [("a", 0, 2, 0.4), ("a", 5, 7, 0.6)]
+    float_gap = [{"start": 0.2, "end": 1.2, "prediction": {"a": 0.5}},
+                 {"start": 2.2, "end": 3.2, "prediction": {"a": 0.5}}]
+    assert len(segments_of(float_gap)) == 1  # 2.2 - 1.2 == 1.0000000000000002: still a 1 s gap
     assert MAX_GAP_SECONDS == 1.0
 
 

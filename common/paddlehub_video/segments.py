@@ -27,8 +27,9 @@ from typing import NamedTuple
 # Two segments of one tag at most this far apart are one: a window that misses a tag for a moment
 # (or a second no window analysed) does not split what a person would call one scene.
 MAX_GAP_SECONDS = 1.0
+EPSILON = 1e-9  # a gap of exactly MAX_GAP_SECONDS stays one, whatever the float arithmetic (2.2 - 1.2 > 1.0)
 DIGITS = 6  # times and confidences to the microsecond / millionth, as the windows' times
-# Labels of each stretch written out in the report, most confident first.
+# The most tags written out per stretch (the report's "what happens when").
 STRETCH_TAGS = 3
 
 
@@ -64,7 +65,7 @@ def segments_of(windows: Sequence[dict], max_gap: float = MAX_GAP_SECONDS) -> li
     for window, span in zip(ordered, spans_of(ordered)):
         for label, probability in window["prediction"].items():
             own = runs.setdefault(label, [])
-            if own and span.start - own[-1].end <= max_gap:  # the tag goes on (or comes back soon enough)
+            if own and span.start - own[-1].end <= max_gap + EPSILON:  # the tag goes on (or comes back soon enough)
                 own[-1].end = span.end
                 own[-1].probabilities.append(probability)
             else:
