@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from paddlehub_video.segments import segments_of
 from tests.fixtures.publisher import REPO, SMALL, PublisherHost
 from tests.fixtures.videos import MakeVideo
 
@@ -240,7 +241,9 @@ def test_timelines_as_json_lines(drivers, videos, tmp_path):
     assert good["error"] == "" and good["duration"] == pytest.approx(2.0)
     assert [(w["start"], w["end"]) for w in windows] == [(0.0, 1.0), (1.0, 2.0)]
     assert all(len(w["prediction"]) == 5 for w in windows)
+    assert json.loads(good["segments"]) == segments_of(windows)
     assert garbage["error"].startswith(paths[1]) and garbage["duration"] is None and garbage["timeline"] == "[]"
+    assert garbage["segments"] == "[]"
     assert summary["plan"]["decode_actors"] == 0 and summary["plan"]["model_actors"] == 1
 
 

@@ -26,6 +26,7 @@ FORBIDDEN = {
     "module_base": ("interfaces",),  # hub run / hub serving reach the flow through hub_entry.py
     "pipeline": ("interfaces", "module_base"),
     "timeline": ("interfaces", "module_base"),
+    "segments": ("decode", "model", "interfaces", "module_base", "pipeline", "timeline"),  # pure: windows in, spans out
     "errors": ("decode", "model", "interfaces"),
     "cpus": ("decode", "model", "interfaces"),
     "config": ("decode", "model", "interfaces"),

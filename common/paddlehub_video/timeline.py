@@ -20,6 +20,7 @@ from typing import NamedTuple, TypeVar
 
 from .decode.sampling import TooManyWindows, Window, plan_windows
 from .errors import VideoDecodeError
+from .segments import segments_of
 
 T = TypeVar("T")
 _END = object()
@@ -94,13 +95,13 @@ def window_entry(window: Window, prediction: dict[str, float]) -> dict:
 
 
 def timeline_entry(path: str, duration: float, windows: list[dict]) -> dict:
-    """A video's `classify_timeline` entry."""
-    return {"path": path, "duration": round(duration, DIGITS), "windows": windows}
+    """A video's `classify_timeline` entry: its windows, and the segments they make (`segments.py`)."""
+    return {"path": path, "duration": round(duration, DIGITS), "windows": windows, "segments": segments_of(windows)}
 
 
 def failed_entry(path: str, error: str) -> dict:
-    """The entry of a video that cannot be read: no duration, no window, the reason."""
-    return {"path": path, "duration": None, "windows": [], "error": error}
+    """The entry of a video that cannot be read: no duration, no window, no segment, the reason."""
+    return {"path": path, "duration": None, "windows": [], "segments": [], "error": error}
 
 
 def prefetched(items: Iterator[T]) -> Iterator[T]:

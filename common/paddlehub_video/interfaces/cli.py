@@ -29,7 +29,7 @@ from ..progress import reporting
 from ..timeline import MIN_SECONDS, validate_window
 from .output_files import OutputFileError, Refused, refuse_roles
 from .quiet import PROGRESS_ENV, VERBOSE_ENV, quiet_decoders, routed_logging, terminal_stream
-from .report import check_report_target, write_report
+from .report import RunInfo, check_report_target, write_report
 from .results_file import LEFT_AS_IT_WAS, ResultsFile, ResultsFileError
 from .terminal import TerminalProgress
 
@@ -279,7 +279,7 @@ def run_batch(module_name: str, parser: argparse.ArgumentParser, args: argparse.
     if getattr(args, "stride", None) is not None and getattr(args, "timeline", None) is None:
         parser.error("--stride needs --timeline")
     paths = input_paths(parser, args)
-    report = Report(getattr(args, "report", None), input_files(args, paths), args.output)
+    report = Report(getattr(args, "report", None), input_files(args, paths), args.output, run_options(args))
     report.check(parser)
     with command_output(module_name, args) as display:
         if args.output:
@@ -304,12 +304,20 @@ def input_files(args: argparse.Namespace, paths: list[str]) -> Roles:
     return files
 
 
+def run_options(args: argparse.Namespace) -> dict:
+    """The options the report's summary names: threshold, top_k, and a timeline's window and stride."""
+    return {"threshold": getattr(args, "threshold", None), "top_k": getattr(args, "top_k", None),
+            "window": getattr(args, "timeline", None),
+            "stride": getattr(args, "stride", None)}
+
+
 class Report:
     """--report FILE (`path`; None: no report): checked before any video is classified, written (atomically)
-    when they are done. It must not be any of `inputs` ((role, paths)) nor the `output` results file."""
+    when they are done. It must not be any of `inputs` ((role, paths)) nor the `output` results file.
+    `options`: what its summary says of the run (`run_options`)."""
 
-    def __init__(self, path: str | None, inputs: Roles, output: str | None = None):
-        self.path, self.inputs = path, inputs
+    def __init__(self, path: str | None, inputs: Roles, output: str | None = None, options: dict | None = None):
+        self.path, self.inputs, self.options = path, inputs, options or {}
         self.never = inputs + ([("the --output results file", [output])] if output else [])
 
     def check(self, parser: argparse.ArgumentParser) -> None:
@@ -327,7 +335,8 @@ class Report:
         if self.path is None:
             return
         try:
-            write_report(entries, self.path, title=module_name, never=self.never)
+            write_report(entries, self.path, title=module_name, never=self.never,
+                         about=RunInfo(module=module_name, **self.options))
         except (OSError, Refused) as exc:
             raise OutputFileError(f"cannot write the report {self.path}: {exc}") from exc
 

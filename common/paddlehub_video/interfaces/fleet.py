@@ -60,8 +60,10 @@ FORMATS = ("parquet", "jsonl")
 PART_PREFIX = "part-"
 TEMP_PREFIX = ".part-"  # hidden, and never matched as a result file
 LOCK_NAME = ".fleet.lock"
-# Rows with --timeline: `timeline` is the JSON of classify_timeline's `windows`; `duration` is null for a failed video.
+# Rows with --timeline: `timeline` and `segments` are the JSON of classify_timeline's `windows` and `segments`;
+# `duration` is null for a failed video.
 TIMELINES = pa.schema([("path", pa.string()), ("duration", pa.float64()), ("timeline", pa.string()),
+                       ("segments", pa.string()),
                        ("error", pa.string())])
 Inputs = Union[Iterable[str], "ray.data.Dataset"]
 Row = dict[str, Any]
@@ -178,12 +180,13 @@ class FleetTimeline:
 
     def _timeline(self, path: str) -> Row:
         [entry] = self.module.classify_timeline_stream([path], **self.options)
-        windows = json.dumps(entry["windows"], ensure_ascii=False)
-        return {"path": path, "duration": entry["duration"], "timeline": windows, "error": entry.get("error", "")}
+        windows, segments = (json.dumps(entry[key], ensure_ascii=False) for key in ("windows", "segments"))
+        return {"path": path, "duration": entry["duration"], "timeline": windows, "segments": segments,
+                "error": entry.get("error", "")}
 
     @staticmethod
     def _failed(path: str, reason: str) -> Row:
-        return {"path": path, "duration": None, "timeline": "[]", "error": reason}
+        return {"path": path, "duration": None, "timeline": "[]", "segments": "[]", "error": reason}
 
 
 # --- resources ---------------------------------------------------------------------------------
@@ -349,7 +352,7 @@ def build_dataset(
     window: tuple[float, float] | None = None,
 ) -> ray.data.Dataset:
     """paths -> DecodeStage actors -> ModelStage actors: rows {path, prediction, error}; with `window`
-    (seconds, stride), paths -> FleetTimeline actors: rows {path, duration, timeline, error}."""
+    (seconds, stride), paths -> FleetTimeline actors: rows {path, duration, timeline, segments, error}."""
     env = runtime_env()
     retries = {"max_restarts": -1, "max_task_retries": -1}  # Ray Data's defaults, stated: the ledger bounds them
     common = {"batch_format": "pyarrow", "batch_size": plan.batch_size, "runtime_env": env, **retries}

@@ -6,9 +6,10 @@ dropped), and a last line cut short by a killed run is dropped and written again
 
 Only a file this project wrote is ever changed. A results file is recognised positively: every
 complete line is a result entry (a JSON object with exactly the keys `path`, `prediction` and,
-for a failed video, `error`; for `--timeline` runs, a file of its own, `path`, `duration`, `windows`
-and, for a failed video, `error`), and the only damage tolerated is a last line without its newline
-that is such an entry, or, after at least one entry, the start of one (a run killed mid-write).
+for a failed video, `error`; for `--timeline` runs, a file of its own, `path`, `duration`, `windows`,
+`segments` (absent in files written before segments existed) and, for a failed video, `error`), and
+the only damage tolerated is a last line without its newline that is such an entry, or, after at
+least one entry, the start of one (a run killed mid-write).
 Anything else (a token, a config, a binary file, a directory, a FIFO, a device, a read-only file,
 a file with other hard links) is refused before a byte is written, and left as it was
 (`output_files.py`: the care every file the command line writes gets).
@@ -33,8 +34,11 @@ MAX_LINE_BYTES = 1 << 20
 ENTRY_START = b'{"path": "'
 LEFT_AS_IT_WAS = "the file was left as it was (name a new file, or one written by hub run --output)"
 ENTRY_KEYS = ({"path", "prediction"}, {"path", "prediction", "error"})
-TIMELINE_KEYS = ({"path", "duration", "windows"}, {"path", "duration", "windows", "error"})
+# With `segments`; without: a file written before segments existed, still resumed (the report makes them).
+TIMELINE_KEYS = ({"path", "duration", "windows", "segments"}, {"path", "duration", "windows", "segments", "error"},
+                 {"path", "duration", "windows"}, {"path", "duration", "windows", "error"})
 WINDOW_KEYS = {"start", "end", "prediction"}
+SEGMENT_KEYS = {"label", "start", "end", "confidence"}
 
 
 class ResultsFileError(OutputFileError):
@@ -77,19 +81,27 @@ def is_classify_entry(entry: dict) -> bool:
 
 
 def is_timeline_entry(entry: dict) -> bool:
-    """`{path, duration, windows[, error]}`, a failed video without duration or window."""
+    """`{path, duration, windows[, segments][, error]}`, a failed video without duration, window or segment."""
     if set(entry) not in TIMELINE_KEYS:
         return False
-    duration, windows = entry["duration"], entry["windows"]
+    duration, windows, segments = entry["duration"], entry["windows"], entry.get("segments", [])
     if "error" in entry:
-        return duration is None and windows == []
-    return is_seconds(duration) and isinstance(windows, list) and all(is_window(w) for w in windows)
+        return duration is None and windows == [] and segments == []
+    return (is_seconds(duration) and isinstance(windows, list) and all(is_window(w) for w in windows)
+            and isinstance(segments, list) and all(is_segment(s) for s in segments))
 
 
 def is_window(window: object) -> bool:
     """`{start, end, prediction}` with times in seconds."""
     return (isinstance(window, dict) and set(window) == WINDOW_KEYS and is_seconds(window["start"])
             and is_seconds(window["end"]) and is_prediction(window["prediction"]))
+
+
+def is_segment(segment: object) -> bool:
+    """`{label, start, end, confidence}`, a span of at least no time."""
+    return (isinstance(segment, dict) and set(segment) == SEGMENT_KEYS and isinstance(segment["label"], str)
+            and is_seconds(segment["start"]) and is_seconds(segment["end"]) and segment["start"] <= segment["end"]
+            and is_probability(segment["confidence"]))
 
 
 def is_seconds(value: object) -> bool:
