@@ -70,14 +70,26 @@ def test_paths_may_be_a_tuple_of_path_likes(tmp_path):
     assert validate_paths((tmp_path / "a b.mp4", "c.mp4")) == [str(tmp_path / "a b.mp4"), "c.mp4"]
 
 
-@pytest.mark.parametrize("text,value", [("True", True), ("False", False), ("1", True), ("no", False)])
-def test_parse_bool(text, value):
+@pytest.mark.parametrize("text,value", [
+    ("True", True), ("False", False), ("1", True), ("0", False),  # the published modules' (Python literals)
+    ("true", True), ("FALSE", False), (" True ", True), ("yes", True), ("No", False),
+])
+def test_use_gpu_takes_the_spellings_readme_lists(text, value):
     assert parse_bool(text) is value
+    parser = build_parser("m", "d", top_k=5, threshold=0.0)
+    assert parser.parse_args(["--use_gpu", text]).use_gpu is value
 
 
-def test_parse_bool_rejects_other_text():
+@pytest.mark.parametrize("text", ["maybe", "y", "n", "on", "off", "2", "None", "'True'", "(True)", ""])
+def test_use_gpu_refuses_every_other_word_saying_what_it_takes(text, capsys):
     with pytest.raises(argparse.ArgumentTypeError):
-        parse_bool("maybe")
+        parse_bool(text)
+    parser = build_parser("m", "d", top_k=5, threshold=0.0)
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["--input_path", "a.mp4", "--use_gpu", text])
+    assert info.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error == f"hub run m: error: argument --use_gpu: expected True or False (or 1/0, yes/no), got {text!r}"
 
 
 def test_list_file_skips_blanks_and_comments_and_keeps_spaces(tmp_path):

@@ -11,7 +11,6 @@ FFmpeg, Paddle's glog) only with --verbose (see quiet.py).
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import glob
 import os
@@ -39,20 +38,16 @@ GLOB_CHARACTERS = re.compile(r"[*?[]")
 ClassifyStream = Callable[[list[str]], Iterable[dict]]
 
 
+# --use_gpu's words, in any case: the published modules read a Python literal (True, False, 1, 0); yes/no too.
+USE_GPU_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def parse_bool(text: str) -> bool:
-    """`True`/`False` as the published modules read them (a Python literal), plus 1/0/yes/no."""
-    lowered = text.strip().lower()
-    if lowered in {"1", "yes", "true", "y"}:
-        return True
-    if lowered in {"0", "no", "false", "n"}:
-        return False
+    """--use_gpu: True/False (any case), 1/0 or yes/no, else a usage error that says so."""
     try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        value = None
-    if not isinstance(value, bool):
-        raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
-    return value
+        return USE_GPU_WORDS[text.strip().lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"expected True or False (or 1/0, yes/no), got {text!r}") from None
 
 
 def top_k_option(text: str) -> int:
