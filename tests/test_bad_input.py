@@ -288,10 +288,9 @@ def test_run_cmd_prints_results_reports_failures_on_stderr_and_exits_1(
     out, err = capsys.readouterr()
     printed = ast.literal_eval(out.strip())  # the one line printed: the results, as PaddleHub prints them
     assert len(printed) == len(cases)
-    for result, case in zip(printed, cases):
-        if module_name == VIDEOTAG:
-            assert result["path"] == str(as_input(case.path))
-            result = result["prediction"]
+    for result, case in zip(printed, cases):  # several videos: each result with its path, for both modules
+        assert result["path"] == str(as_input(case.path))
+        result = result["prediction"]
         if case.error is not None:
             assert result == {}, case.label
         else:

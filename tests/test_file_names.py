@@ -204,7 +204,8 @@ def test_hub_run_prints_and_lists_non_utf8_names(hub_env: dict[str, str], folder
     proc = run_hub(["run", STNET, "--input_file", str(listing), "--input_path", missing], cwd=REPO, env=hub_env)
     assert proc.returncode == 1 and TRACEBACK not in proc.stderr, describe(proc)
     printed = next(ast.literal_eval(line) for line in proc.stdout.splitlines() if line.startswith("[{"))
-    assert len(printed) == 3 and printed[0] == {} and printed[1] == printed[2] != {}  # --input_path first
+    assert [entry["path"] for entry in printed] == [missing, *bad[0::2][:2]]  # --input_path first, names as given
+    assert printed[0]["prediction"] == {} and printed[1]["prediction"] == printed[2]["prediction"] != {}
     assert f"error: {printable(missing)}: file not found" in proc.stderr, describe(proc)
 
 

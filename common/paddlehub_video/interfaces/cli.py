@@ -88,8 +88,9 @@ def build_parser(module_name: str, description: str, top_k: int, threshold: floa
     parser = argparse.ArgumentParser(prog=f"hub run {module_name}", description=description)
     inputs = parser.add_argument_group("input (at least one)")
     inputs.add_argument(
-        "--input_path", type=str,
-        help="a video file, a folder (its videos, recursively) or a quoted glob pattern such as 'videos/**/*.mp4'",
+        "--input_path", type=str, nargs="+", action="extend", metavar="PATH",
+        help="a video file, a folder (its videos, recursively) or a quoted glob pattern such as 'videos/**/*.mp4'; "
+        "several, after one --input_path or each after its own, are all classified",
     )
     inputs.add_argument("--input_file", type=str, help="a text file listing videos, one path per line")
     parser.add_argument(
@@ -167,11 +168,13 @@ def expand_input_path(text: str) -> list[str]:
 
 
 def input_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
-    """The videos named by --input_path and --input_file; a usage error if there are none."""
+    """The videos named by every --input_path (in order), then --input_file's; a usage error if there are none."""
     paths = []
-    if args.input_path:
+    for text in args.input_path or []:
+        if not text:
+            parser.error("--input_path: an empty path names no video")
         try:
-            paths += expand_input_path(args.input_path)
+            paths += expand_input_path(text)
         except ValueError as exc:
             parser.error(f"--input_path: {exc}")
     if args.input_file:
@@ -182,6 +185,12 @@ def input_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> li
     if not paths:
         parser.error("give a video with --input_path, or a list of videos with --input_file")
     return paths
+
+
+def published_call(args: argparse.Namespace, paths: list[str]) -> bool:
+    """Whether the command line is the published modules' call: one --input_path naming one file as given (not a
+    folder, a pattern, several paths or a list file). Only that call prints the module's published result."""
+    return not args.input_file and len(paths) == 1 and args.input_path == paths
 
 
 @contextlib.contextmanager
@@ -267,7 +276,9 @@ def run_batch(module_name: str, parser: argparse.ArgumentParser, args: argparse.
 
     `classify_stream(paths)` yields classify-style entries in order, each as its video finishes;
     `labels()` is the module's label list (for --list_labels); `present(entries)` is what is
-    printed without --output (the module's published result).
+    printed without --output for the published single-video call (the module's published result).
+    Any other input (a folder, a pattern, several paths, a list file) prints the entries themselves,
+    each with its path, so that every result can be matched to its file.
     """
     if args.list_labels:
         print_labels(module_name, labels)
@@ -284,7 +295,8 @@ def run_batch(module_name: str, parser: argparse.ArgumentParser, args: argparse.
         with fatal_errors(module_name):
             entries = list(with_progress(classify_stream(paths), len(paths), display))
             report.write(module_name, entries)
-    return finish(module_name, present(entries), errors_of(entries), len(entries))
+    printed = present(entries) if published_call(args, paths) else list(entries)
+    return finish(module_name, printed, errors_of(entries), len(entries))
 
 
 Roles = list[tuple[str, list[str]]]
