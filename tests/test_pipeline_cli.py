@@ -80,6 +80,14 @@ def test_use_gpu_takes_the_spellings_readme_lists(text, value):
     assert parser.parse_args(["--use_gpu", text]).use_gpu is value
 
 
+def test_use_gpu_alone_means_true_as_serving_and_fleet_take_it():
+    parser = build_parser("m", "d", top_k=5, threshold=0.0)
+    assert parser.parse_args(["--use_gpu"]).use_gpu is True
+    args = parser.parse_args(["--use_gpu", "--input_path", "a.mp4", "b.mp4"])
+    assert (args.use_gpu, args.input_path) == (True, ["a.mp4", "b.mp4"])
+    assert parser.parse_args(["--input_path", "a.mp4"]).use_gpu is False
+
+
 @pytest.mark.parametrize("text", ["maybe", "y", "n", "on", "off", "2", "None", "'True'", "(True)", ""])
 def test_use_gpu_refuses_every_other_word_saying_what_it_takes(text, capsys):
     with pytest.raises(argparse.ArgumentTypeError):

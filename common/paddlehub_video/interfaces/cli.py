@@ -97,7 +97,9 @@ def build_parser(module_name: str, description: str, top_k: int, threshold: floa
         "--output", type=str,
         help="write one JSON line per video to this file as each one finishes; run again to resume",
     )
-    parser.add_argument("--use_gpu", type=parse_bool, default=False, help="True to run on GPU 0 (default False)")
+    # Alone, as `hub serving start --use_gpu` and the fleet command take it, it means True.
+    parser.add_argument("--use_gpu", type=parse_bool, nargs="?", const=True, default=False, metavar="True|False",
+                        help="True to run on GPU 0 (also 1/0, yes/no, any case; alone: True; default False)")
     # PaddleHub's own `hub run` offered --batch_size for video modules; accepted so old scripts keep
     # working. Videos always go through one at a time (the next one decodes meanwhile).
     parser.add_argument("--batch_size", type=int, default=1, help=argparse.SUPPRESS)
