@@ -422,6 +422,25 @@ def test_output_that_is_not_a_results_file_is_a_usage_error(small_videotag: Any,
     assert notes.read_text() == "not results\n"
 
 
+@pytest.mark.parametrize("option", ["--output", "--report"])
+def test_a_file_name_ending_with_a_slash_is_a_usage_error_not_a_file_without_it(
+    small_videotag: Any, clips: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    # `out/` means a folder (the fleet command's --output is one); it used to write a file called `out`.
+    monkeypatch.chdir(tmp_path)
+    decoded = spy_on_decoding(small_videotag, monkeypatch)
+    for name in ("out/", "results/"):
+        if name == "results/":
+            Path(name).mkdir()  # an existing folder too
+        with pytest.raises(SystemExit) as info:
+            small_videotag.run_cmd(["--input_path", str(clips[0]), option, name])
+        assert info.value.code == 2
+        assert f"error: {option} {name}: refused: it names a directory (it ends with a slash); name a file in it" \
+            in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["results"] and not os.listdir("results") and decoded == []
+
+
 def test_output_is_never_an_input_of_the_run(small_videotag: Any, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     empty = tmp_path / "empty.mp4"  # empty, it would pass for an empty results file

@@ -26,7 +26,7 @@ from ..errors import PaddleHubVideoError
 from ..model.postprocess import validate_threshold, validate_top_k
 from ..progress import reporting
 from ..timeline import MIN_SECONDS, validate_window
-from .output_files import OutputFileError, Refused, refuse_roles
+from .output_files import OutputFileError, Refused, refuse_roles, target_of
 from .quiet import PROGRESS_ENV, VERBOSE_ENV, quiet_decoders, routed_logging, terminal_stream
 from .report import RunInfo, check_report_target, write_report
 from .results_file import LEFT_AS_IT_WAS, ResultsFile, ResultsFileError
@@ -358,7 +358,7 @@ def run_into_file(module_name: str, parser: argparse.ArgumentParser, output: str
     `timeline`: the entries are timelines, and so must be those of an existing file. `report`: an
     HTML report of every entry the file then holds (earlier runs' too)."""
     try:
-        refuse_roles(Path(os.path.realpath(output)), report.inputs)
+        refuse_roles(target_of(output), report.inputs)
         results = ResultsFile(output, timeline)
     except Refused as exc:
         parser.error(f"--output {output}: refused: {exc}; {LEFT_AS_IT_WAS}")

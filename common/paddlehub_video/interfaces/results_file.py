@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, BinaryIO, NamedTuple
 
-from .output_files import OutputFileError, Refused, check_usable, open_regular, replace_atomically
+from .output_files import OutputFileError, Refused, check_usable, open_regular, replace_atomically, target_of
 
 # Longer than any line this project writes (3,396 labels with their probabilities and a 4 KiB path
 # stay under 0.5 MiB), so a huge file without newlines is refused after reading this much of it.
@@ -201,8 +201,8 @@ class ResultsFile:
 
     def __init__(self, path: str | Path, timeline: bool = False):
         self.path = Path(path)
-        target = Path(os.path.realpath(self.path))
         try:
+            target = target_of(path)
             self.done = keep_answered(target, timeline)
             fd = open_regular(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         except Refused as exc:
