@@ -313,4 +313,13 @@ def test_plan_fits_the_cluster():
 def test_the_command_without_videos_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         fleet.main(["--module", "stnet_kinetics400", "--output", str(tmp_path)])
-    assert stopped.value.code == 2 and "--input_path or --input_file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "give a video with --input_path, or a list of videos with --input_file" in err
+
+
+def test_the_command_takes_every_input_path(tmp_path):
+    # as hub run does (cli.add_input_options): --input_path repeated, or several after one, nothing dropped
+    parser = fleet.build_parser()
+    args = parser.parse_args(["--module", "m", "--output", str(tmp_path), "--input_path", "a.mp4", "b.mp4",
+                              "--input_path", "c.mp4"])
+    assert fleet.input_paths(parser, args) == ["a.mp4", "b.mp4", "c.mp4"]

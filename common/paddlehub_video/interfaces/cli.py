@@ -82,10 +82,8 @@ def workers_option(text: str) -> int:
     return int(text)
 
 
-def build_parser(module_name: str, description: str, top_k: int, threshold: float) -> argparse.ArgumentParser:
-    """`hub run <module_name>` options: --input_path / --input_file, --output, --use_gpu, --top_k, --threshold,
-    --timeline / --stride, --list_labels."""
-    parser = argparse.ArgumentParser(prog=f"hub run {module_name}", description=description)
+def add_input_options(parser: argparse.ArgumentParser) -> None:
+    """--input_path (any number of videos, folders, patterns) and --input_file; `input_paths` reads them."""
     inputs = parser.add_argument_group("input (at least one)")
     inputs.add_argument(
         "--input_path", type=str, nargs="+", action="extend", metavar="PATH",
@@ -93,6 +91,13 @@ def build_parser(module_name: str, description: str, top_k: int, threshold: floa
         "several, after one --input_path or each after its own, are all classified",
     )
     inputs.add_argument("--input_file", type=str, help="a text file listing videos, one path per line")
+
+
+def build_parser(module_name: str, description: str, top_k: int, threshold: float) -> argparse.ArgumentParser:
+    """`hub run <module_name>` options: --input_path / --input_file, --output, --use_gpu, --top_k, --threshold,
+    --timeline / --stride, --list_labels."""
+    parser = argparse.ArgumentParser(prog=f"hub run {module_name}", description=description)
+    add_input_options(parser)
     parser.add_argument(
         "--output", type=str,
         help="write one JSON line per video to this file as each one finishes; run again to resume",

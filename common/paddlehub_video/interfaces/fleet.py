@@ -40,7 +40,7 @@ from ..errors import PaddleHubVideoError
 from ..model.postprocess import validate_threshold, validate_top_k
 from ..pipeline import report_failure
 from ..timeline import validate_window
-from .cli import expand_input_path, read_path_list
+from .cli import add_input_options, input_paths
 from .ray_adapter import (  # first of the Ray imports: it names the extra to install
     RESULTS,
     Batch,
@@ -462,8 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Classify many videos on a Ray cluster into a folder of result files (resumable).")
     parser.add_argument("--module", required=True,
                         help="a hub-installed module name (videotag_tsn_lstm, stnet_kinetics400) or a module directory")
-    parser.add_argument("--input_path", help="a video, a folder (its videos, recursively) or a quoted glob pattern")
-    parser.add_argument("--input_file", help="a text file listing videos, one path per line")
+    add_input_options(parser)
     parser.add_argument("--output", required=True, help="the result folder (created; every node's paths are "
                         "read by the workers, the rows are written by this driver)")
     parser.add_argument("--format", choices=FORMATS, default="parquet", dest="fmt")
@@ -486,25 +485,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def command_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
-    paths: list[str] = []
-    try:
-        if args.input_path:
-            paths += expand_input_path(args.input_path)
-        if args.input_file:
-            paths += read_path_list(args.input_file)
-    except (ValueError, OSError) as exc:
-        parser.error(str(exc))
-    if not paths:
-        parser.error("give videos with --input_path or --input_file")
-    return paths
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 all written, 1 some videos failed (their rows say why), 2 usage, 130 stopped."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    paths = command_paths(parser, args)
+    paths = input_paths(parser, args)
     options = {key: getattr(args, key) for key in (
         "use_gpu", "top_k", "threshold", "fmt", "decode_actors", "model_actors", "model_cpus", "batch_size",
         "rows_per_file", "flush_seconds", "max_attempts", "timeline", "stride")}
