@@ -153,6 +153,21 @@ def test_a_bad_option_value_is_a_usage_error_with_one_line(argv, option, capsys)
     assert error_lines[0].endswith(f"got {argv[1]!r}"), err
 
 
+@pytest.mark.parametrize("argv,hint", [
+    (["a.mp4"], True),  # as other tools take a video
+    (["--input_path", "a.mp4", "--top_k", "3", "b.mp4"], True),
+    (["--input_path", "a.mp4", "--no_such_option"], False),
+])
+def test_an_unknown_argument_is_a_usage_error_a_bare_path_hints_at_input_path(argv, hint, capsys):
+    parser = build_parser("m", "d", top_k=5, threshold=0.0)
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(argv)
+    assert info.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith(f"hub run m: error: unrecognized arguments: {argv[-1]}"), error
+    assert ("videos go after --input_path: --input_path a.mp4 b.mp4 videos/" in error) is hint, error
+
+
 def test_good_option_values_are_taken():
     parser = build_parser("m", "d", top_k=5, threshold=0.0)
     args = parser.parse_args(["--top_k", "3396", "--threshold", "1", "--use_gpu", "False"])

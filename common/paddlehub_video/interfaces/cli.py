@@ -82,6 +82,19 @@ def workers_option(text: str) -> int:
     return int(text)
 
 
+class RunParser(argparse.ArgumentParser):
+    """`hub run`'s parser: a video named without --input_path (as other tools take it) gets a hint."""
+
+    def parse_args(self, args: Sequence[str] | None = None,
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            bare = any(not argument.startswith("-") for argument in extra)
+            hint = " (videos go after --input_path: --input_path a.mp4 b.mp4 videos/)" if bare else ""
+            self.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+        return parsed
+
+
 def add_input_options(parser: argparse.ArgumentParser) -> None:
     """--input_path (any number of videos, folders, patterns) and --input_file; `input_paths` reads them."""
     inputs = parser.add_argument_group("input (at least one)")
@@ -96,7 +109,7 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
 def build_parser(module_name: str, description: str, top_k: int, threshold: float) -> argparse.ArgumentParser:
     """`hub run <module_name>` options: --input_path / --input_file, --output, --use_gpu, --top_k, --threshold,
     --timeline / --stride, --list_labels."""
-    parser = argparse.ArgumentParser(prog=f"hub run {module_name}", description=description)
+    parser = RunParser(prog=f"hub run {module_name}", description=description)
     add_input_options(parser)
     parser.add_argument(
         "--output", type=str,
