@@ -22,7 +22,7 @@ from typing import IO, TypeVar
 
 from .. import environment
 from ..decode.video import VIDEO_EXTENSIONS
-from ..errors import PaddleHubVideoError
+from ..errors import ConfigError, PaddleHubVideoError
 from ..model.postprocess import validate_threshold, validate_top_k
 from ..progress import reporting
 from ..timeline import MIN_SECONDS, validate_window
@@ -38,16 +38,13 @@ GLOB_CHARACTERS = re.compile(r"[*?[]")
 ClassifyStream = Callable[[list[str]], Iterable[dict]]
 
 
-# --use_gpu's words, in any case: the published modules read a Python literal (True, False, 1, 0); yes/no too.
-USE_GPU_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-
 def parse_bool(text: str) -> bool:
-    """--use_gpu: True/False (any case), 1/0 or yes/no, else a usage error that says so."""
+    """--use_gpu: the words a PADDLEHUB_VIDEO_* switch takes (True/False in any case, 1/0, yes/no, on/off; the
+    published modules read a Python literal: True, False, 1, 0), else a usage error that lists them."""
     try:
-        return USE_GPU_WORDS[text.strip().lower()]
-    except KeyError:
-        raise argparse.ArgumentTypeError(f"expected True or False (or 1/0, yes/no), got {text!r}") from None
+        return environment.flag("--use_gpu", text.strip())
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"expected True or False (or 1/0, yes/no, on/off), got {text!r}") from None
 
 
 def top_k_option(text: str) -> int:
@@ -117,7 +114,7 @@ def build_parser(module_name: str, description: str, top_k: int, threshold: floa
     )
     # Alone, as `hub serving start --use_gpu` and the fleet command take it, it means True.
     parser.add_argument("--use_gpu", type=parse_bool, nargs="?", const=True, default=False, metavar="True|False",
-                        help="True to run on GPU 0 (also 1/0, yes/no, any case; alone: True; default False)")
+                        help="True to run on GPU 0 (also 1/0, yes/no, on/off, any case; alone: True; default False)")
     # PaddleHub's own `hub run` offered --batch_size for video modules; accepted so old scripts keep
     # working. Videos always go through one at a time (the next one decodes meanwhile).
     parser.add_argument("--batch_size", type=int, default=1, help=argparse.SUPPRESS)
