@@ -323,3 +323,11 @@ def test_the_command_takes_every_input_path(tmp_path):
     args = parser.parse_args(["--module", "m", "--output", str(tmp_path), "--input_path", "a.mp4", "b.mp4",
                               "--input_path", "c.mp4"])
     assert fleet.input_paths(parser, args) == ["a.mp4", "b.mp4", "c.mp4"]
+
+
+@pytest.mark.parametrize("words,use_gpu", [([], False), (["--use_gpu"], True), (["--use_gpu", "True"], True),
+                                           (["--use_gpu", "false"], False)])
+def test_the_command_takes_use_gpu_as_hub_run_does(tmp_path, words, use_gpu):
+    # `--use_gpu True`, as hub run takes it, was "unrecognized arguments: True"
+    args = fleet.build_parser().parse_args(["--module", "m", "--output", str(tmp_path), *words, "--input_path", "a"])
+    assert args.use_gpu is use_gpu

@@ -103,6 +103,13 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
     inputs.add_argument("--input_file", type=str, help="a text file listing videos, one path per line")
 
 
+def add_use_gpu_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """--use_gpu [True|False], `what` it does when True. Alone it means True, as `hub serving start --use_gpu` takes
+    it; with a word, as the published modules took it (`parse_bool`)."""
+    parser.add_argument("--use_gpu", type=parse_bool, nargs="?", const=True, default=False, metavar="True|False",
+                        help=f"{what} (also 1/0, yes/no, on/off, any case; alone: True; default False)")
+
+
 def build_parser(module_name: str, description: str, top_k: int, threshold: float) -> argparse.ArgumentParser:
     """`hub run <module_name>` options: --input_path / --input_file, --output, --use_gpu, --top_k, --threshold,
     --timeline / --stride, --list_labels."""
@@ -112,9 +119,7 @@ def build_parser(module_name: str, description: str, top_k: int, threshold: floa
         "--output", type=str,
         help="write one JSON line per video to this file as each one finishes; run again to resume",
     )
-    # Alone, as `hub serving start --use_gpu` and the fleet command take it, it means True.
-    parser.add_argument("--use_gpu", type=parse_bool, nargs="?", const=True, default=False, metavar="True|False",
-                        help="True to run on GPU 0 (also 1/0, yes/no, on/off, any case; alone: True; default False)")
+    add_use_gpu_option(parser, "True to run on GPU 0")
     # PaddleHub's own `hub run` offered --batch_size for video modules; accepted so old scripts keep
     # working. Videos always go through one at a time (the next one decodes meanwhile).
     parser.add_argument("--batch_size", type=int, default=1, help=argparse.SUPPRESS)

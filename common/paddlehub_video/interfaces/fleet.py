@@ -40,7 +40,7 @@ from ..errors import PaddleHubVideoError
 from ..model.postprocess import validate_threshold, validate_top_k
 from ..pipeline import report_failure
 from ..timeline import validate_window
-from .cli import add_input_options, input_paths
+from .cli import add_input_options, add_use_gpu_option, input_paths
 from .ray_adapter import (  # first of the Ray imports: it names the extra to install
     RESULTS,
     Batch,
@@ -468,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=FORMATS, default="parquet", dest="fmt")
     parser.add_argument("--address", help="the Ray cluster to join (e.g. auto); default: RAY_ADDRESS, else a "
                         "local Ray on this machine")
-    parser.add_argument("--use_gpu", action="store_true", help="model actors on GPUs, one per GPU")
+    add_use_gpu_option(parser, "model actors on GPUs, one per GPU")
     parser.add_argument("--top_k", type=int)
     parser.add_argument("--threshold", type=float)
     parser.add_argument("--decode_actors", type=int)
