@@ -64,10 +64,39 @@ def counts(name: str, windows: list) -> dict:
     return found
 
 
-def bench_module(name: str, video: Path, frames: int, window: float) -> list[dict]:
-    """Warm `classify` of `video`, then its timelines at each stride: seconds per distinct analysed frame."""
+def window_by_window(module, video: Path, window: float, stride: float) -> float:
+    """Seconds of the timeline as it was made before the feature cache: `forward` of each window's frames."""
+    from paddlehub_video.timeline import WindowModel
+
+    module.timeline_model = lambda predictors: WindowModel(partial(module.forward, predictors=predictors))
+    try:
+        return timed(partial(module.classify_timeline, [str(video)], window, stride))[1]
+    finally:
+        del module.timeline_model
+
+
+class HeadTimer:
+    """Seconds spent in videotag's AttentionLSTM (`attention_lstm`, run once per window), summed."""
+
+    def __init__(self, module):
+        self.seconds, self.calls, self.run = 0.0, 0, module.attention_lstm
+        module.attention_lstm = self
+
+    def __call__(self, *args):
+        result, seconds = timed(partial(self.run, *args))
+        self.seconds, self.calls = self.seconds + seconds, self.calls + 1
+        return result
+
+    def reset(self) -> None:
+        self.seconds, self.calls = 0.0, 0
+
+
+def bench_module(name: str, video: Path, frames: int, window: float, before: bool = False) -> list[dict]:
+    """Warm `classify` of `video`, then its timelines at each stride: seconds per distinct analysed frame
+    (`before`: also the seconds of the window-by-window timeline)."""
     module = load_module(name)
     module.classify([str(video)])  # converts and loads the model, warms the predictor
+    head = HeadTimer(module) if hasattr(module, "attention_lstm") else None
     _, classify_s = timed(lambda: module.classify([str(video)]))
     classify_frames = len(set(module.sampling()(frames)))
     per_frame = classify_s / classify_frames
@@ -75,6 +104,8 @@ def bench_module(name: str, video: Path, frames: int, window: float) -> list[dic
     for fraction in STRIDE_FRACTIONS:
         stride = window * fraction
         found = counts(name, planned(module, video, window, stride))
+        if head:
+            head.reset()
         (entry,), timeline_s = timed(partial(module.classify_timeline, [str(video)], window, stride))
         assert len(entry["windows"]) == found["windows"], entry.get("error")
         timeline_per_frame = timeline_s / found["distinct_frames"]
@@ -83,6 +114,10 @@ def bench_module(name: str, video: Path, frames: int, window: float) -> list[dic
                      "classify_s_per_frame": per_frame, "timeline_s": timeline_s,
                      "timeline_s_per_frame": timeline_per_frame, "ratio": timeline_per_frame / per_frame,
                      "goal_met": timeline_per_frame / per_frame <= GOAL})
+        if head:
+            rows[-1].update(head_s=head.seconds, head_calls=head.calls)
+        if before:
+            rows[-1]["window_by_window_s"] = window_by_window(module, video, window, stride)
     return rows
 
 
@@ -125,6 +160,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--window", type=float, default=5.0)
     parser.add_argument("--only", choices=MODULE_NAMES, help="one module only")
+    parser.add_argument("--before", action="store_true",
+                        help="also time each timeline window by window, as before the feature cache")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -135,11 +172,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-timeline-") as work:
         prepare_environment(Path(work))
         load_before = load_average()
-        rows = [] if args.memory else [row for name in names for row in bench_module(name, video, frames, args.window)]
+        rows = [] if args.memory else [row for name in names
+                                       for row in bench_module(name, video, frames, args.window, args.before)]
         memory = bench_memory() if args.memory else []
     if rows:
         print(f"CPU: {cpu_name()}, load average {load_before} -> {load_average()}")
         print(table(rows))
+        for r in rows:
+            if "head_s" in r:
+                print(f"{r['module']}, stride {r['stride_s']:g} s: AttentionLSTM {r['head_s']:.1f} s in "
+                      f"{r['head_calls']} runs (one per window)")
+            if "window_by_window_s" in r:
+                print(f"{r['module']}, stride {r['stride_s']:g} s: window by window {r['window_by_window_s']:.1f} s, "
+                      f"now {r['timeline_s']:.1f} s")
     for row in memory:
         print(f"StNet timeline, {row['duration']:.0f} s clip, {row['windows']} windows: "
               f"peak RSS {row['peak_rss_mib']:.0f} MiB")

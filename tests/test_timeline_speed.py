@@ -129,20 +129,25 @@ def watch_windows(module: Any, monkeypatch: pytest.MonkeyPatch, stop: int | None
     return done
 
 
+def options_of(video: Path) -> list[str]:
+    """`hub run` options of the timelines stopped and resumed here: 2 s windows every 0.5 s (17 windows)."""
+    return ["--input_path", str(video), "--timeline", str(WINDOW), "--stride", str(WINDOW / 4)]
+
+
 @pytest.mark.parametrize("name", ["videotag64", "small_stnet"])
 def test_a_stopped_timeline_goes_on_from_its_last_finished_window(name, request, video, tmp_path, monkeypatch, capsys):
     module = request.getfixturevalue(name)
-    options = ["--input_path", str(video), "--timeline", str(WINDOW), "--stride", str(WINDOW / 4)]
+    args = options_of(video)
     whole = tmp_path / "whole.jsonl"
     first = watch_windows(module, monkeypatch)
-    module.run_cmd([*options, "--output", str(whole)])
+    module.run_cmd([*args, "--output", str(whole)])
     total = len(first)
     assert total == 17 and not windows_path(whole).exists()
 
     stopped = tmp_path / "stopped.jsonl"
     watch_windows(module, monkeypatch, stop=10)
     with pytest.raises(SystemExit) as interrupted:
-        module.run_cmd([*options, "--output", str(stopped)])
+        module.run_cmd([*args, "--output", str(stopped)])
     assert interrupted.value.code == 130
     assert f"finished windows of the video in progress in {windows_path(stopped)}" in capsys.readouterr().err
     assert stopped.read_text(encoding="utf-8") == ""  # the video has no entry yet
@@ -150,11 +155,22 @@ def test_a_stopped_timeline_goes_on_from_its_last_finished_window(name, request,
     assert len(kept) == 10 and {k["path"] for k in kept} == {str(video)}
 
     rest = watch_windows(module, monkeypatch)
-    summary = module.run_cmd([*options, "--output", str(stopped)])
+    summary = module.run_cmd([*args, "--output", str(stopped)])
     assert summary["classified"] == 1
     assert rest == first[10:]  # only the windows left were classified
     assert stopped.read_bytes() == whole.read_bytes()  # the line an uninterrupted run writes
     assert not windows_path(stopped).exists()
+
+    # Stopped after its last window but before its line was written: nothing left to classify.
+    complete = tmp_path / "complete.jsonl"
+    options = {"module": module.NAME, "window": WINDOW, "stride": WINDOW / 4, "top_k": module.DEFAULTS.top_k,
+               "threshold": module.DEFAULTS.threshold}
+    with WindowsFile(windows_path(complete), set()) as store:
+        for window in json.loads(whole.read_text(encoding="utf-8"))["windows"]:
+            store.add(str(video), options, window)
+    none = watch_windows(module, monkeypatch)
+    module.run_cmd([*options_of(video), "--output", str(complete)])
+    assert none == [] and complete.read_bytes() == whole.read_bytes()
 
 
 def test_windows_kept_under_other_options_or_of_a_changed_file_are_not_resumed(video, tmp_path):

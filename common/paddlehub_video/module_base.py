@@ -353,6 +353,8 @@ class VideoModule(HubEntryPoints):
         report, store, model = progress.current(), window_store(), self.timeline_model(predictors)
         todo = windows[start:]
         report.windows(path, start, len(windows))
+        if not todo:  # every window finished earlier (a run stopped before writing the video's entry)
+            return
         clips = (np.stack(frames) for frames in read_sampled_groups(path, [w.indices for w in todo], self.crop()))
         for position, (window, frames) in enumerate(zip(todo, prefetched(clips))):
             probabilities = model(window.indices, frames)
