@@ -29,6 +29,7 @@ from .config import ConfigOverrides
 from .cpus import default_cpu_threads, default_workers
 from .decode.limits import DecodeLimits, applied_limits, check_video, effective_limits
 from .decode.preprocess import scale_and_crop
+from .decode.sampling import Window
 from .decode.video import frame_times, read_sampled_frames, read_sampled_groups
 from .hub_entry import HubEntryPoints, prepare_hub_servers, with_defaults
 from .model.assets import AssetSpec, fetch_assets, read_label_file
@@ -37,12 +38,15 @@ from .model.predictor import Predictor, check_can_create, shared_predictor
 from .pipeline import ParallelPipelines, VideoOutcome, VideoPipeline, load_soon, report_failure, validate_paths
 from .settings import Settings, build_settings
 from .timeline import (
+    WindowModel,
     failed_entry,
     plan,
     prefetched,
+    resumed,
     timeline_entry,
     validate_window,
     window_entry,
+    window_store,
 )
 
 T = TypeVar("T")
@@ -314,31 +318,51 @@ class VideoModule(HubEntryPoints):
         )
         if not paths:
             return iter(())
-        infer = self.predict_fn(use_gpu)  # fetches and converts now, so a missing file fails the call
-        return (self._timeline_of(path, window, stride, infer, top_k, threshold) for path in paths)
+        predictors = self.predictors(use_gpu)  # fetches and converts now, so a missing file fails the call
+        options = {"module": self.NAME, "window": window, "stride": stride, "top_k": top_k, "threshold": threshold}
+        return (self._timeline_of(path, options, predictors) for path in paths)
 
-    def _timeline_of(
-        self, path: str, window: float, stride: float, infer: Callable[[np.ndarray], np.ndarray],
-        top_k: int, threshold: float,
-    ) -> dict:
-        """One video's timeline entry: one decoding pass, window k + 1 decoding while window k is inferred."""
+    def timeline_model(self, predictors: dict[str, Predictor]) -> WindowModel:
+        """How a timeline's windows go through the network, one video's windows in order: `forward` of each
+        window's frames, unless a module reuses work across windows (`timeline.FrameFeatures`)."""
+        return WindowModel(partial(self.forward, predictors=predictors))
+
+    def _timeline_of(self, path: str, options: dict, predictors: dict[str, Predictor]) -> dict:
+        """One video's timeline entry: one decoding pass, window k + 1 decoding while window k is inferred;
+        windows finished by an earlier run (`timeline.window_store()`) are taken as they are."""
         report = progress.current()
         try:
             limits = self.decode_limits()
             check_video(path, limits)
             with applied_limits(limits):  # the pixel limit holds for every frame decoded
                 times = frame_times(path)
-                windows = plan(str(path), times.times, times.duration, window, stride, self.sampling(),
-                               self.settings.timeline.window_limit())
-                crop = self.crop()
-                clips = (np.stack(frames) for frames in read_sampled_groups(path, [w.indices for w in windows], crop))
-                probabilities = map(infer, prefetched(clips))
-                found = [window_entry(w, self.postprocess(p, top_k, threshold)) for w, p in zip(windows, probabilities)]
+                windows = plan(str(path), times.times, times.duration, options["window"], options["stride"],
+                               self.sampling(), self.settings.timeline.window_limit())
+                found = resumed(window_store().finished(str(path), options), windows)
+                found += self._window_entries(str(path), windows, len(found), options, predictors)
             return timeline_entry(str(path), times.duration, found)
         except Exception as exc:  # one bad video must not cost the others their results
             return failed_entry(str(path), report_failure(path, exc))
         finally:
             report.finished(str(path))
+
+    def _window_entries(
+        self, path: str, windows: list[Window], start: int, options: dict, predictors: dict[str, Predictor],
+    ) -> Iterator[dict]:
+        """The entries of `windows[start:]`, each put in the window store as it is finished."""
+        report, store, model = progress.current(), window_store(), self.timeline_model(predictors)
+        todo = windows[start:]
+        report.windows(path, start, len(windows))
+        if not todo:  # every window finished earlier (a run stopped before writing the video's entry)
+            return
+        clips = (np.stack(frames) for frames in read_sampled_groups(path, [w.indices for w in todo], self.crop()))
+        for position, (window, frames) in enumerate(zip(todo, prefetched(clips))):
+            probabilities = model(window.indices, frames)
+            model.keep_from(min(todo[position + 1].indices) if position + 1 < len(todo) else None)
+            entry = window_entry(window, self.postprocess(probabilities, options["top_k"], options["threshold"]))
+            store.add(path, options, entry)
+            report.windows(path, start + position + 1, len(windows))
+            yield entry
 
     @staticmethod
     def _options(top_k: object, threshold: object) -> tuple[int, float]:

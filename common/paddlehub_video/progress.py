@@ -41,6 +41,9 @@ class Progress:
     def network(self, done: int, total: int) -> None:
         """The video in the "network" stage has had `done` of its `total` frames through the network."""
 
+    def windows(self, path: str, done: int, total: int) -> None:
+        """Timeline of video `path`: `done` of its `total` windows are finished (those of an earlier run too)."""
+
     def finished(self, path: str) -> None:
         """Video `path` has its answer (or its error)."""
 

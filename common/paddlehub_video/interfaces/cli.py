@@ -25,11 +25,11 @@ from ..decode.video import VIDEO_EXTENSIONS
 from ..errors import ConfigError, PaddleHubVideoError
 from ..model.postprocess import validate_threshold, validate_top_k
 from ..progress import reporting
-from ..timeline import MIN_SECONDS, validate_window
+from ..timeline import MIN_SECONDS, keeping_windows, validate_window
 from .output_files import OutputFileError, Refused, refuse_roles, target_of
 from .quiet import PROGRESS_ENV, VERBOSE_ENV, quiet_decoders, routed_logging, terminal_stream
 from .report import RunInfo, check_report_target, write_report
-from .results_file import LEFT_AS_IT_WAS, ResultsFile, ResultsFileError
+from .results_file import LEFT_AS_IT_WAS, ResultsFile, ResultsFileError, WindowsFile, windows_path
 from .terminal import TerminalProgress
 
 T = TypeVar("T")
@@ -386,17 +386,34 @@ def run_into_file(module_name: str, parser: argparse.ArgumentParser, output: str
         parser.error(f"--output {output}: {exc}")
     unique = list(dict.fromkeys(paths))  # the file holds one answer per path
     todo = [path for path in unique if path not in results.done]
+    windows = open_windows_file(parser, output, results.done, report) if timeline else None
     failed: list[str] = []
-    with results, fatal_errors(module_name):
+    with results, windows or contextlib.nullcontext(), \
+            keeping_windows(windows) if windows else contextlib.nullcontext(), fatal_errors(module_name):
         try:
             for entry in with_progress(classify_stream(todo), len(todo), display):
                 results.append(entry)
+                if windows:
+                    windows.forget(entry["path"])
                 failed += errors_of([entry])
         except KeyboardInterrupt:
-            print(f"hub run {module_name}: interrupted; the finished videos are in {output}: "
+            kept = f", and the finished windows of the video in progress in {windows.path}" if windows else ""
+            print(f"hub run {module_name}: interrupted; the finished videos are in {output}{kept}: "
                   "run the same command again to go on", file=sys.stderr)
             raise SystemExit(130) from None
         report.write(module_name, results.entries() if report.path else [])
     summary = {"output": output, "videos": len(unique), "skipped": len(unique) - len(todo),
                "classified": len(todo) - len(failed), "failed": len(failed)}
     return finish(module_name, summary, failed, len(todo))
+
+
+def open_windows_file(parser: argparse.ArgumentParser, output: str, answered: set[str], report: Report) -> WindowsFile:
+    """The `<output>.windows` file of a --timeline run (results_file.WindowsFile); a usage error if refused."""
+    path = windows_path(output)
+    try:
+        refuse_roles(Path(os.path.realpath(path)), report.never)
+        return WindowsFile(path, answered)
+    except Refused as exc:
+        parser.error(f"--output {output}: {path} refused: {exc}; {LEFT_AS_IT_WAS}")
+    except (OSError, ResultsFileError) as exc:
+        parser.error(f"--output {output}: {exc}")
