@@ -235,7 +235,8 @@ def test_timelines_as_json_lines(drivers, videos, tmp_path):
                           decode_actors=None, model_cpus=None)
 
     rows = rows_by_path(tmp_path / "out")
-    assert [p.suffix for p in fleet.ResultFolder(tmp_path / "out").result_files()] == [".jsonl"]
+    # one file per block Ray wrote: one or two here, depending on how it split the work
+    assert {p.suffix for p in fleet.ResultFolder(tmp_path / "out").result_files()} == {".jsonl"}
     good, garbage = rows[paths[0]], rows[paths[1]]
     windows = json.loads(good["timeline"])
     assert good["error"] == "" and good["duration"] == pytest.approx(2.0)
