@@ -16,6 +16,8 @@ Sections, in this order (each also runs alone: bench_decode.py, bench_models.py,
 5. StNet per video.
 6. peak RSS of classifying generated 10 s, 60 s and 10 min 1920x1080 30 fps clips.
 7. RSS over 200 consecutive classify calls on a short clip with a small seg_num.
+8. URL input: StNet's preprocess of a clip given as a file, as bytes, as a URL (range and no-range
+   server on 127.0.0.1): time and bytes read (bench_url_input.py).
 
 Random weights in the publisher's format are used (nothing is downloaded); numbers are for speed
 and memory only. Ratios (TSN / sgemm, end-to-end / TSN) are computed within one run; the machine's
@@ -32,6 +34,7 @@ from pathlib import Path
 from bench_decode import CLIPS, bench_decode
 from bench_memory import LENGTHS, bench_calls, bench_cold_start, bench_rss, short_clip
 from bench_models import bench_stnet, bench_tsn_sweep, bench_videotag, tsn_model_prefix
+from bench_url_input import bench_url_input
 from common_setup import (
     MODULES,
     RESULTS_DIR,
@@ -126,6 +129,11 @@ def table_rows(r: dict) -> list[tuple[str, str, str, str]]:
         rows.append((f"  start-up overhead {module}", f"{cached['startup_overhead_s']:.1f} s", "", ""))
         rows.append((f"  one-time conversion {module}", f"{c.get('conversion_s', float('nan')):.1f} s "
                      f"(first result with it {fresh['first_result_s']:.1f} s)", "", ""))
+    u = r.get("url_input")
+    for name, run in (u["runs"].items() if u else ()):
+        rows.append((f"StNet preprocess from {name} ({u['file_bytes'] / 2**20:.1f} MiB clip)",
+                     f"{run['seconds']:.2f} s ({run['time_vs_local_file']:.2f}x the file), "
+                     f"{run['bytes_read'] / 2**20:.1f} MiB read", "", ""))
     return rows
 
 
@@ -172,6 +180,7 @@ def main() -> None:
     section("stnet", lambda: bench_stnet(clip_720p, args.threads, args.repeats))
     section("rss_vs_length", lambda: bench_rss(LENGTHS[:2] if args.quick else LENGTHS, args.threads))
     section("rss_over_calls", lambda: bench_calls(clip_short, calls, args.threads))
+    section("url_input", lambda: bench_url_input(20 if args.quick else 60, args.repeats))
     results["meta"]["load_average_end"] = load_average()
     results["total_s"] = time.perf_counter() - started
 
