@@ -5,8 +5,9 @@ Usage (from the repository root): python bench/bench_url_input.py [--seconds 60]
 A generated camera-like H.264 clip (640x360, 30 fps) is read by StNet's `preprocess` (its 125
 sampled frames decoded, scaled and cropped: everything but the network) as a local path, as its
 bytes in memory, and as a URL served on 127.0.0.1 by a server that honours range requests and by
-one that does not. Bytes read: for the file, what the process read (`/proc/self/io` rchar, all
-reads of the process in that time); for a URL, the body bytes the server sent. The network is
+one that does not. Bytes read: what the process read (`/proc/self/io` rchar: every read of the
+process in that time, the decoders' several passes over the file included) and, for a URL, the
+body bytes the server sent. The network is
 loopback, so the URL's extra time is the copy into a temporary file and its deletion, not a real
 network's. Random weights in the publisher's format; nothing is downloaded from outside.
 Writes bench/results/url_input.json.
@@ -20,7 +21,6 @@ import statistics
 import tempfile
 import threading
 import time
-from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -82,16 +82,18 @@ def read_chars() -> int:
     return 0
 
 
-def measure(read, item, repeats: int, counter=None) -> dict:
-    """Median seconds of `read(item)` over `repeats`, and the bytes read by the last one."""
-    seconds, read_bytes = [], 0
+def measure(read, item, repeats: int, served=None) -> dict:
+    """Median seconds of `read(item)` over `repeats`; bytes the process read (rchar: the file and its
+    temporary copy, the socket) and, for a URL, bytes the server sent, in the last one."""
+    seconds, read_bytes, sent = [], 0, 0
     for _ in range(repeats):
-        before = counter() if counter else read_chars()
+        before, sent_before = read_chars(), served.sent if served else 0
         start = time.perf_counter()
         frames = read(item)
         seconds.append(time.perf_counter() - start)
-        read_bytes = (counter() if counter else read_chars()) - before
-    return {"seconds": statistics.median(seconds), "bytes_read": read_bytes, "frames": len(frames)}
+        read_bytes, sent = read_chars() - before, (served.sent if served else 0) - sent_before
+    return {"seconds": statistics.median(seconds), "process_read_bytes": read_bytes, "server_sent_bytes": sent,
+            "frames": len(frames)}
 
 
 def cpu_name() -> str:
@@ -113,7 +115,7 @@ def bench_url_input(seconds: float, repeats: int) -> dict:
     for name, ranges in (("URL, range server", True), ("URL, no-range server", False)):
         server = CountingServer(data, ranges)
         try:
-            run = measure(stnet.preprocess, server.url, repeats, counter=partial(getattr, server, "sent"))
+            run = measure(stnet.preprocess, server.url, repeats, served=server)
             run["requests_per_read"] = server.requests / repeats
             results["runs"][name] = run
         finally:
@@ -135,8 +137,8 @@ def main() -> None:
     print(f"{results['cpu']}; {results['clip']}, {results['file_bytes'] / 2**20:.1f} MiB; StNet preprocess "
           f"(125 frames), median of {args.repeats}")
     for name, run in results["runs"].items():
-        print(f"  {name:22s} {run['seconds']:6.2f} s ({run['time_vs_local_file']:.2f}x), "
-              f"{run['bytes_read'] / 2**20:7.1f} MiB read")
+        print(f"  {name:22s} {run['seconds']:6.2f} s ({run['time_vs_local_file']:.2f}x), process read "
+              f"{run['process_read_bytes'] / 2**20:5.1f} MiB, server sent {run['server_sent_bytes'] / 2**20:5.1f} MiB")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {RESULTS}")

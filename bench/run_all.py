@@ -133,7 +133,8 @@ def table_rows(r: dict) -> list[tuple[str, str, str, str]]:
     for name, run in (u["runs"].items() if u else ()):
         rows.append((f"StNet preprocess from {name} ({u['file_bytes'] / 2**20:.1f} MiB clip)",
                      f"{run['seconds']:.2f} s ({run['time_vs_local_file']:.2f}x the file), "
-                     f"{run['bytes_read'] / 2**20:.1f} MiB read", "", ""))
+                     f"{run['process_read_bytes'] / 2**20:.1f} MiB read, {run['server_sent_bytes'] / 2**20:.1f} "
+                     f"MiB sent", "", ""))
     return rows
 
 

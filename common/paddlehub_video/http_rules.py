@@ -189,8 +189,10 @@ def get(url: str, timeout: float, policy: HostPolicy | None = None,
             raise Refused("the URL names no host")
         if policy is not None:
             policy.check_host(parts.hostname)
-        connection = (_HTTPS if parts.scheme.lower() == "https" else _HTTP)(
-            parts.hostname, parts.port, timeout, policy)
+        secure = parts.scheme.lower() == "https"
+        # The port always given: http.client would read the end of an IPv6 address as one.
+        connection = (_HTTPS if secure else _HTTP)(parts.hostname, parts.port or (443 if secure else 80),
+                                                   timeout, policy)
         # One request per connection: closing the response then closes the socket.
         sent = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity", "Connection": "close", **(headers or {})}
         if parts.username is not None:
