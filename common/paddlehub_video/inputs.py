@@ -20,7 +20,10 @@ does, so `bytes` are told apart without guessing. Frames need their rate (`fps`)
 `classify_timeline`. Temporary files are deleted however the call ends (errors, Ctrl-C), and
 their errors name the item, never the temporary file.
 
-URLs are fetched with the download layer's rules (`http_rules`): $PADDLEHUB_VIDEO_TIMEOUT without
+A URL is fetched whole, in one request, with or without range support on the server: the planned
+decoder reads every packet's headers (`packet_plan.read_packet_index`: true random-access points),
+so ranges could not skip bytes, and the decoders read a file several times, which the local copy
+serves. URLs are fetched with the download layer's rules (`http_rules`): $PADDLEHUB_VIDEO_TIMEOUT without
 data, $PADDLEHUB_VIDEO_DEADLINE in all, redirects only to http/https, at most `limits.max_input_bytes`
 (`hub serving`: also its upload limit). Under `hub serving` (`applied_url_policy`) URLs are read
 only from the hosts its operator lists, never from a non-public address not listed.
