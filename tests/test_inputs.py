@@ -207,7 +207,11 @@ def test_a_redirect_chain_is_followed_to_http_and_https_only(small_stnet, served
 
 def test_url_failures_are_error_entries_naming_the_url(publisher_host, served, monkeypatch, private_tmp):
     monkeypatch.setenv("PADDLEHUB_VIDEO_TIMEOUT", "0.5")
+    monkeypatch.setenv("PADDLEHUB_VIDEO_DEADLINE", "2")
     small_stnet = fresh_stnet(publisher_host, monkeypatch)
+    shutil.copyfile(served.root / "clip.mp4", served.root / "drip.mp4")
+    served.set_fault("drip.mp4", drip_s=0.05)  # never silent for 0.5 s, never done in 2 s
+    served.put("empty.mp4", b"")
     release = threading.Event()
     served.set_fault("slow.mp4", hold=release)
     shutil.copyfile(served.root / "clip.mp4", served.root / "liar.mp4")
@@ -217,7 +221,8 @@ def test_url_failures_are_error_entries_naming_the_url(publisher_host, served, m
         closed.bind(("127.0.0.1", 0))
         nobody = f"http://127.0.0.1:{closed.getsockname()[1]}/clip.mp4"
     urls = [served.url_for("missing.mp4"), served.url_for("slow.mp4"), served.url_for("liar.mp4"),
-            "rtsp://127.0.0.1/live", "ftp://127.0.0.1/clip.mp4", nobody]
+            "rtsp://127.0.0.1/live", "ftp://127.0.0.1/clip.mp4", nobody, served.url_for("drip.mp4"),
+            served.url_for("empty.mp4"), "http:///clip.mp4"]
     try:
         errors = [entry["error"] for entry in small_stnet.classify(urls)]
     finally:
@@ -230,6 +235,10 @@ def test_url_failures_are_error_entries_naming_the_url(publisher_host, served, m
                          "or give an http(s) URL of a video file")
     assert errors[4] == "ftp://127.0.0.1/clip.mp4: unsupported URL scheme ftp:// (http and https are read)"
     assert errors[5].startswith(f"{nobody}: could not download: ConnectionRefusedError")
+    assert errors[6] == (f"{urls[6]}: could not download: not complete after 2 s (raise PADDLEHUB_VIDEO_DEADLINE "
+                         f"on a slow connection)")
+    assert errors[7] == f"{urls[7]}: could not download: the server sent no bytes"
+    assert errors[8] == "http:///clip.mp4: refused: the URL names no host"
     assert left_behind(private_tmp) == []
 
 
