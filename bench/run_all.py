@@ -18,6 +18,8 @@ Sections, in this order (each also runs alone: bench_decode.py, bench_models.py,
 7. RSS over 200 consecutive classify calls on a short clip with a small seg_num.
 8. timelines (bench_timeline.py): 5 s windows every 1/2 and 1/4 of a window over a 20 s 640x360 H.264 clip,
    time per distinct analysed frame against `classify`'s, both modules (~10 min on 2 cores).
+9. URL input: StNet's preprocess of a clip given as a file, as bytes, as a URL (range and no-range
+   server on 127.0.0.1): time and bytes read (bench_url_input.py).
 
 Random weights in the publisher's format are used (nothing is downloaded); numbers are for speed
 and memory only. Ratios (TSN / sgemm, end-to-end / TSN) are computed within one run; the machine's
@@ -35,6 +37,7 @@ from bench_decode import CLIPS, bench_decode
 from bench_memory import LENGTHS, bench_calls, bench_cold_start, bench_rss, short_clip
 from bench_models import bench_stnet, bench_tsn_sweep, bench_videotag, tsn_model_prefix
 from bench_timeline import GOAL, MODULE_NAMES, bench_module
+from bench_url_input import bench_url_input
 from common_setup import (
     MODULES,
     RESULTS_DIR,
@@ -136,6 +139,12 @@ def table_rows(r: dict) -> list[tuple[str, str, str, str]]:
         rows.append((f"  start-up overhead {module}", f"{cached['startup_overhead_s']:.1f} s", "", ""))
         rows.append((f"  one-time conversion {module}", f"{c.get('conversion_s', float('nan')):.1f} s "
                      f"(first result with it {fresh['first_result_s']:.1f} s)", "", ""))
+    u = r.get("url_input")
+    for name, run in (u["runs"].items() if u else ()):
+        rows.append((f"StNet preprocess from {name} ({u['file_bytes'] / 2**20:.1f} MiB clip)",
+                     f"{run['seconds']:.2f} s ({run['time_vs_local_file']:.2f}x the file), "
+                     f"{run['process_read_bytes'] / 2**20:.1f} MiB read, {run['server_sent_bytes'] / 2**20:.1f} "
+                     f"MiB sent", "", ""))
     return rows
 
 
@@ -186,6 +195,7 @@ def main() -> None:
     timeline_clip, frames, _ = cached_video("scene", seconds, 640, 360, codec="h264")
     section("timeline", lambda: [row for name in MODULE_NAMES
                                  for row in bench_module(name, timeline_clip, frames, window)])
+    section("url_input", lambda: bench_url_input(20 if args.quick else 60, args.repeats))
     results["meta"]["load_average_end"] = load_average()
     results["total_s"] = time.perf_counter() - started
 

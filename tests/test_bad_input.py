@@ -102,7 +102,7 @@ def inputs(make_video: MakeVideo, base: Path, one_frame_video: Path, tmp_path_fa
     cases.append(Case("audio only (.wav)", folder / "speech.wav", error=CANNOT_OPEN))
     cases.append(Case("audio only renamed .mp4", put("speech.mp4", (folder / "speech.wav").read_bytes()),
                       error=CANNOT_OPEN))
-    cases.append(Case("None in the list", None, error="expected a str, bytes or os.PathLike path, got NoneType"))
+    # None (or a number, an array of the wrong shape) in the list is a ValueError naming paths[i]: test_inputs.py
 
     cases.append(Case("1 frame", one_frame_video))
     cases.append(Case("2x2 pixels", make_video("two_by_two", 12, 2, 2)))  # mp4v writes 2x2 (not 1x1)

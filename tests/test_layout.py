@@ -33,6 +33,10 @@ FORBIDDEN = {
     # every stage reads its variables here: it stays a leaf (errors only)
     "environment": ("decode", "model", "interfaces", "module_base", "pipeline", "timeline", "settings", "config",
                     "cpus", "progress"),
+    # The HTTP rules model downloads and URL inputs share: below both.
+    "http_rules": ("decode", "model", "interfaces", "inputs", "module_base", "pipeline", "timeline", "settings"),
+    # Items of `paths` -> local files or frames: used by the flow, never using it.
+    "inputs": ("model", "interfaces", "module_base", "pipeline", "timeline"),
 }
 
 

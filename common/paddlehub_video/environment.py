@@ -16,6 +16,7 @@ an unset or empty variable means the default.
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -44,6 +45,7 @@ MAX_FRAMES = PREFIX + "MAX_FRAMES"
 MAX_PIXELS = PREFIX + "MAX_PIXELS"
 MAX_WINDOWS = PREFIX + "MAX_WINDOWS"
 SERVING_DIRS = PREFIX + "SERVING_DIRS"
+SERVING_URL_HOSTS = PREFIX + "SERVING_URL_HOSTS"
 IDLE_TIMEOUT_S = PREFIX + "IDLE_TIMEOUT_S"
 WORKER_TIMEOUT_S = PREFIX + "WORKER_TIMEOUT_S"
 GRACEFUL_TIMEOUT_S = PREFIX + "GRACEFUL_TIMEOUT_S"
@@ -112,6 +114,20 @@ def absolute_dirs(variable: str, raw: str) -> tuple[str, ...]:
     return tuple(os.path.realpath(entry) for entry in entries)
 
 
+def url_hosts(variable: str, raw: str) -> tuple[str, ...]:
+    """Hosts URLs may come from, separated by commas or spaces: host names, `*` (any name), addresses
+    and networks (`10.0.0.0/8`); lower case, without a trailing dot or an IPv6 address's brackets."""
+    entries = tuple(entry.lower().rstrip(".").strip("[]") for entry in raw.replace(",", " ").split())
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            labels = entry.split(".")
+            if entry != "*" and not all(0 < len(label) < 64 and label.replace("-", "").isalnum() for label in labels):
+                raise ConfigError(f"{variable}: {entry!r} is not a host name, an address or a network") from None
+    return entries
+
+
 def names(variable: str, raw: str) -> tuple[str, ...]:
     """Comma-separated names."""
     return tuple(name.strip() for name in raw.split(",") if name.strip())
@@ -140,6 +156,7 @@ class ServingEnvironment:
     max_pixels: int = 3840 * 2160  # 4K UHD: ~100 MB to decode a frame; 16384x8192 took 1.6 GB
     max_windows: int = 20  # a timeline's windows per video: each costs a classify
     dirs: tuple[str, ...] = ()  # the directories server paths may come from (resolved); none when unset
+    url_hosts: tuple[str, ...] = ()  # the hosts URLs in `paths` may come from (http_rules.HostPolicy); none when unset
     idle_timeout_s: float = 60.0  # a client silent this long between bytes is dropped
     worker_timeout_s: float | None = None  # None: the longest request the limits allow (gunicorn_app)
     graceful_timeout_s: float | None = None  # None: the worker timeout
@@ -165,6 +182,7 @@ _TABLES: dict[type, dict[str, tuple[str, Parse]]] = {
         "max_upload_mb": (MAX_UPLOAD_MB, megabytes), "max_items": (MAX_ITEMS, positive_int),
         "max_frames": (MAX_FRAMES, positive_int), "max_pixels": (MAX_PIXELS, positive_int),
         "max_windows": (MAX_WINDOWS, positive_int), "dirs": (SERVING_DIRS, absolute_dirs),
+        "url_hosts": (SERVING_URL_HOSTS, url_hosts),
         "idle_timeout_s": (IDLE_TIMEOUT_S, seconds), "worker_timeout_s": (WORKER_TIMEOUT_S, seconds),
         "graceful_timeout_s": (GRACEFUL_TIMEOUT_S, seconds), "worker_memory_mb": (WORKER_MEMORY_MB, megabytes),
         "modules": (MODULES, names),

@@ -71,6 +71,42 @@ def reporting(progress: Progress) -> Iterator[Progress]:
         _current.reset(token)
 
 
+class _Renamed(Progress):
+    """`inner`, hearing of the file `old` as `new` (a temporary file as the item it holds)."""
+
+    def __init__(self, inner: Progress, old: str, new: str):
+        self.inner, self.old, self.new = inner, old, new
+
+    def converting(self, name: str, sources: list[str]) -> contextlib.AbstractContextManager[None]:
+        return self.inner.converting(name, sources)
+
+    def busy(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return self.inner.busy(what)
+
+    def downloading(self, name: str, total: int | None, done: int) -> contextlib.AbstractContextManager[Callable]:
+        return self.inner.downloading(name, total, done)
+
+    def _name(self, path: str) -> str:
+        return self.new if path == self.old else path
+
+    def stage(self, path: str, stage: str, total: int) -> None:
+        self.inner.stage(self._name(path), stage, total)
+
+    def advance(self, path: str, stage: str, count: int = 1) -> None:
+        self.inner.advance(self._name(path), stage, count)
+
+    def network(self, done: int, total: int) -> None:
+        self.inner.network(done, total)
+
+    def finished(self, path: str) -> None:
+        self.inner.finished(self._name(path))
+
+
+def renamed(old: str, new: str) -> contextlib.AbstractContextManager[Progress]:
+    """Report the file `old` as `new` in this context (and copies of it made inside)."""
+    return reporting(_Renamed(current(), old, new))
+
+
 def counting(transform: Callable, path: str, stage: str, progress: Progress) -> Callable:
     """`transform`, reporting one frame of `stage` done after each call (decoder threads call it)."""
 

@@ -29,6 +29,7 @@ from . import environment
 from .config import ConfigOverrides, load_module_config
 from .decode.limits import DecodeLimits
 from .errors import ConfigError
+from .inputs import DEFAULT_MAX_INPUT_BYTES
 from .timeline import DEFAULT_MAX_WINDOWS, WindowLimit
 
 Check = Callable[[str, Any], Any]
@@ -121,6 +122,8 @@ class LimitsSettings:
 
     max_frames: int | None = _field(optional_positive_int)
     max_pixels: int | None = _field(optional_positive_int)
+    # The most bytes one URL, bytes or file-object input may take (it is held in a temporary file).
+    max_input_bytes: int = _field(positive_int, DEFAULT_MAX_INPUT_BYTES)
 
     def decode_limits(self) -> DecodeLimits:
         return DecodeLimits(self.max_frames, self.max_pixels)

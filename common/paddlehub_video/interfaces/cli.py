@@ -23,6 +23,7 @@ from typing import IO, TypeVar
 from .. import environment
 from ..decode.video import VIDEO_EXTENSIONS
 from ..errors import ConfigError, PaddleHubVideoError
+from ..inputs import as_input
 from ..model.postprocess import validate_threshold, validate_top_k
 from ..progress import reporting
 from ..timeline import MIN_SECONDS, keeping_windows, validate_window
@@ -180,8 +181,8 @@ def expand_input_path(text: str) -> list[str]:
         if not found:
             raise ValueError(f"no video file in the folder {text} (looked for {' '.join(VIDEO_EXTENSIONS)})")
         return found
-    # An existing file is a file, whatever its name: `x*.mp4` is a legal file name.
-    if os.path.exists(text) or not GLOB_CHARACTERS.search(text):
+    # An existing file is a file, whatever its name: `x*.mp4` is a legal file name. A URL's `?` is no pattern.
+    if os.path.exists(text) or not GLOB_CHARACTERS.search(text) or not isinstance(as_input(text), str):
         return [text]
     found = sorted((path for path in glob.glob(text, recursive=True) if os.path.isfile(path)), key=path_order)
     if not found:

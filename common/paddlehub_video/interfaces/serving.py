@@ -34,6 +34,8 @@ from .. import environment
 from ..decode.limits import DecodeLimits, applied_limits
 from ..decode.video import VIDEO_EXTENSIONS
 from ..errors import ConfigError
+from ..http_rules import HostPolicy
+from ..inputs import UrlInput, UrlPolicy, applied_url_policy, as_input
 from ..names import is_utf8
 from ..pipeline import validate_paths
 from ..timeline import WindowLimit
@@ -49,6 +51,9 @@ MAX_PATH_CHARS = 4096  # Linux's PATH_MAX
 # whether a file exists, is a directory, is empty or is readable.
 PATH_REFUSED = (f"refused: server paths are read only from the directories named by {SERVING_DIRS_ENV} "
                 f"on the server (none when unset); send the video in 'videos' instead")
+SERVING_URL_HOSTS_ENV = environment.SERVING_URL_HOSTS
+URL_REFUSED = (f"refused: URLs are read only from the hosts named by {SERVING_URL_HOSTS_ENV} on the server "
+               f"(none when unset); send the video in 'videos' instead")
 TEMP_PREFIX = "paddlehub_video-serving-"
 _DATA_URL = re.compile(r"^data:[^,]*;base64,")  # what a browser's FileReader.readAsDataURL gives
 _WHITESPACE = re.compile(rb"\s+")  # `base64` wraps its output at 76 columns
@@ -109,6 +114,14 @@ def serving_dirs() -> list[str]:
     return list(environment.serving().dirs)
 
 
+def serving_url_policy() -> UrlPolicy:
+    """Where URL items may come from: the hosts of $PADDLEHUB_VIDEO_SERVING_URL_HOSTS (none when unset),
+    each at most the upload limit ($PADDLEHUB_VIDEO_MAX_UPLOAD_MB)."""
+    entries = environment.serving().url_hosts
+    hosts = HostPolicy.from_entries(entries, SERVING_URL_HOSTS_ENV) if entries else None
+    return UrlPolicy(hosts, URL_REFUSED, max_upload_bytes(), MAX_UPLOAD_ENV)
+
+
 def server_paths(paths: list[object], dirs: list[str]) -> list[Item]:
     """One Item per entry of `paths`: its resolved path if it lies in one of `dirs`, else PATH_REFUSED."""
     return [_server_path(index, path, dirs) for index, path in enumerate(paths)]
@@ -119,6 +132,9 @@ def _server_path(index: int, path: object, dirs: list[str]) -> Item:
         label = f"paths[{index}]"
         what = f"a path of {len(path)} characters" if isinstance(path, str) else type(path).__name__
         return Item(label, error=f"{label}: expected a path string of 1 to {MAX_PATH_CHARS} characters, got {what}")
+    url = as_input(path)
+    if isinstance(url, UrlInput):  # read under serving_url_policy(): refused unless its host is listed
+        return Item(url.name, path=path)
     resolved = _resolved_inside(path, dirs)
     if resolved is None:
         return Item(path, error=f"{path}: {PATH_REFUSED}")
@@ -408,7 +424,8 @@ def check_request(classify: Classify, paths: object, videos: object,
         if paths is None and videos is None:
             raise RequestError("give 'paths' (video files on the server) and/or 'videos' (base64-encoded video "
                                "files)")
-        paths = [] if paths is None else validate_paths(paths)
+        # Each item is checked on its own (a per-item error), the list here.
+        paths = [] if paths is None else paths if isinstance(paths, list) else validate_paths(paths)
         uploads = [] if videos is None else parse_uploads(videos)
         check_item_count(len(paths) + len(uploads))
         check_upload_size(uploads)
@@ -435,7 +452,8 @@ def classify_request(classify: Classify, paths: object, videos: object, options:
     paths, uploads = check_request(classify, paths, videos, options)
     items = [*(server_paths(paths, serving_dirs()) if paths else []), *uploads]
     limits = serving_limits()
-    with applied_limits(limits), tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as folder:
+    policy = serving_url_policy()
+    with applied_limits(limits), applied_url_policy(policy), tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as folder:
         return [_answer(classify, item, Path(folder), index, options, refused) for index, item in enumerate(items)]
 
 

@@ -15,14 +15,13 @@ from typing import Any
 from ... import environment
 from ... import progress as progress_report
 from ...errors import AssetError
+from ...http_rules import reason as _reason
+from ...http_rules import transfer_deadline
 from .cache import disk_errors, sha256_file
 from .spec import AssetSpec
 
 ENV_TIMEOUT, ENV_DEADLINE = environment.TIMEOUT, environment.DEADLINE
 DEFAULT_TIMEOUT_S = environment.DownloadEnvironment.timeout_s
-# The default deadline of a download: a minute, plus the asset's size limit at this rate.
-_DEADLINE_BASE_S = 60.0
-_SLOWEST_RATE = 100_000  # bytes per second
 # Module attributes rather than constants so tests (and impatient users) can shorten them.
 RETRIES = 3
 RETRY_DELAY_S = 1.0
@@ -37,7 +36,7 @@ class DownloadError(AssetError):
 def deadline(spec: AssetSpec, asked: float | None = None) -> float:
     """Seconds one download may take in all: `asked` ($PADDLEHUB_VIDEO_DEADLINE), else a minute plus the
     asset's size limit at 100 kB/s."""
-    return asked if asked is not None else _DEADLINE_BASE_S + spec.download_bytes / _SLOWEST_RATE
+    return transfer_deadline(spec.download_bytes, asked)
 
 
 class _Transient(Exception):
@@ -131,17 +130,6 @@ def _http_error(url: str, exc: urllib.error.HTTPError, part: Path, offset: int) 
     if exc.code >= 500 or exc.code == 429:
         raise _Transient(f"HTTP {exc.code} {exc.reason}")
     raise DownloadError(_network_message(url, f"HTTP {exc.code} {exc.reason}"))
-
-
-def _reason(exc: BaseException, timeout: float) -> str:
-    """Readable cause of a network failure, spelling out timeouts."""
-    cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-    if isinstance(cause, (socket.timeout, TimeoutError)):
-        return (f"timed out: no data for {timeout:g} s (raise {ENV_TIMEOUT} to wait longer "
-                f"on a slow connection)")
-    if isinstance(cause, BaseException):
-        return f"{type(cause).__name__}: {cause}"
-    return str(cause)
 
 
 def _resume_point(resp: Any, part: Path, offset: int) -> tuple[int, int | None]:
