@@ -253,6 +253,7 @@ def test_offline_the_error_names_every_missing_file_of_the_module(
     local.mkdir()
     shutil.copy(host.root / "label_3396.txt", local)
     monkeypatch.setenv(assets.ENV_ASSETS, str(local))
+    monkeypatch.delenv(assets.ENV_MIRROR)  # the folder alone: no network (with a mirror: test_assets)
     with pytest.raises(AssetError) as error:
         publisher_host.small_module(VIDEOTAG).bundle()
     lines = str(error.value).splitlines()

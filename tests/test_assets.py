@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip as gzip_module
 import hashlib
 import io
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from paddlehub_video.errors import AssetError
+from paddlehub_video import progress
+from paddlehub_video.errors import AssetError, ConfigError
 from paddlehub_video.model import assets
 from paddlehub_video.model.assets import AssetSpec, cache_root, fetch_asset, sha256_file
 from paddlehub_video.model.assets import cache as asset_cache
@@ -145,6 +147,28 @@ def test_module_file_wins(http_server: FileServer, tmp_path: Path) -> None:
     assert http_server.requests == []
 
 
+def test_a_local_directory_and_a_mirror_together_take_each_file_from_where_it_is(
+        http_server: FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Files in $PADDLEHUB_VIDEO_ASSETS are used as they are; the others come from $PADDLEHUB_VIDEO_MIRROR."""
+    local, served = b"label in the folder\n", b"label from the mirror\n"
+    (tmp_path / "here.txt").write_bytes(local)
+    http_server.put("there.txt", served)
+    monkeypatch.setenv(assets.ENV_ASSETS, str(tmp_path))
+    monkeypatch.setenv(assets.ENV_MIRROR, http_server.base_url)
+    specs = [AssetSpec("here", "https://publisher.invalid/x/here.txt", sha256=hashlib.sha256(local).hexdigest()),
+             AssetSpec("there", "https://publisher.invalid/x/there.txt", sha256=hashlib.sha256(served).hexdigest())]
+    here, there = assets.fetch_assets(specs, progress=False)
+    assert here == tmp_path / "here.txt" and there.read_bytes() == served
+    assert http_server.requests and {request.path for request in http_server.requests} == {"there.txt"}
+    assert (tmp_path / "here.txt").read_bytes() == local  # the user's file is left as it was
+
+
+def test_a_mirror_that_is_not_a_url_is_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(assets.ENV_MIRROR, "files.example.com/mirror")
+    with pytest.raises(ConfigError, match=f"{assets.ENV_MIRROR}='files.example.com/mirror': expected an http"):
+        assets.fetch_asset(AssetSpec("labels", "http://h/l.txt"), progress=False)
+
+
 def test_cut_transfer_resumes_with_range(http_server: FileServer) -> None:
     data, spec = _serve(http_server, "big.bin")
     http_server.set_fault("big.bin", cut_after=100_000, times=1)
@@ -236,27 +260,22 @@ def test_keyboard_interrupt_leaves_only_part(http_server: FileServer,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     data, spec = _serve(http_server, "big.bin")
 
-    class InterruptingBar:
-        """Stands in for tqdm and presses Ctrl-C after the second chunk."""
+    class InterruptingReporter(progress.Progress):
+        """Presses Ctrl-C after the second chunk of a download."""
 
-        def __init__(self, **_: object) -> None:
-            self.chunks = 0
+        @contextlib.contextmanager
+        def downloading(self, name: str, total: int | None, done: int):
+            chunks = []
 
-        def __enter__(self) -> InterruptingBar:
-            return self
+            def advance(count: int) -> None:
+                chunks.append(count)
+                if len(chunks) == 2:
+                    raise KeyboardInterrupt
 
-        def __exit__(self, *_: object) -> None:
-            return None
+            yield advance
 
-        def update(self, _n: int) -> None:
-            self.chunks += 1
-            if self.chunks == 2:
-                raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setattr(asset_download, "tqdm", InterruptingBar)
-        with pytest.raises(KeyboardInterrupt):
-            fetch_asset(spec, progress=False)
+    with progress.reporting(InterruptingReporter()), pytest.raises(KeyboardInterrupt):
+        fetch_asset(spec, progress=True)
     assert not (_downloads() / "big.bin").exists()
     assert 0 < (_downloads() / "big.bin.part").stat().st_size < len(data)
     assert fetch_asset(spec, progress=False).read_bytes() == data  # and the next run resumes
@@ -300,9 +319,18 @@ def test_two_processes_download_once(http_server: FileServer) -> None:
     gate = threading.Event()
     http_server.set_fault("shared.bin", hold=gate)
     code = textwrap.dedent("""
-        import sys
+        import contextlib, sys
+        from paddlehub_video import progress
         from paddlehub_video.model.assets import AssetSpec, fetch_asset
-        print(fetch_asset(AssetSpec("blob", sys.argv[1], sha256=sys.argv[2]), progress=True))
+
+        class Say(progress.Progress):  # what a reporter hears, one line each
+            @contextlib.contextmanager
+            def busy(self, what):
+                print(what, file=sys.stderr, flush=True)
+                yield
+
+        with progress.reporting(Say()):
+            print(fetch_asset(AssetSpec("blob", sys.argv[1], sha256=sys.argv[2]), progress=True))
     """)
     procs = [subprocess.Popen([sys.executable, "-c", code, spec.url, spec.sha256 or ""],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -511,9 +539,10 @@ def test_a_dripping_mirror_meets_the_deadline(http_server: FileServer, monkeypat
 
 def test_the_default_deadline_follows_the_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     assert asset_download.deadline(AssetSpec("labels", "http://h/l.txt")) == 60 + (1 << 20) / 100_000
+    assert asset_download.deadline(AssetSpec("labels", "http://h/l.txt"), 5.0) == 5.0
     monkeypatch.setenv(assets.ENV_DEADLINE, "soon")
-    with pytest.raises(AssetError, match=f"{assets.ENV_DEADLINE}='soon' is not a number of seconds"):
-        asset_download.deadline(AssetSpec("labels", "http://h/l.txt"))
+    with pytest.raises(ConfigError, match=f"{assets.ENV_DEADLINE}='soon': expected a positive number of seconds"):
+        assets.fetch_asset(AssetSpec("labels", "http://h/l.txt"), progress=False)
 
 
 def test_a_download_that_fails_the_callers_check_is_deleted(http_server: FileServer, tmp_path: Path) -> None:
@@ -552,7 +581,8 @@ def test_a_local_directory_lacking_files_names_them_all(http_server: FileServer,
         assets.fetch_assets(_module_specs(http_server.base_url), owner="videotag_tsn_lstm")
     assert str(err.value).splitlines() == [
         f"videotag_tsn_lstm: 2 model files missing: not in {assets.ENV_ASSETS}={tmp_path}",
-        f"Downloads are disabled while {assets.ENV_ASSETS} is set: put these files in {tmp_path} (or unset it):",
+        f"Downloads are disabled while {assets.ENV_ASSETS} is set alone: put these files in {tmp_path}, or also "
+        f"set {assets.ENV_MIRROR}=<base url> of a server that serves them (or unset {assets.ENV_ASSETS}):",
         f"  video_tag_tsn.tar (or its member tsn.pdparams, extracted)  from {http_server.url_for('video_tag_tsn.tar')}",
         f"  video_tag_lstm.tar (or its member attention_lstm.pdparams, extracted)  from "
         f"{http_server.url_for('video_tag_lstm.tar')}"]

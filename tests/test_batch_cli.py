@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import ast
 import errno
+import html
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import threading
@@ -420,6 +422,25 @@ def test_output_that_is_not_a_results_file_is_a_usage_error(small_videotag: Any,
     assert notes.read_text() == "not results\n"
 
 
+@pytest.mark.parametrize("option", ["--output", "--report"])
+def test_a_file_name_ending_with_a_slash_is_a_usage_error_not_a_file_without_it(
+    small_videotag: Any, clips: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    # `out/` means a folder (the fleet command's --output is one); it used to write a file called `out`.
+    monkeypatch.chdir(tmp_path)
+    decoded = spy_on_decoding(small_videotag, monkeypatch)
+    for name in ("out/", "results/"):
+        if name == "results/":
+            Path(name).mkdir()  # an existing folder too
+        with pytest.raises(SystemExit) as info:
+            small_videotag.run_cmd(["--input_path", str(clips[0]), option, name])
+        assert info.value.code == 2
+        assert f"error: {option} {name}: refused: it names a directory (it ends with a slash); name a file in it" \
+            in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["results"] and not os.listdir("results") and decoded == []
+
+
 def test_output_is_never_an_input_of_the_run(small_videotag: Any, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     empty = tmp_path / "empty.mp4"  # empty, it would pass for an empty results file
@@ -455,6 +476,111 @@ def test_a_full_disk_is_one_error_line(small_stnet: Any, clips: list[Path], tmp_
     assert TRACEBACK not in err
 
 
+# ---------------------------------------------------------------- what is printed: the published call, the batch forms
+
+
+@pytest.fixture(scope="module")
+def two_videos(clips: list[Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A folder `v` holding two different videos, a.mp4 and b.mp4: (the folder, their paths)."""
+    folder = tmp_path_factory.mktemp("forms") / "v"
+    return folder, copy_clips(clips, folder, ["a.mp4", "b.mp4"])
+
+
+def batch_forms(folder: Path, paths: list[str], listing: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """Every way but the published one to name videos: form -> (the argv, the videos it names in order)."""
+    a, b = paths
+    return {
+        "a folder": (["--input_path", str(folder)], [a, b]),
+        "a glob": (["--input_path", str(folder / "*.mp4")], [a, b]),
+        "several paths after --input_path": (["--input_path", b, a], [b, a]),
+        "--input_path repeated": (["--input_path", b, "--input_path", a], [b, a]),
+        "a list file of one video": (["--input_file", str(listing)], [a]),
+        "a path and a list file": (["--input_path", b, "--input_file", str(listing)], [b, a]),
+        "a glob matching one file": (["--input_path", str(folder / "a.*")], [a]),
+    }
+
+
+@pytest.mark.parametrize("module_name", [STNET, VIDEOTAG])
+def test_published_single_video_call_prints_the_published_result_every_batch_form_the_paths(
+    request: pytest.FixtureRequest, module_name: str, two_videos: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    module = request.getfixturevalue("small_stnet" if module_name == STNET else "small_videotag")
+    folder, paths = two_videos
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{paths[0]}\n", encoding="utf-8")
+    options = ["--top_k", "3", "--threshold", "0"]
+    entries = dict(zip(paths, module.classify(paths, threshold=0.0, top_k=3)))
+    assert all(set(entry) == {"path", "prediction"} for entry in entries.values())
+
+    published = module.run_cmd(["--input_path", paths[0], *options])
+    if module_name == STNET:  # what video_classification returns: the predictions alone, as PaddleHub printed them
+        assert published == module.video_classification({"image": [paths[0]]}, threshold=0.0, top_k=3)
+        assert published == [entries[paths[0]]["prediction"]]
+    else:  # classify's entries, which always carried the path
+        assert published == [entries[paths[0]]]
+    for form, (argv, named) in batch_forms(folder, paths, listing).items():
+        printed = module.run_cmd([*argv, *options])
+        assert printed == [entries[path] for path in named], form  # each result with its path, in order
+
+
+def test_a_failed_video_among_several_is_printed_with_its_path_and_error(
+    small_stnet: Any, two_videos: tuple[Path, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, (a, _) = two_videos
+    missing = str(tmp_path / "missing.mp4")
+    with pytest.raises(SystemExit) as info:
+        small_stnet.run_cmd(["--input_path", missing, a, "--top_k", "2"])
+    assert info.value.code == 1
+    out, err = capsys.readouterr()
+    printed = ast.literal_eval(out.strip())
+    assert printed[0] == {"path": missing, "prediction": {}, "error": f"{missing}: file not found"}
+    assert printed[1]["path"] == a and len(printed[1]["prediction"]) == 2
+    assert f"hub run {STNET}: error: {missing}: file not found" in err and "1 of 2 videos failed" in err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--input_path"], "argument --input_path: expected at least one argument"),
+    (["--input_path", ""], "--input_path: an empty path names no video"),
+    (["--input_path", "a.mp4", ""], "--input_path: an empty path names no video"),
+])
+def test_an_input_path_without_a_path_is_a_usage_error(argv: list[str], message: str,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser("m", "d", top_k=5, threshold=0.0)
+    with pytest.raises(SystemExit) as info:
+        input_paths(parser, parser.parse_args(argv))
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"hub run m: error: {message}"
+
+
+def test_a_folder_without_videos_among_several_paths_stops_before_any_video_is_read(
+    small_videotag: Any, two_videos: tuple[Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, (a, b) = two_videos
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    decoded = spy_on_decoding(small_videotag, monkeypatch)
+    with pytest.raises(SystemExit) as info:
+        small_videotag.run_cmd(["--input_path", a, str(empty), "--input_path", b])
+    assert info.value.code == 2
+    assert f"hub run {VIDEOTAG}: error: --input_path: no video file in the folder {empty}" in capsys.readouterr().err
+    assert decoded == []
+
+
+def test_output_and_report_take_every_input_path(small_stnet: Any, two_videos: tuple[Path, list[str]],
+                                                 tmp_path: Path) -> None:
+    _, (a, b) = two_videos
+    output, page = tmp_path / "r.jsonl", tmp_path / "r.html"
+    summary = small_stnet.run_cmd(["--input_path", a, "--input_path", b, a, "--output", str(output),
+                                   "--report", str(page), "--top_k", "2"])
+    assert summary == {"output": str(output), "videos": 2, "skipped": 0, "classified": 2, "failed": 0}
+    assert [entry["path"] for entry in entries_of(output)] == [a, b]  # a path given twice: one line
+    sections = re.findall(r'<section class="video" data-path="([^"]*)"', page.read_text(encoding="utf-8"))
+    assert sections == [html.escape(a), html.escape(b)]
+    summary = small_stnet.run_cmd(["--input_path", b, a, "--output", str(output), "--top_k", "2"])
+    assert summary == {"output": str(output), "videos": 2, "skipped": 2, "classified": 0, "failed": 0}
+
+
 # ---------------------------------------------------------------- progress, published output
 
 
@@ -466,7 +592,7 @@ def test_progress_on_stderr_only_when_asked_if_it_is_not_a_terminal(small_stnet:
     results = small_stnet.run_cmd(["--input_path", str(tmp_path / "two"), "--top_k", "3"])
     out, err = capsys.readouterr()
     assert out == "" and err == ""  # the results are returned for PaddleHub to print, as before
-    assert results == small_stnet.video_classification({"image": paths}, top_k=3)  # the published result
+    assert results == small_stnet.classify(paths, top_k=3)  # a folder: each result with its path
 
     assert small_stnet.run_cmd(["--input_path", str(tmp_path / "two"), "--top_k", "3", "--progress"]) == results
     out, err = capsys.readouterr()
@@ -477,7 +603,7 @@ def test_progress_on_stderr_only_when_asked_if_it_is_not_a_terminal(small_stnet:
     (single,) = small_stnet.run_cmd(["--input_path", paths[0], "--top_k", "3"])
     out, err = capsys.readouterr()
     assert out == "" and "1/1" in err and "a.mp4 decode 0/" in err
-    assert single == results[0]
+    assert single == results[0]["prediction"]  # one video: the published result
 
 
 # ---------------------------------------------------------------- hub run (a real process)

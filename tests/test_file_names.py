@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from paddlehub_video.interfaces.report import render_report, write_report
+from paddlehub_video.interfaces.report import NO_STRIP, render_report, write_report
 from paddlehub_video.interfaces.results_file import ResultsFile
 from paddlehub_video.interfaces.serving import SERVING_DIRS_ENV, classify_request
 from paddlehub_video.names import native_path, printable
@@ -106,7 +106,7 @@ for bad_hex, good in zip(sys.argv[1::2], sys.argv[2::2]):
                          video.read_sampled_groups(good, groups, lambda f: f)):
         assert same(got, want)
     check_video(bad, DecodeLimits(max_frames=1000, max_pixels=10**6))
-    assert thumbnails(bad) == thumbnails(good) != []
+    assert thumbnails(bad) == thumbnails(good) and thumbnails(good).frames
 assert names and all(name.isascii() for name in names), names
 # VmHWM, not ru_maxrss: that keeps the peak of the process before exec (pytest forked, models loaded).
 peak = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))
@@ -204,7 +204,8 @@ def test_hub_run_prints_and_lists_non_utf8_names(hub_env: dict[str, str], folder
     proc = run_hub(["run", STNET, "--input_file", str(listing), "--input_path", missing], cwd=REPO, env=hub_env)
     assert proc.returncode == 1 and TRACEBACK not in proc.stderr, describe(proc)
     printed = next(ast.literal_eval(line) for line in proc.stdout.splitlines() if line.startswith("[{"))
-    assert len(printed) == 3 and printed[0] == {} and printed[1] == printed[2] != {}  # --input_path first
+    assert [entry["path"] for entry in printed] == [missing, *bad[0::2][:2]]  # --input_path first, names as given
+    assert printed[0]["prediction"] == {} and printed[1]["prediction"] == printed[2]["prediction"] != {}
     assert f"error: {printable(missing)}: file not found" in proc.stderr, describe(proc)
 
 
@@ -224,9 +225,9 @@ def test_results_file_and_report_hold_any_surrogate(tmp_path: Path) -> None:
     with ResultsFile(tmp_path / "r.jsonl") as results:
         results.append({"path": odd, "prediction": {}, "error": f"{odd}: file not found"})
     page = write_report([{"path": odd, "prediction": {}, "error": f"{odd}: bad"}], tmp_path / "r.html",
-                        frames=lambda path: []).read_text(encoding="utf-8")
+                        frames=lambda path: NO_STRIP).read_text(encoding="utf-8")
     assert printable(odd) in page and "\\ud800" in page
-    assert "\\udce9" in render_report([{"path": odd, "prediction": {"a": 0.5}}], frames=lambda path: [])
+    assert "\\udce9" in render_report([{"path": odd, "prediction": {"a": 0.5}}], frames=lambda path: NO_STRIP)
 
 
 # ---------------------------------------------------------------- hub serving and Ray

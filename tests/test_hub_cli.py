@@ -179,15 +179,44 @@ def test_stnet_input_file_and_input_path_in_order(hub_env, videos, tmp_path):
     proc = run_hub(["run", "stnet_kinetics400", "--input_path", str(videos["other"]), "--input_file", str(list_file),
                     "--use_gpu", "False", "--top_k", "3", "--batch_size", "1"], cwd=REPO, env=hub_env)
     result = printed_result(proc, status=1)  # one video failed: the others are printed, the status says so
-    assert len(result) == 4, result
+    # Not the published single-video call: each result carries its path, as classify's entries do.
+    assert [entry["path"] for entry in result] == [str(videos["other"]), str(videos["spaced"]), str(missing),
+                                                   str(videos["other"])], result
     for index in (0, 1, 3):
-        check_prediction(result[index], KINETICS_LABELS, max_size=3)
-    assert result[2] == {}, result  # the missing video keeps its place, with an empty result
-    assert same_prediction(result[0], result[3]), result  # the same video twice
-    assert not same_prediction(result[1], result[3]), result  # two different videos
+        check_prediction(result[index]["prediction"], KINETICS_LABELS, max_size=3)
+    # the missing video keeps its place, with an empty result and its reason
+    assert result[2] == {"path": str(missing), "prediction": {}, "error": f"{missing}: file not found"}, result
+    assert same_prediction(result[0]["prediction"], result[3]["prediction"]), result  # the same video twice
+    assert not same_prediction(result[1]["prediction"], result[3]["prediction"]), result  # two different videos
     assert f"hub run stnet_kinetics400: error: {missing}: file not found" in proc.stderr, describe(proc)
     assert "1 of 4 videos failed" in proc.stderr, describe(proc)
     assert TRACEBACK not in proc.stderr, describe(proc)
+
+
+def test_published_single_video_call_prints_what_the_api_prints_byte_for_byte(hub_env, videos):
+    # `hub run M --input_path V` (PaddleHub's own call) prints print(<the published API's result>), nothing else;
+    # two paths after --input_path are both classified, each printed result with its path.
+    video, other = str(videos["spaced"]), str(videos["other"])
+    script = textwrap.dedent("""
+        import sys
+        import paddlehub as hub
+        tag = hub.Module(directory=sys.argv[1] + "/videotag_tsn_lstm")
+        stnet = hub.Module(directory=sys.argv[1] + "/stnet_kinetics400")
+        print(tag.classify([sys.argv[2]]))
+        print(stnet.video_classification({"image": [sys.argv[2]]}))
+        print(stnet.classify(sys.argv[2:], top_k=5))
+    """)
+    api = run_hub([str(REPO), video, other], cwd=REPO, env=hub_env, command=[sys.executable, "-c", script])
+    assert api.returncode == 0, describe(api)
+    tag_line, stnet_line, stnet_entries = api.stdout.splitlines()[-3:]
+    proc = run_hub(["run", "videotag_tsn_lstm", "--input_path", video], cwd=REPO, env=hub_env)
+    assert proc.returncode == 0 and proc.stdout == tag_line + "\n", describe(proc)
+    proc = run_hub(["run", "stnet_kinetics400", "--input_path", video, "--use_gpu", "False"], cwd=REPO, env=hub_env)
+    assert proc.returncode == 0 and proc.stdout == stnet_line + "\n", describe(proc)
+    assert "'path'" not in proc.stdout, describe(proc)  # the published StNet result: predictions alone
+    proc = run_hub(["run", "stnet_kinetics400", "--input_path", video, other], cwd=REPO, env=hub_env)
+    assert proc.returncode == 0 and proc.stdout == stnet_entries + "\n", describe(proc)
+    assert [entry["path"] for entry in printed_result(proc)] == [video, other], describe(proc)
 
 
 def test_install_then_run_both_and_load_by_name_from_another_directory(hub_env, videos, elsewhere):

@@ -26,9 +26,17 @@ FORBIDDEN = {
     "module_base": ("interfaces",),  # hub run / hub serving reach the flow through hub_entry.py
     "pipeline": ("interfaces", "module_base"),
     "timeline": ("interfaces", "module_base"),
+    "segments": ("decode", "model", "interfaces", "module_base", "pipeline", "timeline"),  # pure: windows in, spans out
     "errors": ("decode", "model", "interfaces"),
     "cpus": ("decode", "model", "interfaces"),
     "config": ("decode", "model", "interfaces"),
+    # every stage reads its variables here: it stays a leaf (errors only)
+    "environment": ("decode", "model", "interfaces", "module_base", "pipeline", "timeline", "settings", "config",
+                    "cpus", "progress"),
+    # The HTTP rules model downloads and URL inputs share: below both.
+    "http_rules": ("decode", "model", "interfaces", "inputs", "module_base", "pipeline", "timeline", "settings"),
+    # Items of `paths` -> local files or frames: used by the flow, never using it.
+    "inputs": ("model", "interfaces", "module_base", "pipeline", "timeline"),
 }
 
 

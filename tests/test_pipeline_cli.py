@@ -70,14 +70,35 @@ def test_paths_may_be_a_tuple_of_path_likes(tmp_path):
     assert validate_paths((tmp_path / "a b.mp4", "c.mp4")) == [str(tmp_path / "a b.mp4"), "c.mp4"]
 
 
-@pytest.mark.parametrize("text,value", [("True", True), ("False", False), ("1", True), ("no", False)])
-def test_parse_bool(text, value):
+@pytest.mark.parametrize("text,value", [
+    ("True", True), ("False", False), ("1", True), ("0", False),  # the published modules' (Python literals)
+    ("true", True), ("FALSE", False), (" True ", True), ("yes", True), ("No", False), ("on", True), ("OFF", False),
+])  # the words of a PADDLEHUB_VIDEO_* switch (environment.flag)
+def test_use_gpu_takes_the_spellings_readme_lists(text, value):
     assert parse_bool(text) is value
+    parser = build_parser("m", "d", top_k=5, threshold=0.0)
+    assert parser.parse_args(["--use_gpu", text]).use_gpu is value
 
 
-def test_parse_bool_rejects_other_text():
+def test_use_gpu_alone_means_true_as_serving_and_fleet_take_it():
+    parser = build_parser("m", "d", top_k=5, threshold=0.0)
+    assert parser.parse_args(["--use_gpu"]).use_gpu is True
+    args = parser.parse_args(["--use_gpu", "--input_path", "a.mp4", "b.mp4"])
+    assert (args.use_gpu, args.input_path) == (True, ["a.mp4", "b.mp4"])
+    assert parser.parse_args(["--input_path", "a.mp4"]).use_gpu is False
+
+
+@pytest.mark.parametrize("text", ["maybe", "y", "n", "2", "None", "'True'", "(True)", ""])
+def test_use_gpu_refuses_every_other_word_saying_what_it_takes(text, capsys):
     with pytest.raises(argparse.ArgumentTypeError):
-        parse_bool("maybe")
+        parse_bool(text)
+    parser = build_parser("m", "d", top_k=5, threshold=0.0)
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["--input_path", "a.mp4", "--use_gpu", text])
+    assert info.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    expected = "expected True or False (or 1/0, yes/no, on/off)"
+    assert error == f"hub run m: error: argument --use_gpu: {expected}, got {text!r}"
 
 
 def test_list_file_skips_blanks_and_comments_and_keeps_spaces(tmp_path):
@@ -131,6 +152,21 @@ def test_a_bad_option_value_is_a_usage_error_with_one_line(argv, option, capsys)
     assert len(error_lines) == 1, err
     assert error_lines[0].startswith(f"hub run m: error: argument {option}: expected "), err
     assert error_lines[0].endswith(f"got {argv[1]!r}"), err
+
+
+@pytest.mark.parametrize("argv,hint", [
+    (["a.mp4"], True),  # as other tools take a video
+    (["--input_path", "a.mp4", "--top_k", "3", "b.mp4"], True),
+    (["--input_path", "a.mp4", "--no_such_option"], False),
+])
+def test_an_unknown_argument_is_a_usage_error_a_bare_path_hints_at_input_path(argv, hint, capsys):
+    parser = build_parser("m", "d", top_k=5, threshold=0.0)
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(argv)
+    assert info.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith(f"hub run m: error: unrecognized arguments: {argv[-1]}"), error
+    assert ("videos go after --input_path: --input_path a.mp4 b.mp4 videos/" in error) is hint, error
 
 
 def test_good_option_values_are_taken():

@@ -77,6 +77,31 @@ def test_a_local_directory_is_used_without_network(stand_ins, http_server: FileS
     assert http_server.requests == []
 
 
+def test_a_local_directory_and_a_mirror_together(stand_ins, http_server: FileServer, monkeypatch, tmp_path):
+    """The demo with videos of one's own and a mirror for the rest (the weights, here 2.mp4)."""
+    local = tmp_path / "assets"
+    local.mkdir()
+    (local / "1.mp4").write_bytes(stand_ins["1.mp4"])
+    http_server.put("2.mp4", stand_ins["2.mp4"])
+    monkeypatch.setenv(ENV_ASSETS, str(local))
+    monkeypatch.setenv(ENV_MIRROR, http_server.base_url)
+    first, second = samples.sample_videos(progress=False)
+    assert first == local / "1.mp4" and second.read_bytes() == stand_ins["2.mp4"]
+    assert [len(http_server.requests_for(name)) for name in NAMES] == [0, 1]
+
+
+def test_a_local_directory_alone_lacking_a_video_names_it_as_a_video(stand_ins, monkeypatch, tmp_path):
+    local = tmp_path / "assets"
+    local.mkdir()
+    (local / "1.mp4").write_bytes(stand_ins["1.mp4"])
+    monkeypatch.setenv(ENV_ASSETS, str(local))
+    with pytest.raises(AssetError) as error:
+        samples.sample_videos(progress=False)
+    lines = str(error.value).splitlines()
+    assert lines[0] == f"the publisher's sample videos: 1 video missing: not in {ENV_ASSETS}={local}"
+    assert "model file" not in str(error.value) and lines[2].startswith("  2.mp4  from https://")
+
+
 def test_offline_one_message_names_both_files_and_what_to_do(stand_ins, monkeypatch, capsys, tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -84,7 +109,7 @@ def test_offline_one_message_names_both_files_and_what_to_do(stand_ins, monkeypa
     monkeypatch.setenv(ENV_MIRROR, f"http://127.0.0.1:{port}")
     assert samples.main(["--list", str(tmp_path / "list.txt")]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: the publisher's sample videos: 2 model files missing: could not download")
+    assert err.startswith("error: the publisher's sample videos: 2 videos missing: could not download")
     assert f"set {ENV_ASSETS}=<that directory>" in err
     assert "  1.mp4  from https://paddlehub.bj.bcebos.com/model/video/video_classifcation/1.mp4" in err
     assert "  2.mp4  from https://paddlehub.bj.bcebos.com/model/video/video_classifcation/2.mp4" in err

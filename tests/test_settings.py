@@ -62,14 +62,16 @@ def test_precedence_yaml_then_config_file_then_overrides_then_environment(tmp_pa
 
     env_file = tmp_path / "overrides.yaml"
     env_file.write_text(yaml.safe_dump({VIDEOTAG: {"sampling": {"seg_num": 8}, "runtime": {"workers": 3}}}))
-    monkeypatch.setenv(CONFIG_ENV, str(env_file))
-    from_file = build_settings(VIDEOTAG, environ=NO_ENV)
+    with_file = {CONFIG_ENV: str(env_file)}
+    from_file = build_settings(VIDEOTAG, environ=with_file)
     assert (from_file.sampling.seg_num, from_file.runtime.workers) == (8, 3)  # the file beats the YAML
+    monkeypatch.setenv(CONFIG_ENV, str(env_file))
+    assert build_settings(VIDEOTAG).sampling.seg_num == 8  # by default, the process's environment
 
-    caller = build_settings(VIDEOTAG, {"sampling": {"seg_num": 4}}, environ=NO_ENV)
+    caller = build_settings(VIDEOTAG, {"sampling": {"seg_num": 4}}, environ=with_file)
     assert (caller.sampling.seg_num, caller.runtime.workers) == (4, 3)  # the caller beats the file
 
-    environ = {CPU_THREADS_ENV: "2", WORKERS_ENV: "5"}
+    environ = {**with_file, CPU_THREADS_ENV: "2", WORKERS_ENV: "5"}
     fallback = build_settings(VIDEOTAG, environ=environ)
     assert (fallback.runtime.cpu_threads, fallback.runtime.workers) == (2, 3)  # env only where still null
     explicit = build_settings(VIDEOTAG, {"runtime": {"cpu_threads": 1}}, environ=environ)
@@ -77,9 +79,9 @@ def test_precedence_yaml_then_config_file_then_overrides_then_environment(tmp_pa
 
 
 def test_a_bad_environment_value_names_the_variable():
-    with pytest.raises(ConfigError, match=f"{CPU_THREADS_ENV} must be a positive integer, got 'many'"):
+    with pytest.raises(ConfigError, match=f"{CPU_THREADS_ENV}='many': expected a positive whole number"):
         build_settings(VIDEOTAG, environ={CPU_THREADS_ENV: "many"})
-    with pytest.raises(ConfigError, match=f"{WORKERS_ENV} must be a positive integer, got 0"):
+    with pytest.raises(ConfigError, match=f"{WORKERS_ENV}='0': expected a positive whole number"):
         build_settings(VIDEOTAG, environ={WORKERS_ENV: "0"})
 
 

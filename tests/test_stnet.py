@@ -367,13 +367,14 @@ def test_run_cmd_reads_an_input_file_with_comments_blanks_and_spaces(
     shutil.copy(wrap_video, spaced)
     listing = tmp_path / "list.txt"
     listing.write_text(f"# videos to classify\n\n{spaced}\n   \n  # indented comment\n{portrait_video}\r\n\n")
-    results = stnet.run_cmd(["--input_file", str(listing), "--top_k", "3"])
-    assert len(results) == 2
-    assert_same_result(results[0], top(full_result(wrap_video), 3))
-    assert_same_result(results[1], top(full_result(portrait_video), 3))
+    results = stnet.run_cmd(["--input_file", str(listing), "--top_k", "3"])  # a list file: paths printed
+    assert [entry["path"] for entry in results] == [str(spaced), str(portrait_video)]
+    assert_same_result(results[0]["prediction"], top(full_result(wrap_video), 3))
+    assert_same_result(results[1]["prediction"], top(full_result(portrait_video), 3))
     both = stnet.run_cmd(["--input_path", str(portrait_video), "--input_file", str(listing)])
-    assert [len(r) for r in both] == [5, 5, 5]
-    assert_same_result(both[0], both[2])
+    assert [entry["path"] for entry in both] == [str(portrait_video), str(spaced), str(portrait_video)]
+    assert [len(entry["prediction"]) for entry in both] == [5, 5, 5]
+    assert_same_result(both[0]["prediction"], both[2]["prediction"])
 
 
 def test_run_cmd_without_input_is_a_usage_error(publisher_host, capsys):

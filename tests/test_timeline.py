@@ -26,8 +26,9 @@ from paddlehub_video.decode.video import frame_times, read_sampled_frames, read_
 from paddlehub_video.errors import ConfigError
 from paddlehub_video.interfaces.results_file import ResultsFile, ResultsFileError, parse_entry
 from paddlehub_video.interfaces.serving import MAX_WINDOWS_ENV
+from paddlehub_video.segments import segments_of
 from paddlehub_video.settings import TimelineSettings, build_settings
-from paddlehub_video.timeline import DEFAULT_MAX_WINDOWS, MAX_WINDOWS_SETTING, MIN_SECONDS
+from paddlehub_video.timeline import DEFAULT_MAX_WINDOWS, MAX_WINDOWS_SETTING, MIN_SECONDS, failed_entry, timeline_entry
 from tests.fixtures.videos import MakeVideo, frame_index_of, synthetic_frame, write_encoded_video
 
 TSN8 = partial(sample_tsn_indices, seg_num=8)
@@ -251,7 +252,9 @@ def test_overlapping_windows_and_errors_in_input_order(small_videotag, h264_vide
     )
     assert [(w["start"], w["end"]) for w in first["windows"]] == [(0.0, 4.0), (2.0, 6.0), (4.0, 8.0), (6.0, 10.0)]
     assert all(len(w["prediction"]) == 3 for w in first["windows"])
+    assert first["segments"] == segments_of(first["windows"]) and first["segments"]
     assert second["path"] == missing and second["windows"] == [] and second["duration"] is None
+    assert second["segments"] == []
     assert "file not found" in second["error"]
 
 
@@ -271,9 +274,12 @@ def test_hub_run_timeline_into_a_results_file_resumes(small_stnet, h264_video, s
     assert summary["classified"] == 1 and summary["failed"] == 0
     (entry,) = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
     assert entry["path"] == str(h264_video) and len(entry["windows"]) == 4
+    assert entry["segments"] == segments_of(entry["windows"])
     again = small_stnet.run_cmd(["--input_file", str(_list(tmp_path, h264_video, short_video)), "--timeline", "4",
                                  "--stride", "2", "--output", str(output)])
     assert (again["skipped"], again["classified"]) == (1, 1)
+    kept, added = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert kept == entry and added["segments"] == segments_of(added["windows"])
 
 
 def _list(folder: Path, *paths: Path) -> Path:
@@ -292,9 +298,23 @@ def test_timeline_and_classify_results_files_do_not_mix(tmp_path):
     failed = {"path": "b.mp4", "duration": None, "windows": [], "error": "b.mp4: file not found"}
     assert parse_entry(json.dumps(failed).encode(), timeline=True) == failed
     written = tmp_path / "r.jsonl"
+    written.write_bytes(line + b"\n")  # a file written before segments existed is still resumed
+    assert ResultsFile(written, timeline=True).done == {"a.mp4"}
     written.write_bytes(classify_line + b"\n")
     with pytest.raises(ResultsFileError, match="timeline entry"):
         ResultsFile(written, timeline=True)
+
+
+def test_timeline_entries_with_segments_are_results_and_bad_segments_are_not():
+    entry = timeline_entry("a.mp4", 4.0, [{"start": 0.0, "end": 4.0, "prediction": {"x": 0.5}}])
+    assert entry["segments"] == [{"label": "x", "start": 0.0, "end": 4.0, "confidence": 0.5}]
+    assert parse_entry(json.dumps(entry).encode(), timeline=True) == entry
+    failed = failed_entry("b.mp4", "b.mp4: file not found")
+    assert parse_entry(json.dumps(failed).encode(), timeline=True) == failed
+    (good,) = entry["segments"]
+    for bad in ({**good, "confidence": 1.5}, {**good, "start": 5.0}, {**good, "label": 3}, {"label": "x"}):
+        assert parse_entry(json.dumps({**entry, "segments": [bad]}).encode(), timeline=True) is None, bad
+    assert parse_entry(json.dumps({**failed, "segments": [good]}).encode(), timeline=True) is None
 
 
 def test_hub_run_prints_timelines_and_refuses_a_stride_alone(small_stnet, short_video, capsys):
@@ -310,8 +330,10 @@ def test_the_serving_body_takes_timeline_and_stride(small_stnet, short_video, mo
     (entry,) = small_stnet.serving_method(paths=[str(short_video)], timeline=2, stride=1, top_k=2)
     assert [w["start"] for w in entry["windows"]] == [0.0, 1.0, 2.0]
     assert all(len(w["prediction"]) == 2 for w in entry["windows"])
+    assert entry["segments"] == segments_of(entry["windows"]) and entry["segments"]
     (refused,) = small_stnet.serving_method(videos=["not base64!"], timeline=2)
     assert refused["windows"] == [] and refused["duration"] is None and refused["error"]
+    assert refused["segments"] == []
 
 
 def test_a_video_with_a_gap_of_years_gets_its_two_windows(small_stnet, years_gap_video):

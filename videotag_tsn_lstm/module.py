@@ -19,6 +19,7 @@ from paddlehub_video.model.networks import attention_lstm, tsn
 from paddlehub_video.model.predictor import Predictor
 from paddlehub_video.module_base import Defaults, ModelBundle, VideoModule
 from paddlehub_video.pipeline import VideoOutcome, validate_paths
+from paddlehub_video.timeline import FrameFeatures
 
 
 # A NamedTuple, not a @dataclass: PaddleHub reads this file's class decorators as calls (`.func`) and
@@ -89,11 +90,26 @@ class VideoTag(VideoModule, hub.Module):
         `dedup`: TSN sees each distinct frame once (a clip shorter than seg_num is sampled
         cyclically); its features are then copied to every place the frame was sampled.
         """
+        features = self.frame_features(frames, predictors["tsn"], dedup)
+        probabilities, pooled = self.attention_lstm(features, predictors["lstm"])
+        return VideoTagOutputs(features, probabilities, pooled)
+
+    def frame_features(self, frames: np.ndarray, tsn: Predictor, dedup: bool = True) -> np.ndarray:
+        """Frames -> TSN features `[len(frames), 2048]`, each distinct frame (byte for byte) through TSN once."""
         unique, inverse = unique_frames(frames) if dedup else (frames, np.arange(len(frames)))
-        features = self.tsn_features(unique, predictors["tsn"])[inverse]
+        return self.tsn_features(unique, tsn)[inverse]
+
+    def attention_lstm(self, features: np.ndarray, lstm: Predictor) -> tuple[np.ndarray, np.ndarray]:
+        """TSN features `[T, 2048]` -> (the probabilities `[num_classes]`, the pooled vector `[1024]`)."""
         # The program's fetch order (networks/attention_lstm.py): probabilities, then the pooled vector.
-        probabilities, pooled = predictors["lstm"].run({"rgb": features}, lod={"rgb": [[0, features.shape[0]]]})
-        return VideoTagOutputs(features, probabilities[0], pooled[0])
+        probabilities, pooled = lstm.run({"rgb": features}, lod={"rgb": [[0, features.shape[0]]]})
+        return probabilities[0], pooled[0]
+
+    def timeline_model(self, predictors: dict[str, Predictor]) -> FrameFeatures:
+        """TSN sees each frame alone: each distinct frame of a timeline goes through it once, whatever the
+        windows' overlap; the AttentionLSTM runs per window on its features (`timeline.FrameFeatures`)."""
+        return FrameFeatures(partial(self.frame_features, tsn=predictors["tsn"]),
+                             lambda features: self.attention_lstm(features, predictors["lstm"])[0])
 
     def tsn_features(self, frames: np.ndarray, tsn: Predictor) -> np.ndarray:
         """Frames -> TSN features `[len(frames), 2048]`."""

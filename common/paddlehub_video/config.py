@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import yaml
 
+from . import environment
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 ConfigOverrides = Union[Mapping[str, Any], str, Path, None]
 
 # A YAML file of overrides keyed by module name, e.g. {videotag_tsn_lstm: {sampling: {seg_num: 8}}}.
-CONFIG_ENV = "PADDLEHUB_VIDEO_CONFIG"
+CONFIG_ENV = environment.CONFIG
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -61,12 +61,13 @@ def read_overrides(overrides: ConfigOverrides) -> dict[str, Any]:
     return dict(overrides or {})
 
 
-def load_module_config(module_name: str, overrides: ConfigOverrides = None) -> dict[str, Any]:
+def load_module_config(module_name: str, overrides: ConfigOverrides = None,
+                       environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """configs/<module_name>.yaml, then $PADDLEHUB_VIDEO_CONFIG[module_name], then `overrides`, merged
     (unchecked: `settings.build_settings` checks them)."""
     text = config_files().joinpath(f"{module_name}.yaml").read_text(encoding="utf-8")
     config = yaml.safe_load(text)
-    env_file = os.environ.get(CONFIG_ENV)
+    env_file = environment.config_file(environ)
     if env_file:
         section = _read_yaml(env_file).get(module_name) or {}
         if not isinstance(section, Mapping):

@@ -12,9 +12,10 @@ import math
 import os
 from pathlib import Path
 
+from . import environment
 from .errors import DeviceError
 
-CPU_THREADS_ENV = "PADDLEHUB_VIDEO_CPU_THREADS"
+CPU_THREADS_ENV = environment.CPU_THREADS
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -96,7 +97,7 @@ def _positive(value: object, name: str) -> int:
     return number
 
 
-WORKERS_ENV = "PADDLEHUB_VIDEO_WORKERS"
+WORKERS_ENV = environment.WORKERS
 AUTO_WORKERS = 1  # measured (bench/bench_machine.py split, workers): README "Speed" says why
 
 
@@ -108,8 +109,8 @@ def default_workers(configured: int | None) -> int:
 
 # --- numeric precision --------------------------------------------------------------------------
 
-PRECISION_ENV = "PADDLEHUB_VIDEO_PRECISION"
-PRECISIONS = ("fp32", "bf16", "auto")
+PRECISION_ENV = environment.PRECISION
+PRECISIONS = environment.PRECISIONS
 # CPU flags (Linux /proc/cpuinfo names) that run bf16 natively: AVX-512 BF16 (Cooper Lake, Zen 4 and
 # later) or AMX (Sapphire Rapids and later). Without them oneDNN emulates bf16 at about half fp32's speed.
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")

@@ -112,7 +112,7 @@ class HubEntryPoints:
 
     @runnable
     def run_cmd(self, argvs: list[str]) -> object:
-        """`hub run <module> --input_path V|folder|'glob' --input_file list.txt [--output r.jsonl] [--top_k N]`."""
+        """`hub run <module> --input_path V|folder|'glob' [...] --input_file list.txt [--output r.jsonl]`."""
         defaults = self.DEFAULTS
         parser = build_parser(self.NAME, defaults.description, top_k=defaults.top_k, threshold=defaults.threshold)
         args = parser.parse_args(argvs)
@@ -132,6 +132,7 @@ class HubEntryPoints:
         )
 
     def present(self, entries: list[dict]) -> object:
-        """What `hub run` prints without --output: the module's published result for these `classify` entries."""
+        """What `hub run` prints without --output for the published single-video call: the module's published
+        result for these `classify` entries (any other input prints the entries, each with its path)."""
         return list(entries)
 

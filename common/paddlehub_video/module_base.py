@@ -19,6 +19,7 @@ import inspect
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -31,8 +32,19 @@ from .config import ConfigOverrides
 from .cpus import default_cpu_threads, default_workers, resolve_precision
 from .decode.limits import DecodeLimits, applied_limits, check_video, effective_limits
 from .decode.preprocess import scale_and_crop
-from .decode.video import frame_times, read_sampled_frames, read_sampled_groups
+from .decode.sampling import Window
+from .decode.video import (
+    FrameTimes,
+    evenly_timed,
+    frame_times,
+    read_sampled_frames,
+    read_sampled_groups,
+    sampled_from_array,
+    sampled_groups_from_array,
+)
+from .errors import VideoDecodeError
 from .hub_entry import HubEntryPoints, prepare_hub_servers, with_defaults
+from .inputs import FramesInput, InputLimits, Item, as_input, local_video
 from .model.assets import AssetSpec, fetch_assets, read_label_file
 from .model.openvino_engine import engine_problem
 from .model.postprocess import top_k_predictions, validate_threshold, validate_top_k
@@ -40,12 +52,16 @@ from .model.predictor import Predictor, check_can_create, shared_predictor
 from .pipeline import ParallelPipelines, VideoOutcome, VideoPipeline, load_soon, report_failure, validate_paths
 from .settings import Settings, build_settings, precision_choice
 from .timeline import (
+    WindowModel,
+    WindowStore,
     failed_entry,
     plan,
     prefetched,
+    resumed,
     timeline_entry,
     validate_window,
     window_entry,
+    window_store,
 )
 
 T = TypeVar("T")
@@ -115,9 +131,9 @@ class VideoModule(HubEntryPoints):
         window with it)."""
         raise NotImplementedError
 
-    def preprocess(self, path: str) -> np.ndarray:
-        """One video -> the frames `sampling()` picks, scaled and cropped: `[T, H, W, 3]` uint8 (what `predict_fn`
-        takes)."""
+    def preprocess(self, path: Item) -> np.ndarray:
+        """One video (any item `inputs.as_input` takes) -> the frames `sampling()` picks, scaled and
+        cropped: `[T, H, W, 3]` uint8 (what `predict_fn` takes)."""
         return self.read_clip(path, self.sampling())
 
     # ------------------------------------------------------------ files, models, predictors
@@ -155,7 +171,7 @@ class VideoModule(HubEntryPoints):
     def assets(self, *keys: str) -> list[Path]:
         """Local paths of the assets `keys`; all are looked for first, so one error names every missing file."""
         specs = [AssetSpec.from_dict(key, self.settings.assets[key].as_manifest()) for key in keys]
-        return fetch_assets(specs, module_dir=self.module_dir, owner=self.NAME)
+        return fetch_assets(specs, module_dir=self.module_dir, owner=self.NAME, downloads=self.settings.downloads)
 
     @property
     def labels(self) -> list[str]:
@@ -223,24 +239,36 @@ class VideoModule(HubEntryPoints):
         return effective_limits(self.settings.limits.decode_limits())
 
     def read_frames(
-        self, path: str | os.PathLike[str], sample_indices: Callable[[int], Sequence[int]],
+        self, path: Item | os.PathLike[str], sample_indices: Callable[[int], Sequence[int]],
         transform: Callable[[np.ndarray], T],
     ) -> list[T]:
-        """`video.read_sampled_frames`, after checking the video against `decode_limits()` (if any).
+        """`video.read_sampled_frames` of any item `inputs.as_input` takes (frames: sampled as they are),
+        after checking the video against `decode_limits()` (if any).
 
         The limits stay applied while it decodes: its pixel limit then holds for every frame.
         """
+        item = as_input(path)
+        if isinstance(item, FramesInput):
+            return sampled_from_array(item.frames, item.name, sample_indices, transform)
         limits = self.decode_limits()
-        check_video(path, limits)
-        with applied_limits(limits):
-            return read_sampled_frames(path, sample_indices, transform)
+        with self.local_video(item) as local:
+            check_video(local, limits)
+            with applied_limits(limits):
+                return read_sampled_frames(local, sample_indices, transform)
+
+    def local_video(self, item: Item) -> AbstractContextManager[str]:
+        """`inputs.local_video` of `item` within `limits.max_input_bytes` and the downloads' timeouts."""
+        downloads = self.settings.downloads
+        limits = InputLimits(self.settings.limits.max_input_bytes, timeout_s=downloads.timeout_s,
+                             deadline_s=downloads.deadline_s)
+        return local_video(item, limits)
 
     def crop(self) -> Callable[[np.ndarray], np.ndarray]:
         """An RGB frame -> scaled and centre-cropped as the config says (uint8)."""
         pre = self.settings.preprocess
         return partial(scale_and_crop, short_size=pre.short_size, crop_size=pre.crop_size)
 
-    def read_clip(self, path: str | os.PathLike[str], sample_indices: Callable[[int], Sequence[int]]) -> np.ndarray:
+    def read_clip(self, path: Item | os.PathLike[str], sample_indices: Callable[[int], Sequence[int]]) -> np.ndarray:
         """The frames `sample_indices` picks, scaled and centre-cropped as the config says: uint8 `[T, H, W, 3]`."""
         # Kept as uint8 until the network runs: 300 crops are 45 MB, their float32 tensor 180 MB.
         clip = np.stack(self.read_frames(path, sample_indices, self.crop()))
@@ -344,31 +372,67 @@ class VideoModule(HubEntryPoints):
         )
         if not paths:
             return iter(())
-        infer = self.predict_fn(use_gpu)  # fetches and converts now, so a missing file fails the call
-        return (self._timeline_of(path, window, stride, infer, top_k, threshold) for path in paths)
+        predictors = self.predictors(use_gpu)  # fetches and converts now, so a missing file fails the call
+        options = {"module": self.NAME, "window": window, "stride": stride, "top_k": top_k, "threshold": threshold}
+        return (self._timeline_of(path, options, predictors) for path in paths)
 
-    def _timeline_of(
-        self, path: str, window: float, stride: float, infer: Callable[[np.ndarray], np.ndarray],
-        top_k: int, threshold: float,
-    ) -> dict:
-        """One video's timeline entry: one decoding pass, window k + 1 decoding while window k is inferred."""
+    def timeline_model(self, predictors: dict[str, Predictor]) -> WindowModel:
+        """How a timeline's windows go through the network, one video's windows in order: `forward` of each
+        window's frames, unless a module reuses work across windows (`timeline.FrameFeatures`)."""
+        return WindowModel(partial(self.forward, predictors=predictors))
+
+    def _timeline_of(self, path: Item, options: dict, predictors: dict[str, Predictor]) -> dict:
+        """One video's timeline entry: one decoding pass, window k + 1 decoding while window k is inferred;
+        a local file's windows finished by an earlier run (`timeline.window_store()`) are taken as they are."""
         report = progress.current()
+        item = as_input(path)
+        name = str(item)
+        store = window_store() if isinstance(item, str) else WindowStore()  # only a file is known again
         try:
-            limits = self.decode_limits()
-            check_video(path, limits)
-            with applied_limits(limits):  # the pixel limit holds for every frame decoded
-                times = frame_times(path)
-                windows = plan(str(path), times.times, times.duration, window, stride, self.sampling(),
-                               self.settings.timeline.window_limit())
-                crop = self.crop()
-                clips = (np.stack(frames) for frames in read_sampled_groups(path, [w.indices for w in windows], crop))
-                probabilities = map(infer, prefetched(clips))
-                found = [window_entry(w, self.postprocess(p, top_k, threshold)) for w, p in zip(windows, probabilities)]
-            return timeline_entry(str(path), times.duration, found)
+            with self._timed_frames(item) as (times, groups):
+                windows = plan(name, times.times, times.duration, options["window"], options["stride"],
+                               self.sampling(), self.settings.timeline.window_limit())
+                found = resumed(store.finished(name, options), windows)
+                found += self._window_entries(name, windows, len(found), options, predictors, groups, store)
+            return timeline_entry(name, times.duration, found)
         except Exception as exc:  # one bad video must not cost the others their results
-            return failed_entry(str(path), report_failure(path, exc))
+            return failed_entry(name, report_failure(item, exc))
         finally:
-            report.finished(str(path))
+            report.finished(name)
+
+    @contextmanager
+    def _timed_frames(self, item: Item) -> Iterator[tuple[FrameTimes, Callable[..., Iterator[list]]]]:
+        """`item`'s frame times, and `read_sampled_groups` of it (groups, transform) while the block runs."""
+        if isinstance(item, FramesInput):
+            if item.fps is None:
+                raise VideoDecodeError(item.name, "frames without a frame rate have no timeline: give "
+                                                  "Frames(array, fps)")
+            yield evenly_timed(len(item.frames), item.fps), partial(sampled_groups_from_array, item.frames, item.name)
+            return
+        limits = self.decode_limits()
+        with self.local_video(item) as local:
+            check_video(local, limits)
+            with applied_limits(limits):  # the pixel limit holds for every frame decoded
+                yield frame_times(local), partial(read_sampled_groups, local)
+
+    def _window_entries(
+        self, path: str, windows: list[Window], start: int, options: dict, predictors: dict[str, Predictor],
+        groups: Callable[..., Iterator[list]], store: WindowStore,
+    ) -> Iterator[dict]:
+        """The entries of `windows[start:]` (their frames from `groups`), each put in `store` as it is finished."""
+        report, model = progress.current(), self.timeline_model(predictors)
+        todo = windows[start:]
+        report.windows(path, start, len(windows))
+        if not todo:  # every window finished earlier (a run stopped before writing the video's entry)
+            return
+        clips = (np.stack(frames) for frames in groups([w.indices for w in todo], self.crop()))
+        for position, (window, frames) in enumerate(zip(todo, prefetched(clips))):
+            probabilities = model(window.indices, frames)
+            model.keep_from(min(todo[position + 1].indices) if position + 1 < len(todo) else None)
+            entry = window_entry(window, self.postprocess(probabilities, options["top_k"], options["threshold"]))
+            store.add(path, options, entry)
+            report.windows(path, start + position + 1, len(windows))
+            yield entry
 
     @staticmethod
     def _options(top_k: object, threshold: object) -> tuple[int, float]:

@@ -15,9 +15,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Generic, TypeVar
 
+import numpy as np
+
 from . import progress
 from .errors import PaddleHubVideoError
-from .names import as_str_path, printable
+from .inputs import Frames, Item, as_input
+from .names import printable
 
 logger = logging.getLogger("paddlehub_video")
 
@@ -34,23 +37,27 @@ class VideoOutcome(Generic[Output]):
     error: str | None = None
 
 
-def validate_paths(paths: object) -> list[str]:
-    """`paths` must be a list (or tuple) of video paths; a lone string is a common mistake.
-
-    Bytes and os.PathLike paths become `str` as `os.fsdecode` gives them (a name that is not UTF-8
-    keeps its bytes as surrogate escapes), the form results name them by."""
-    if isinstance(paths, (str, bytes, os.PathLike)):
+def validate_paths(paths: object) -> list[Item]:
+    """`paths` must be a list (or tuple) of videos (`inputs.as_input`: paths, URLs, bytes, file objects,
+    frames); a lone item is a common mistake. Each becomes what `inputs.as_input` gives: a path as `str`
+    (bytes and os.PathLike paths as `os.fsdecode` gives them: a name that is not UTF-8 keeps its bytes
+    as surrogate escapes, the form results name them by), or an `inputs.Input`. ValueError naming
+    `paths[i]` for an item that is none of these."""
+    if isinstance(paths, (str, bytes, os.PathLike)) and isinstance(as_input(paths), str):
         raise ValueError(f"paths must be a list of video paths, got a single path {paths!r}: use [{paths!r}]")
+    if isinstance(paths, (Frames, np.ndarray, bytes, bytearray, memoryview, str)) or hasattr(paths, "read"):
+        raise ValueError(f"paths must be a list of videos, got a single {type(paths).__name__}: put it in a list")
     if not isinstance(paths, (list, tuple)):
         raise ValueError(f"paths must be a list of video paths, got {type(paths).__name__}")
-    return [as_str_path(p) if isinstance(p, (bytes, os.PathLike)) else p for p in paths]
+    return [as_input(p, index) for index, p in enumerate(paths)]
 
 
 def describe_error(path: str, exc: BaseException) -> str:
     """A one-line reason for an error entry, naming the file (our own errors already do)."""
-    if isinstance(exc, PaddleHubVideoError) and str(path) in str(exc):
+    name = str(as_input(path)) if isinstance(path, str) else str(path)  # a URL less its credentials and query
+    if isinstance(exc, PaddleHubVideoError) and name in str(exc):
         return str(exc)
-    return f"{path}: {type(exc).__name__}: {exc}"
+    return f"{name}: {type(exc).__name__}: {exc}"
 
 
 def report_failure(path: str, exc: Exception) -> str:

@@ -9,6 +9,10 @@ Precedence, lowest first:
    `$PADDLEHUB_VIDEO_CPU_THREADS`, `runtime.workers` from `$PADDLEHUB_VIDEO_WORKERS`,
    `runtime.precision` from `$PADDLEHUB_VIDEO_PRECISION` (else fp32).
 
+`settings.downloads` (where the assets' files come from) belongs to the process, not the module: it
+comes from the environment only, read here once with the rest. Every variable is parsed and checked
+in `environment.py`.
+
 Every key is checked here: an unknown one is a `ConfigError` naming it and the closest valid key, a
 wrong type or range names the key and what it accepts. Each stage is given its own section
 (`settings.sampling`, `.preprocess`, `.runtime`, `.limits`, `.timeline`, `.assets`); choices made per call
@@ -17,16 +21,17 @@ wrong type or range names the key and what it accepts. Each stage is given its o
 from __future__ import annotations
 
 import difflib
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
+from . import environment
 from .config import ConfigOverrides, load_module_config
-from .cpus import CPU_THREADS_ENV, PRECISION_ENV, PRECISIONS, WORKERS_ENV
+from .cpus import PRECISIONS
 from .decode.limits import DecodeLimits
 from .errors import ConfigError
+from .inputs import DEFAULT_MAX_INPUT_BYTES
 from .timeline import DEFAULT_MAX_WINDOWS, WindowLimit
 
 Check = Callable[[str, Any], Any]
@@ -127,6 +132,8 @@ class LimitsSettings:
 
     max_frames: int | None = _field(optional_positive_int)
     max_pixels: int | None = _field(optional_positive_int)
+    # The most bytes one URL, bytes or file-object input may take (it is held in a temporary file).
+    max_input_bytes: int = _field(positive_int, DEFAULT_MAX_INPUT_BYTES)
 
     def decode_limits(self) -> DecodeLimits:
         return DecodeLimits(self.max_frames, self.max_pixels)
@@ -180,6 +187,8 @@ class Settings:
     limits: LimitsSettings
     timeline: TimelineSettings
     assets: Mapping[str, AssetSettings]
+    # where the assets' files come from: process-wide, from the environment only (environment.py)
+    downloads: environment.DownloadEnvironment = field(default_factory=environment.DownloadEnvironment)
 
     def as_dict(self) -> dict[str, Any]:
         """The resolved settings as plain data (a new copy: changing it changes nothing)."""
@@ -195,15 +204,16 @@ def build_settings(
 ) -> Settings:
     """`module`'s settings from its YAML, $PADDLEHUB_VIDEO_CONFIG, `overrides` and the environment, checked;
     `fixed` ({section: {key: value}}) are values the module's converted program is built for."""
-    merged = load_module_config(module, overrides)
+    merged = load_module_config(module, overrides, environ)
     unknown(merged, [*SECTIONS, "assets"], "")
     sections = {name: _section(cls, merged.get(name) or {}, name) for name, cls in SECTIONS.items()}
-    sections["runtime"] = _with_environment(sections["runtime"], os.environ if environ is None else environ)
+    sections["runtime"] = _with_environment(sections["runtime"], environ)
     assets = merged.get("assets") or {}
     if not isinstance(assets, Mapping):
         raise ConfigError(f"assets must be a mapping of asset names to entries, got {assets!r}")
     entries = {name: _section(AssetSettings, entry, f"assets.{name}") for name, entry in assets.items()}
-    settings = Settings(module=module, **sections, assets=MappingProxyType(entries))
+    settings = Settings(module=module, **sections, assets=MappingProxyType(entries),
+                        downloads=environment.downloads(environ))
     _check_fixed(settings, fixed or {})
     return settings
 
@@ -233,15 +243,14 @@ def _section(cls: type, given: Any, where: str) -> Any:
     return cls(**values)
 
 
-def _with_environment(runtime: RuntimeSettings, environ: Mapping[str, str]) -> RuntimeSettings:
-    """Threads, workers and precision from the environment where the settings left them null."""
+def _with_environment(runtime: RuntimeSettings, environ: Mapping[str, str] | None) -> RuntimeSettings:
+    """Threads and workers from the environment where the settings left them null."""
     values = asdict(runtime)
-    for key, variable in (("cpu_threads", CPU_THREADS_ENV), ("workers", WORKERS_ENV)):
-        raw = environ.get(variable, "").strip()
-        if values[key] is None and raw:
-            values[key] = positive_int(variable, int(raw) if raw.isdigit() else raw)
+    for key, value in environment.runtime_fallbacks(environ).items():
+        if values[key] is None:
+            values[key] = value
     if values["precision"] is None:
-        values["precision"] = precision_choice(PRECISION_ENV, environ.get(PRECISION_ENV, "").strip() or "fp32")
+        values["precision"] = "fp32"
     return RuntimeSettings(**values)
 
 

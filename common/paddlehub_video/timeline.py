@@ -2,7 +2,12 @@
 
 A timeline splits a video into windows of `window_seconds`, every `stride_seconds`, by the frames'
 timestamps (`video.frame_times`), samples each window as the publisher samples a whole clip
-(`sampling.plan_windows`), and decodes them all in one pass (`video.read_sampled_groups`).
+(`sampling.plan_windows`), and decodes them all in one pass (`video.read_sampled_groups`). A
+`WindowModel` runs the network over each window; a module whose first network sees each frame alone
+(videotag's TSN) uses `FrameFeatures`, so that each distinct frame goes through it once per timeline,
+however much the windows overlap. The finished windows of the running video go to the `WindowStore`
+of the context (`keeping_windows`: `hub run --timeline --output` keeps them in a file), and a rerun
+starts after those it finds there.
 
 Bounded whatever the file: planning costs in proportion to the frames (a gap of years between two
 frames is one step), windows and strides under MIN_SECONDS are refused (no video frame is that
@@ -18,8 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import NamedTuple, TypeVar
 
+import numpy as np
+
 from .decode.sampling import TooManyWindows, Window, plan_windows
 from .errors import VideoDecodeError
+from .segments import segments_of
 
 T = TypeVar("T")
 _END = object()
@@ -94,13 +102,13 @@ def window_entry(window: Window, prediction: dict[str, float]) -> dict:
 
 
 def timeline_entry(path: str, duration: float, windows: list[dict]) -> dict:
-    """A video's `classify_timeline` entry."""
-    return {"path": path, "duration": round(duration, DIGITS), "windows": windows}
+    """A video's `classify_timeline` entry: its windows, and the segments they make (`segments.py`)."""
+    return {"path": path, "duration": round(duration, DIGITS), "windows": windows, "segments": segments_of(windows)}
 
 
 def failed_entry(path: str, error: str) -> dict:
-    """The entry of a video that cannot be read: no duration, no window, the reason."""
-    return {"path": path, "duration": None, "windows": [], "error": error}
+    """The entry of a video that cannot be read: no duration, no window, no segment, the reason."""
+    return {"path": path, "duration": None, "windows": [], "segments": [], "error": error}
 
 
 def prefetched(items: Iterator[T]) -> Iterator[T]:
@@ -116,3 +124,93 @@ def prefetched(items: Iterator[T]) -> Iterator[T]:
         while (item := pending.result()) is not _END:
             pending = pool.submit(advance)
             yield item  # type: ignore[misc]
+
+
+class WindowModel:
+    """A window's sampled frames -> its probabilities, window after window of one video: `forward` of each
+    window's frames (what `classify` does with a clip). Subclasses may reuse work across windows."""
+
+    def __init__(self, forward: Callable[[np.ndarray], np.ndarray]):
+        self.forward = forward
+
+    def __call__(self, indices: Sequence[int], frames: np.ndarray) -> np.ndarray:
+        """The probabilities of a window whose frames `frames` are the video's frames `indices`."""
+        return self.forward(frames)
+
+    def keep_from(self, first: int | None) -> None:
+        """The windows to come use no frame before index `first` (None: no window comes)."""
+
+
+class FrameFeatures(WindowModel):
+    """A model made of a per-frame network (`features`: frames -> one row per frame, each row depending on its
+    frame alone) and a `head` (rows in the window's order -> probabilities).
+
+    Each frame index goes through `features` once per timeline; its row is kept while the windows to come
+    may sample it (`keep_from`), so what is held is at most a window's rows. The head sees the same rows as
+    for a clip of the window's frames, so the probabilities are bit for bit those of `forward`.
+    """
+
+    def __init__(self, features: Callable[[np.ndarray], np.ndarray], head: Callable[[np.ndarray], np.ndarray]):
+        super().__init__(lambda frames: head(features(frames)))
+        self.features, self.head = features, head
+        self.rows: dict[int, np.ndarray] = {}
+        self.computed = 0  # frames through `features` so far (a bench and the tests read it)
+
+    def __call__(self, indices: Sequence[int], frames: np.ndarray) -> np.ndarray:
+        first_at: dict[int, int] = {}
+        for position, index in enumerate(indices):
+            first_at.setdefault(index, position)
+        missing = [index for index in first_at if index not in self.rows]
+        if missing:
+            self.rows.update(zip(missing, self.features(frames[[first_at[i] for i in missing]])))
+            self.computed += len(missing)
+        return self.head(np.stack([self.rows[i] for i in indices]))
+
+    def keep_from(self, first: int | None) -> None:
+        self.rows = {} if first is None else {i: row for i, row in self.rows.items() if i >= first}
+
+
+class WindowStore:
+    """Where a timeline puts each finished window of the running video, and finds those of an earlier run.
+
+    `options` name the timeline (module, window, stride, top_k, threshold): windows kept under other
+    options are not this timeline's. This base keeps nothing (the Python API's default).
+    """
+
+    def finished(self, path: str, options: dict) -> list[dict]:
+        """The window entries of `path` finished earlier under `options`, in order."""
+        return []
+
+    def add(self, path: str, options: dict, entry: dict) -> None:
+        """Window `entry` of `path` is finished."""
+
+
+_STORE: contextvars.ContextVar[WindowStore | None] = contextvars.ContextVar("paddlehub_video_windows", default=None)
+_NO_STORE = WindowStore()
+
+
+def window_store() -> WindowStore:
+    """The store of this context (one that keeps nothing unless `keeping_windows` set another)."""
+    return _STORE.get() or _NO_STORE
+
+
+@contextmanager
+def keeping_windows(store: WindowStore) -> Iterator[WindowStore]:
+    """Within the block, timelines put their finished windows in `store` and resume from what it holds."""
+    token = _STORE.set(store)
+    try:
+        yield store
+    finally:
+        _STORE.reset(token)
+
+
+def resumed(entries: list[dict], windows: Sequence[Window]) -> list[dict]:
+    """The leading `entries` that are the planned `windows`' (same start and end), in order: the windows a
+    rerun need not classify again."""
+    kept = []
+    for entry, window in zip(entries, windows):
+        planned = window_entry(window, {})
+        if (entry.get("start"), entry.get("end")) != (planned["start"], planned["end"]):
+            break
+        kept.append(entry)
+    return kept

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from ..errors import VideoDecodeError
 from .limits import limited_decode
 from .packet_plan import open_container
 
@@ -69,8 +70,10 @@ def probe(source: str) -> Probe | None:
     """Codec and interlacing of `source`'s video, from its header and first frame; None if PyAV cannot read it."""
     try:
         with open_container(source) as container:
+            if not container.streams.video and len(container.streams):  # audio only, say: nothing to try
+                raise VideoDecodeError(source, no_video_stream(container))
             if not container.streams.video or container.streams.video[0].codec_context is None:
-                return None  # no video, or no decoder for it
+                return None  # no stream at all (a damaged header), or no decoder for it
             stream = container.streams.video[0]
             stream.codec_context.thread_count = 1  # one frame wanted: no frame-thread delay
             first = _first_frame(source, container, stream)
@@ -79,6 +82,12 @@ def probe(source: str) -> Probe | None:
             return Probe(stream.codec_context.codec.name, interlaced, first is not None)
     except (av.FFmpegError, OSError):
         return None
+
+
+def no_video_stream(container: av.container.InputContainer) -> str:
+    """Why a container PyAV opened has nothing to classify: it holds no video stream (and what it holds)."""
+    kinds = sorted({stream.type for stream in container.streams})
+    return f"the container holds no video stream (only {' and '.join(kinds)})" if kinds else "no video stream"
 
 
 @contextmanager

@@ -57,7 +57,7 @@ import numpy as np
 from .. import progress
 from ..errors import VideoDecodeError
 from ..names import as_str_path, native_path
-from .av_sequential import SEQUENTIAL_THREADS, Frames, Probe, open_frames, probe
+from .av_sequential import SEQUENTIAL_THREADS, Frames, Probe, no_video_stream, open_frames, probe
 from .containers import check_container
 from .limits import applied_max_pixels
 from .packet_plan import PacketIndex, decode_frames, open_container, read_packet_index
@@ -104,6 +104,29 @@ def read_sampled_frames(
     raise VideoDecodeError(source, _joined(reasons))
 
 
+def sampled_from_array(
+    frames: np.ndarray, name: str, sample_indices: Callable[[int], Sequence[int]], transform: Callable[[np.ndarray], T],
+) -> list[T]:
+    """`read_sampled_frames` of frames already decoded (`[T, H, W, 3]` uint8 RGB, `name` naming them): the
+    same sampling of their T frames and the same transform, each sampled frame transformed once."""
+    indices = _checked_indices(sample_indices(len(frames)), len(frames))
+    return next(sampled_groups_from_array(frames, name, [indices], transform))
+
+
+def sampled_groups_from_array(
+    frames: np.ndarray, name: str, groups: Sequence[Sequence[int]], transform: Callable[[np.ndarray], T]
+) -> Iterator[list[T]]:
+    """`read_sampled_groups` of frames already decoded: each group's transformed frames, in order."""
+    reported = _reported(transform, name, len({i for group in groups for i in group}))
+    kept: dict[int, T] = {}
+    for position, group in enumerate(groups):
+        for i in group:
+            if i not in kept:
+                kept[i] = reported(np.ascontiguousarray(frames[i]))
+        yield [kept[i] for i in group]
+        kept = _still_needed(kept, groups, position + 1)
+
+
 class FrameTimes(NamedTuple):
     """When a video's frames are shown: seconds from its first frame, display order, and its duration."""
 
@@ -122,7 +145,7 @@ def frame_times(path: PathType) -> FrameTimes:
     try:
         with open_container(source) as container:
             if not container.streams.video:
-                raise VideoDecodeError(source, "no video stream")
+                raise VideoDecodeError(source, no_video_stream(container))
             stream = container.streams.video[0]
             packets = [(p.pts, p.duration) for p in container.demux(stream) if p.size and not p.is_discard]
             base, rate = stream.time_base, stream.average_rate or stream.guessed_rate
@@ -135,7 +158,14 @@ def frame_times(path: PathType) -> FrameTimes:
     return _timed(packets, base, rate)
 
 
-def _timed(packets: list[tuple[int | None, int | None]], base: Fraction | None, rate: Fraction | None) -> FrameTimes:
+def evenly_timed(count: int, fps: float) -> FrameTimes:
+    """The `FrameTimes` of `count` frames shown at `fps` frames per second (frames given without a container)."""
+    return _timed([(None, None)] * count, None, fps)
+
+
+def _timed(
+    packets: list[tuple[int | None, int | None]], base: Fraction | None, rate: Fraction | float | None,
+) -> FrameTimes:
     """Seconds from the first frame of packets `(pts, duration)`, and the video's duration."""
     if base is None or any(pts is None for pts, _ in packets):
         step = 1 / float(rate) if rate else 1 / 25  # FFmpeg's own fallback rate

@@ -11,7 +11,6 @@ FFmpeg, Paddle's glog) only with --verbose (see quiet.py).
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import glob
 import os
@@ -21,16 +20,18 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TypeVar
 
+from .. import environment
 from ..cpus import PRECISIONS
 from ..decode.video import VIDEO_EXTENSIONS
-from ..errors import PaddleHubVideoError
+from ..errors import ConfigError, PaddleHubVideoError
+from ..inputs import as_input
 from ..model.postprocess import validate_threshold, validate_top_k
 from ..progress import reporting
-from ..timeline import MIN_SECONDS, validate_window
-from .output_files import OutputFileError, Refused, refuse_roles
-from .quiet import PROGRESS_ENV, VERBOSE_ENV, env_flag, quiet_decoders, routed_logging, terminal_stream
-from .report import check_report_target, write_report
-from .results_file import LEFT_AS_IT_WAS, ResultsFile, ResultsFileError
+from ..timeline import MIN_SECONDS, keeping_windows, validate_window
+from .output_files import OutputFileError, Refused, refuse_roles, target_of
+from .quiet import PROGRESS_ENV, VERBOSE_ENV, quiet_decoders, routed_logging, terminal_stream
+from .report import RunInfo, check_report_target, write_report
+from .results_file import LEFT_AS_IT_WAS, ResultsFile, ResultsFileError, WindowsFile, windows_path
 from .terminal import TerminalProgress
 
 T = TypeVar("T")
@@ -40,19 +41,12 @@ ClassifyStream = Callable[[list[str]], Iterable[dict]]
 
 
 def parse_bool(text: str) -> bool:
-    """`True`/`False` as the published modules read them (a Python literal), plus 1/0/yes/no."""
-    lowered = text.strip().lower()
-    if lowered in {"1", "yes", "true", "y"}:
-        return True
-    if lowered in {"0", "no", "false", "n"}:
-        return False
+    """--use_gpu: the words a PADDLEHUB_VIDEO_* switch takes (True/False in any case, 1/0, yes/no, on/off; the
+    published modules read a Python literal: True, False, 1, 0), else a usage error that lists them."""
     try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        value = None
-    if not isinstance(value, bool):
-        raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
-    return value
+        return environment.flag("--use_gpu", text.strip())
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"expected True or False (or 1/0, yes/no, on/off), got {text!r}") from None
 
 
 def top_k_option(text: str) -> int:
@@ -87,21 +81,47 @@ def workers_option(text: str) -> int:
     return int(text)
 
 
+class RunParser(argparse.ArgumentParser):
+    """`hub run`'s parser: a video named without --input_path (as other tools take it) gets a hint."""
+
+    def parse_args(self, args: Sequence[str] | None = None,
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            bare = any(not argument.startswith("-") for argument in extra)
+            hint = " (videos go after --input_path: --input_path a.mp4 b.mp4 videos/)" if bare else ""
+            self.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+        return parsed
+
+
+def add_input_options(parser: argparse.ArgumentParser) -> None:
+    """--input_path (any number of videos, folders, patterns) and --input_file; `input_paths` reads them."""
+    inputs = parser.add_argument_group("input (at least one)")
+    inputs.add_argument(
+        "--input_path", type=str, nargs="+", action="extend", metavar="PATH",
+        help="a video file, a folder (its videos, recursively) or a quoted glob pattern such as 'videos/**/*.mp4'; "
+        "several, after one --input_path or each after its own, are all classified",
+    )
+    inputs.add_argument("--input_file", type=str, help="a text file listing videos, one path per line")
+
+
+def add_use_gpu_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """--use_gpu [True|False], `what` it does when True. Alone it means True, as `hub serving start --use_gpu` takes
+    it; with a word, as the published modules took it (`parse_bool`)."""
+    parser.add_argument("--use_gpu", type=parse_bool, nargs="?", const=True, default=False, metavar="True|False",
+                        help=f"{what} (also 1/0, yes/no, on/off, any case; alone: True; default False)")
+
+
 def build_parser(module_name: str, description: str, top_k: int, threshold: float) -> argparse.ArgumentParser:
     """`hub run <module_name>` options: --input_path / --input_file, --output, --use_gpu, --top_k, --threshold,
     --timeline / --stride, --list_labels."""
-    parser = argparse.ArgumentParser(prog=f"hub run {module_name}", description=description)
-    inputs = parser.add_argument_group("input (at least one)")
-    inputs.add_argument(
-        "--input_path", type=str,
-        help="a video file, a folder (its videos, recursively) or a quoted glob pattern such as 'videos/**/*.mp4'",
-    )
-    inputs.add_argument("--input_file", type=str, help="a text file listing videos, one path per line")
+    parser = RunParser(prog=f"hub run {module_name}", description=description)
+    add_input_options(parser)
     parser.add_argument(
         "--output", type=str,
         help="write one JSON line per video to this file as each one finishes; run again to resume",
     )
-    parser.add_argument("--use_gpu", type=parse_bool, default=False, help="True to run on GPU 0 (default False)")
+    add_use_gpu_option(parser, "True to run on GPU 0")
     # PaddleHub's own `hub run` offered --batch_size for video modules; accepted so old scripts keep
     # working. Videos always go through one at a time (the next one decodes meanwhile).
     parser.add_argument("--batch_size", type=int, default=1, help=argparse.SUPPRESS)
@@ -165,8 +185,8 @@ def expand_input_path(text: str) -> list[str]:
         if not found:
             raise ValueError(f"no video file in the folder {text} (looked for {' '.join(VIDEO_EXTENSIONS)})")
         return found
-    # An existing file is a file, whatever its name: `x*.mp4` is a legal file name.
-    if os.path.exists(text) or not GLOB_CHARACTERS.search(text):
+    # An existing file is a file, whatever its name: `x*.mp4` is a legal file name. A URL's `?` is no pattern.
+    if os.path.exists(text) or not GLOB_CHARACTERS.search(text) or not isinstance(as_input(text), str):
         return [text]
     found = sorted((path for path in glob.glob(text, recursive=True) if os.path.isfile(path)), key=path_order)
     if not found:
@@ -175,11 +195,13 @@ def expand_input_path(text: str) -> list[str]:
 
 
 def input_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
-    """The videos named by --input_path and --input_file; a usage error if there are none."""
+    """The videos named by every --input_path (in order), then --input_file's; a usage error if there are none."""
     paths = []
-    if args.input_path:
+    for text in args.input_path or []:
+        if not text:
+            parser.error("--input_path: an empty path names no video")
         try:
-            paths += expand_input_path(args.input_path)
+            paths += expand_input_path(text)
         except ValueError as exc:
             parser.error(f"--input_path: {exc}")
     if args.input_file:
@@ -190,6 +212,12 @@ def input_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> li
     if not paths:
         parser.error("give a video with --input_path, or a list of videos with --input_file")
     return paths
+
+
+def published_call(args: argparse.Namespace, paths: list[str]) -> bool:
+    """Whether the command line is the published modules' call: one --input_path naming one file as given (not a
+    folder, a pattern, several paths or a list file). Only that call prints the module's published result."""
+    return not args.input_file and len(paths) == 1 and args.input_path == paths
 
 
 @contextlib.contextmanager
@@ -218,18 +246,17 @@ def finish(module_name: str, printed: T, reasons: Sequence[str], count: int) -> 
 
 def shows_progress(args: argparse.Namespace, stream: IO[str]) -> bool:
     """--progress or $PADDLEHUB_VIDEO_PROGRESS=1: yes; $PADDLEHUB_VIDEO_PROGRESS=0: no; else when `stream` is a tty."""
-    if getattr(args, "progress", False) or env_flag(PROGRESS_ENV):
+    if getattr(args, "progress", False):
         return True
-    if os.environ.get(PROGRESS_ENV, "").strip() == "0":
-        return False
-    return stream.isatty()
+    chosen = environment.terminal().progress
+    return stream.isatty() if chosen is None else chosen
 
 
 @contextlib.contextmanager
 def command_output(module_name: str, args: argparse.Namespace) -> Iterator[TerminalProgress]:
     """What `hub run` prints on stderr meanwhile: progress (if shown), our log lines, no native noise
     unless verbose. The library reports to the returned display (progress.current())."""
-    verbose = bool(getattr(args, "verbose", False)) or env_flag(VERBOSE_ENV)
+    verbose = bool(getattr(args, "verbose", False)) or environment.terminal().verbose
     with terminal_stream() as stream, routed_logging(stream, module_name, verbose), \
             contextlib.nullcontext() if verbose else quiet_decoders():
         display = TerminalProgress(stream, module_name, show=shows_progress(args, stream), quiet=not verbose)
@@ -276,14 +303,16 @@ def run_batch(module_name: str, parser: argparse.ArgumentParser, args: argparse.
 
     `classify_stream(paths)` yields classify-style entries in order, each as its video finishes;
     `labels()` is the module's label list (for --list_labels); `present(entries)` is what is
-    printed without --output (the module's published result).
+    printed without --output for the published single-video call (the module's published result).
+    Any other input (a folder, a pattern, several paths, a list file) prints the entries themselves,
+    each with its path, so that every result can be matched to its file.
     """
     if args.list_labels:
         print_labels(module_name, labels)
     if getattr(args, "stride", None) is not None and getattr(args, "timeline", None) is None:
         parser.error("--stride needs --timeline")
     paths = input_paths(parser, args)
-    report = Report(getattr(args, "report", None), input_files(args, paths), args.output)
+    report = Report(getattr(args, "report", None), input_files(args, paths), args.output, run_options(args))
     report.check(parser)
     with command_output(module_name, args) as display:
         if args.output:
@@ -293,7 +322,8 @@ def run_batch(module_name: str, parser: argparse.ArgumentParser, args: argparse.
         with fatal_errors(module_name):
             entries = list(with_progress(classify_stream(paths), len(paths), display))
             report.write(module_name, entries)
-    return finish(module_name, present(entries), errors_of(entries), len(entries))
+    printed = present(entries) if published_call(args, paths) else list(entries)
+    return finish(module_name, printed, errors_of(entries), len(entries))
 
 
 Roles = list[tuple[str, list[str]]]
@@ -308,12 +338,20 @@ def input_files(args: argparse.Namespace, paths: list[str]) -> Roles:
     return files
 
 
+def run_options(args: argparse.Namespace) -> dict:
+    """The options the report's summary names: threshold, top_k, and a timeline's window and stride."""
+    return {"threshold": getattr(args, "threshold", None), "top_k": getattr(args, "top_k", None),
+            "window": getattr(args, "timeline", None),
+            "stride": getattr(args, "stride", None)}
+
+
 class Report:
     """--report FILE (`path`; None: no report): checked before any video is classified, written (atomically)
-    when they are done. It must not be any of `inputs` ((role, paths)) nor the `output` results file."""
+    when they are done. It must not be any of `inputs` ((role, paths)) nor the `output` results file.
+    `options`: what its summary says of the run (`run_options`)."""
 
-    def __init__(self, path: str | None, inputs: Roles, output: str | None = None):
-        self.path, self.inputs = path, inputs
+    def __init__(self, path: str | None, inputs: Roles, output: str | None = None, options: dict | None = None):
+        self.path, self.inputs, self.options = path, inputs, options or {}
         self.never = inputs + ([("the --output results file", [output])] if output else [])
 
     def check(self, parser: argparse.ArgumentParser) -> None:
@@ -331,7 +369,8 @@ class Report:
         if self.path is None:
             return
         try:
-            write_report(entries, self.path, title=module_name, never=self.never)
+            write_report(entries, self.path, title=module_name, never=self.never,
+                         about=RunInfo(module=module_name, **self.options))
         except (OSError, Refused) as exc:
             raise OutputFileError(f"cannot write the report {self.path}: {exc}") from exc
 
@@ -344,7 +383,7 @@ def run_into_file(module_name: str, parser: argparse.ArgumentParser, output: str
     `timeline`: the entries are timelines, and so must be those of an existing file. `report`: an
     HTML report of every entry the file then holds (earlier runs' too)."""
     try:
-        refuse_roles(Path(os.path.realpath(output)), report.inputs)
+        refuse_roles(target_of(output), report.inputs)
         results = ResultsFile(output, timeline)
     except Refused as exc:
         parser.error(f"--output {output}: refused: {exc}; {LEFT_AS_IT_WAS}")
@@ -352,17 +391,34 @@ def run_into_file(module_name: str, parser: argparse.ArgumentParser, output: str
         parser.error(f"--output {output}: {exc}")
     unique = list(dict.fromkeys(paths))  # the file holds one answer per path
     todo = [path for path in unique if path not in results.done]
+    windows = open_windows_file(parser, output, results.done, report) if timeline else None
     failed: list[str] = []
-    with results, fatal_errors(module_name):
+    with results, windows or contextlib.nullcontext(), \
+            keeping_windows(windows) if windows else contextlib.nullcontext(), fatal_errors(module_name):
         try:
             for entry in with_progress(classify_stream(todo), len(todo), display):
                 results.append(entry)
+                if windows:
+                    windows.forget(entry["path"])
                 failed += errors_of([entry])
         except KeyboardInterrupt:
-            print(f"hub run {module_name}: interrupted; the finished videos are in {output}: "
+            kept = f", and the finished windows of the video in progress in {windows.path}" if windows else ""
+            print(f"hub run {module_name}: interrupted; the finished videos are in {output}{kept}: "
                   "run the same command again to go on", file=sys.stderr)
             raise SystemExit(130) from None
         report.write(module_name, results.entries() if report.path else [])
     summary = {"output": output, "videos": len(unique), "skipped": len(unique) - len(todo),
                "classified": len(todo) - len(failed), "failed": len(failed)}
     return finish(module_name, summary, failed, len(todo))
+
+
+def open_windows_file(parser: argparse.ArgumentParser, output: str, answered: set[str], report: Report) -> WindowsFile:
+    """The `<output>.windows` file of a --timeline run (results_file.WindowsFile); a usage error if refused."""
+    path = windows_path(output)
+    try:
+        refuse_roles(Path(os.path.realpath(path)), report.never)
+        return WindowsFile(path, answered)
+    except Refused as exc:
+        parser.error(f"--output {output}: {path} refused: {exc}; {LEFT_AS_IT_WAS}")
+    except (OSError, ResultsFileError) as exc:
+        parser.error(f"--output {output}: {exc}")

@@ -40,7 +40,7 @@ from ..errors import PaddleHubVideoError
 from ..model.postprocess import validate_threshold, validate_top_k
 from ..pipeline import report_failure
 from ..timeline import validate_window
-from .cli import expand_input_path, read_path_list
+from .cli import add_input_options, add_use_gpu_option, input_paths
 from .ray_adapter import (  # first of the Ray imports: it names the extra to install
     RESULTS,
     Batch,
@@ -60,8 +60,10 @@ FORMATS = ("parquet", "jsonl")
 PART_PREFIX = "part-"
 TEMP_PREFIX = ".part-"  # hidden, and never matched as a result file
 LOCK_NAME = ".fleet.lock"
-# Rows with --timeline: `timeline` is the JSON of classify_timeline's `windows`; `duration` is null for a failed video.
+# Rows with --timeline: `timeline` and `segments` are the JSON of classify_timeline's `windows` and `segments`;
+# `duration` is null for a failed video.
 TIMELINES = pa.schema([("path", pa.string()), ("duration", pa.float64()), ("timeline", pa.string()),
+                       ("segments", pa.string()),
                        ("error", pa.string())])
 Inputs = Union[Iterable[str], "ray.data.Dataset"]
 Row = dict[str, Any]
@@ -178,12 +180,13 @@ class FleetTimeline:
 
     def _timeline(self, path: str) -> Row:
         [entry] = self.module.classify_timeline_stream([path], **self.options)
-        windows = json.dumps(entry["windows"], ensure_ascii=False)
-        return {"path": path, "duration": entry["duration"], "timeline": windows, "error": entry.get("error", "")}
+        windows, segments = (json.dumps(entry[key], ensure_ascii=False) for key in ("windows", "segments"))
+        return {"path": path, "duration": entry["duration"], "timeline": windows, "segments": segments,
+                "error": entry.get("error", "")}
 
     @staticmethod
     def _failed(path: str, reason: str) -> Row:
-        return {"path": path, "duration": None, "timeline": "[]", "error": reason}
+        return {"path": path, "duration": None, "timeline": "[]", "segments": "[]", "error": reason}
 
 
 # --- resources ---------------------------------------------------------------------------------
@@ -349,7 +352,7 @@ def build_dataset(
     window: tuple[float, float] | None = None,
 ) -> ray.data.Dataset:
     """paths -> DecodeStage actors -> ModelStage actors: rows {path, prediction, error}; with `window`
-    (seconds, stride), paths -> FleetTimeline actors: rows {path, duration, timeline, error}."""
+    (seconds, stride), paths -> FleetTimeline actors: rows {path, duration, timeline, segments, error}."""
     env = runtime_env()
     retries = {"max_restarts": -1, "max_task_retries": -1}  # Ray Data's defaults, stated: the ledger bounds them
     common = {"batch_format": "pyarrow", "batch_size": plan.batch_size, "runtime_env": env, **retries}
@@ -459,14 +462,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Classify many videos on a Ray cluster into a folder of result files (resumable).")
     parser.add_argument("--module", required=True,
                         help="a hub-installed module name (videotag_tsn_lstm, stnet_kinetics400) or a module directory")
-    parser.add_argument("--input_path", help="a video, a folder (its videos, recursively) or a quoted glob pattern")
-    parser.add_argument("--input_file", help="a text file listing videos, one path per line")
+    add_input_options(parser)
     parser.add_argument("--output", required=True, help="the result folder (created; every node's paths are "
                         "read by the workers, the rows are written by this driver)")
     parser.add_argument("--format", choices=FORMATS, default="parquet", dest="fmt")
     parser.add_argument("--address", help="the Ray cluster to join (e.g. auto); default: RAY_ADDRESS, else a "
                         "local Ray on this machine")
-    parser.add_argument("--use_gpu", action="store_true", help="model actors on GPUs, one per GPU")
+    add_use_gpu_option(parser, "model actors on GPUs, one per GPU")
     parser.add_argument("--top_k", type=int)
     parser.add_argument("--threshold", type=float)
     parser.add_argument("--decode_actors", type=int)
@@ -483,25 +485,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def command_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
-    paths: list[str] = []
-    try:
-        if args.input_path:
-            paths += expand_input_path(args.input_path)
-        if args.input_file:
-            paths += read_path_list(args.input_file)
-    except (ValueError, OSError) as exc:
-        parser.error(str(exc))
-    if not paths:
-        parser.error("give videos with --input_path or --input_file")
-    return paths
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 all written, 1 some videos failed (their rows say why), 2 usage, 130 stopped."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    paths = command_paths(parser, args)
+    paths = input_paths(parser, args)
     options = {key: getattr(args, key) for key in (
         "use_gpu", "top_k", "threshold", "fmt", "decode_actors", "model_actors", "model_cpus", "batch_size",
         "rows_per_file", "flush_seconds", "max_attempts", "timeline", "stride")}

@@ -35,13 +35,14 @@ from typing import Any
 
 from gunicorn.workers.sync import SyncWorker
 
+from .. import environment
 from ..cpus import share_cpus_with, usable_cpus
-from .serving import _env_positive, idle_timeout_s, max_items
+from .serving import idle_timeout_s, max_items
 from .wsgi import LOG, log_to_stderr
 
-WORKER_TIMEOUT_ENV = "PADDLEHUB_VIDEO_WORKER_TIMEOUT_S"
-GRACEFUL_TIMEOUT_ENV = "PADDLEHUB_VIDEO_GRACEFUL_TIMEOUT_S"
-WORKER_MEMORY_ENV = "PADDLEHUB_VIDEO_WORKER_MEMORY_MB"
+WORKER_TIMEOUT_ENV = environment.WORKER_TIMEOUT_S
+GRACEFUL_TIMEOUT_ENV = environment.GRACEFUL_TIMEOUT_S
+WORKER_MEMORY_ENV = environment.WORKER_MEMORY_MB
 # Seconds one video may take in the worst case the limits allow, and to make a worker's predictors:
 # README "Speed": a 10-minute 1080p video took 63 s for videotag on 2 threads; a worker's first
 # request also makes the predictors (seconds, more on a busy machine).
@@ -56,13 +57,15 @@ WORKER_TEMP_PREFIX = "paddlehub_video-worker-"
 def worker_timeout_s() -> float:
     """gunicorn's `timeout`: $PADDLEHUB_VIDEO_WORKER_TIMEOUT_S, else the longest request the serving
     limits allow (LOAD_SECONDS + SECONDS_PER_ITEM per item of $PADDLEHUB_VIDEO_MAX_ITEMS)."""
-    return _env_positive(WORKER_TIMEOUT_ENV, LOAD_SECONDS + SECONDS_PER_ITEM * max_items(), "number of seconds")
+    asked = environment.serving().worker_timeout_s
+    return asked if asked is not None else LOAD_SECONDS + SECONDS_PER_ITEM * max_items()
 
 
 def graceful_timeout_s() -> float:
     """How long requests in flight may finish after SIGTERM: $PADDLEHUB_VIDEO_GRACEFUL_TIMEOUT_S, else
     the worker timeout (a request allowed to run that long is allowed to finish)."""
-    return _env_positive(GRACEFUL_TIMEOUT_ENV, worker_timeout_s(), "number of seconds")
+    asked = environment.serving().graceful_timeout_s
+    return asked if asked is not None else worker_timeout_s()
 
 
 def available_memory_mb(cgroup_root: Path = Path("/sys/fs/cgroup")) -> float:
@@ -88,7 +91,8 @@ def available_memory_mb(cgroup_root: Path = Path("/sys/fs/cgroup")) -> float:
 
 def worker_memory_mb(module_count: int) -> float:
     """Memory one worker needs: $PADDLEHUB_VIDEO_WORKER_MEMORY_MB, else MODULE_MEMORY_MB per module served."""
-    return _env_positive(WORKER_MEMORY_ENV, MODULE_MEMORY_MB * max(1, module_count), "number of megabytes")
+    asked = environment.serving().worker_memory_mb
+    return asked if asked is not None else MODULE_MEMORY_MB * max(1, module_count)
 
 
 def choose_workers(asked: int | None, module_count: int, cpus: int | None = None,

@@ -59,6 +59,15 @@ def open_regular(path: Path, flags: int) -> int:
     return fd
 
 
+def target_of(path: str | Path) -> Path:
+    """The file `path` names, symlinks resolved. Refused if the name ends with a slash: it names a directory,
+    and resolving it would drop the slash (`out/` would become a file called `out`)."""
+    text = os.fspath(path)
+    if text.endswith(os.sep) or (os.altsep and text.endswith(os.altsep)):
+        raise Refused("it names a directory (it ends with a slash); name a file in it")
+    return Path(os.path.realpath(text))
+
+
 def checked_target(path: str | Path, is_ours: Callable[[bytes], bool], what: str,
                    others: Iterable[tuple[str, Iterable[str]]] = ()) -> Path:
     """The file `path` names (symlinks resolved), once it is known that it may be (re)written whole.
@@ -67,7 +76,7 @@ def checked_target(path: str | Path, is_ours: Callable[[bytes], bool], what: str
     wrote (`what` names that kind in the error); `others` are (role, paths) of files of the run that
     must never be written, e.g. ("an input video", videos). Raises Refused with the reason.
     """
-    target = Path(os.path.realpath(path))
+    target = target_of(path)
     refuse_roles(target, others)
     if check_usable(target):
         with os.fdopen(open_regular(target, os.O_RDONLY), "rb") as fh:

@@ -27,16 +27,12 @@ from typing import IO
 import cv2
 from tqdm import tqdm
 
-VERBOSE_ENV = "PADDLEHUB_VIDEO_VERBOSE"
-PROGRESS_ENV = "PADDLEHUB_VIDEO_PROGRESS"
+from .. import environment
+
+VERBOSE_ENV, PROGRESS_ENV = environment.VERBOSE, environment.PROGRESS
 # FFmpeg's AV_LOG_FATAL: an unreadable file is reported by our own error line instead.
 FFMPEG_LOG_LEVEL = "8"
 logger = logging.getLogger("paddlehub_video")
-
-
-def env_flag(name: str) -> bool:
-    """Whether the environment variable `name` is set to a true value (1, yes, true, on)."""
-    return os.environ.get(name, "").strip().lower() in {"1", "yes", "true", "on"}
 
 
 def is_video_failure(record: logging.LogRecord) -> bool:

@@ -41,6 +41,7 @@ except ImportError as exc:  # ray is an optional extra
         f"paddlehub_video.interfaces.ray_adapter needs Ray Data ({exc}): pip install 'paddlehub-video[ray]'"
     ) from exc
 
+from .. import environment
 from ..config import ConfigOverrides, merge, read_overrides
 from ..model.postprocess import validate_threshold, validate_top_k
 from ..names import as_str_path, printable
@@ -63,7 +64,7 @@ RESULTS = pa.schema([("path", pa.string()), ("prediction", pa.string()), ("error
 # What the modules read from the environment. A local `ray.init` hands its workers the environment of
 # that moment only; workers of a cluster never see the driver's: pass these with `runtime_env`.
 FORWARDED_ENV = ("HUB_HOME", "no_proxy", "NO_PROXY", "http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY")
-FORWARDED_PREFIX = "PADDLEHUB_VIDEO_"
+FORWARDED_PREFIX = environment.PREFIX
 
 
 def runtime_env(**env_vars: str) -> dict[str, dict[str, str]]:

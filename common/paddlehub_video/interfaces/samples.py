@@ -1,7 +1,7 @@
 """The publisher's sample videos (its README and unit test use them), fetched through the asset layer.
 
-Same rules as the weights: the cache under `$HUB_HOME/paddlehub_video`, `$PADDLEHUB_VIDEO_MIRROR`,
-`$PADDLEHUB_VIDEO_ASSETS` (no network), sha256 checked; offline, one error names both files.
+Same rules as the weights: the cache under `$HUB_HOME/paddlehub_video`, `$PADDLEHUB_VIDEO_ASSETS`
+(files found there are used), `$PADDLEHUB_VIDEO_MIRROR`, sha256 checked; offline, one error names both videos.
 
     python3 -m paddlehub_video.interfaces.samples [--list FILE]   # their local paths, one per line (into FILE)
 """
@@ -13,7 +13,9 @@ from pathlib import Path
 
 from ..errors import PaddleHubVideoError
 from ..model.assets import AssetSpec, fetch_assets
+from ..progress import reporting
 from .output_files import Refused, write_checked
+from .terminal import TerminalProgress
 
 BASE_URL = "https://paddlehub.bj.bcebos.com/model/video/video_classifcation"  # sic: the publisher's spelling
 MAX_BYTES = 32 << 20  # each is well under 1 MB; a bound for what a server may send
@@ -30,7 +32,7 @@ LIST_HEAD = "# the publisher's sample videos (python3 -m paddlehub_video.interfa
 
 def sample_videos(progress: bool = True) -> list[Path]:
     """Local paths of `1.mp4` and `2.mp4`, fetched on first use (AssetError / DownloadError when they cannot be)."""
-    return fetch_assets(list(SAMPLE_VIDEOS), progress=progress, owner=OWNER)
+    return fetch_assets(list(SAMPLE_VIDEOS), progress=progress, owner=OWNER, kind="video")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", type=Path, help="write the paths to this file, one per line")
     args = parser.parse_args(argv)
     try:
-        paths = sample_videos(progress=sys.stderr.isatty())
+        with reporting(TerminalProgress(sys.stderr, "samples", show=sys.stderr.isatty())):
+            paths = sample_videos()
     except PaddleHubVideoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -20,7 +20,6 @@ import base64
 import binascii
 import functools
 import json
-import math
 import os
 import re
 import sys
@@ -31,31 +30,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import environment
 from ..decode.limits import DecodeLimits, applied_limits
 from ..decode.video import VIDEO_EXTENSIONS
 from ..errors import ConfigError
+from ..http_rules import HostPolicy
+from ..inputs import UrlInput, UrlPolicy, applied_url_policy, as_input
 from ..names import is_utf8
 from ..pipeline import validate_paths
 from ..timeline import WindowLimit
 
-MAX_UPLOAD_ENV = "PADDLEHUB_VIDEO_MAX_UPLOAD_MB"
-DEFAULT_MAX_UPLOAD_MB = 100.0
-MAX_ITEMS_ENV = "PADDLEHUB_VIDEO_MAX_ITEMS"
-DEFAULT_MAX_ITEMS = 8  # about 8 minutes of one core for videotag: other clients wait that long at most
-MAX_FRAMES_ENV = "PADDLEHUB_VIDEO_MAX_FRAMES"
-DEFAULT_MAX_FRAMES = 18_000  # 10 minutes at 30 fps
-MAX_PIXELS_ENV = "PADDLEHUB_VIDEO_MAX_PIXELS"
-DEFAULT_MAX_PIXELS = 3840 * 2160  # 4K UHD: ~100 MB to decode a frame; 16384x8192 took 1.6 GB
-MAX_WINDOWS_ENV = "PADDLEHUB_VIDEO_MAX_WINDOWS"
-DEFAULT_MAX_WINDOWS = 20  # a timeline's windows per video: each costs a classify (~54 s of a core for videotag)
-SERVING_DIRS_ENV = "PADDLEHUB_VIDEO_SERVING_DIRS"
-IDLE_TIMEOUT_ENV = "PADDLEHUB_VIDEO_IDLE_TIMEOUT_S"
-DEFAULT_IDLE_TIMEOUT_S = 60.0  # a client silent this long between bytes is dropped
+# The variables and their defaults are in paddlehub_video/environment.py (its `ServingEnvironment`).
+MAX_UPLOAD_ENV, MAX_ITEMS_ENV = environment.MAX_UPLOAD_MB, environment.MAX_ITEMS
+MAX_FRAMES_ENV, MAX_PIXELS_ENV = environment.MAX_FRAMES, environment.MAX_PIXELS
+MAX_WINDOWS_ENV, SERVING_DIRS_ENV = environment.MAX_WINDOWS, environment.SERVING_DIRS
+IDLE_TIMEOUT_ENV = environment.IDLE_TIMEOUT_S
+DEFAULT_MAX_ITEMS = environment.ServingEnvironment.max_items
 MAX_PATH_CHARS = 4096  # Linux's PATH_MAX
 # One answer for every refused path, whatever is (or is not) there: a client must not learn from it
 # whether a file exists, is a directory, is empty or is readable.
 PATH_REFUSED = (f"refused: server paths are read only from the directories named by {SERVING_DIRS_ENV} "
                 f"on the server (none when unset); send the video in 'videos' instead")
+SERVING_URL_HOSTS_ENV = environment.SERVING_URL_HOSTS
+URL_REFUSED = (f"refused: URLs are read only from the hosts named by {SERVING_URL_HOSTS_ENV} on the server "
+               f"(none when unset); send the video in 'videos' instead")
 TEMP_PREFIX = "paddlehub_video-serving-"
 _DATA_URL = re.compile(r"^data:[^,]*;base64,")  # what a browser's FileReader.readAsDataURL gives
 _WHITESPACE = re.compile(rb"\s+")  # `base64` wraps its output at 76 columns
@@ -89,50 +87,39 @@ class Item:
     path: str | None = None
 
 
-def _env_positive(name: str, default: float, kind: str, parse: Callable[[str], float] = float) -> float:
-    """A positive, finite number from $`name` (read on every request), else `default`."""
-    raw = os.environ.get(name, "").strip()
-    try:
-        value = parse(raw) if raw else default
-    except ValueError:
-        value = -1.0
-    if not (value > 0 and math.isfinite(value)):
-        raise ConfigError(f"{name}={raw!r}: expected a positive {kind}")
-    return value
-
-
 def max_upload_bytes() -> int:
     """The upload limit from $PADDLEHUB_VIDEO_MAX_UPLOAD_MB, in bytes."""
-    return int(_env_positive(MAX_UPLOAD_ENV, DEFAULT_MAX_UPLOAD_MB, "number of megabytes") * 1024 * 1024)
+    return int(environment.serving().max_upload_mb * 1024 * 1024)
 
 
 def max_items() -> int:
     """Most videos (paths and uploads together) in one request, from $PADDLEHUB_VIDEO_MAX_ITEMS."""
-    return int(_env_positive(MAX_ITEMS_ENV, DEFAULT_MAX_ITEMS, "whole number", int))
+    return environment.serving().max_items
 
 
 def serving_limits() -> DecodeLimits:
     """Frames per video and pixels per frame, from $PADDLEHUB_VIDEO_MAX_FRAMES and _MAX_PIXELS."""
-    return DecodeLimits(
-        int(_env_positive(MAX_FRAMES_ENV, DEFAULT_MAX_FRAMES, "whole number", int)),
-        int(_env_positive(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS, "whole number", int)),
-        frames_setting=MAX_FRAMES_ENV,
-        pixels_setting=MAX_PIXELS_ENV,
-    )
+    bounds = environment.serving()
+    return DecodeLimits(bounds.max_frames, bounds.max_pixels, frames_setting=MAX_FRAMES_ENV,
+                        pixels_setting=MAX_PIXELS_ENV)
 
 
 def serving_max_windows() -> WindowLimit:
     """Most windows per video of a `timeline` request, from $PADDLEHUB_VIDEO_MAX_WINDOWS."""
-    return WindowLimit(int(_env_positive(MAX_WINDOWS_ENV, DEFAULT_MAX_WINDOWS, "whole number", int)), MAX_WINDOWS_ENV)
+    return WindowLimit(environment.serving().max_windows, MAX_WINDOWS_ENV)
 
 
 def serving_dirs() -> list[str]:
     """The directories server paths may come from ($PADDLEHUB_VIDEO_SERVING_DIRS, resolved); [] when unset."""
-    entries = [entry for entry in os.environ.get(SERVING_DIRS_ENV, "").split(os.pathsep) if entry.strip()]
-    relative = [entry for entry in entries if not os.path.isabs(entry)]
-    if relative:
-        raise ConfigError(f"{SERVING_DIRS_ENV}: {relative[0]!r} is not an absolute path")
-    return [os.path.realpath(entry) for entry in entries]
+    return list(environment.serving().dirs)
+
+
+def serving_url_policy() -> UrlPolicy:
+    """Where URL items may come from: the hosts of $PADDLEHUB_VIDEO_SERVING_URL_HOSTS (none when unset),
+    each at most the upload limit ($PADDLEHUB_VIDEO_MAX_UPLOAD_MB)."""
+    entries = environment.serving().url_hosts
+    hosts = HostPolicy.from_entries(entries, SERVING_URL_HOSTS_ENV) if entries else None
+    return UrlPolicy(hosts, URL_REFUSED, max_upload_bytes(), MAX_UPLOAD_ENV)
 
 
 def server_paths(paths: list[object], dirs: list[str]) -> list[Item]:
@@ -145,6 +132,9 @@ def _server_path(index: int, path: object, dirs: list[str]) -> Item:
         label = f"paths[{index}]"
         what = f"a path of {len(path)} characters" if isinstance(path, str) else type(path).__name__
         return Item(label, error=f"{label}: expected a path string of 1 to {MAX_PATH_CHARS} characters, got {what}")
+    url = as_input(path)
+    if isinstance(url, UrlInput):  # read under serving_url_policy(): refused unless its host is listed
+        return Item(url.name, path=path)
     resolved = _resolved_inside(path, dirs)
     if resolved is None:
         return Item(path, error=f"{path}: {PATH_REFUSED}")
@@ -306,7 +296,7 @@ def max_request_bytes() -> int:
 
 def idle_timeout_s() -> float:
     """Seconds `hub serving` waits for a client's next bytes, from $PADDLEHUB_VIDEO_IDLE_TIMEOUT_S."""
-    return _env_positive(IDLE_TIMEOUT_ENV, DEFAULT_IDLE_TIMEOUT_S, "number of seconds")
+    return environment.serving().idle_timeout_s
 
 
 def bound_request_bodies() -> None:
@@ -434,7 +424,8 @@ def check_request(classify: Classify, paths: object, videos: object,
         if paths is None and videos is None:
             raise RequestError("give 'paths' (video files on the server) and/or 'videos' (base64-encoded video "
                                "files)")
-        paths = [] if paths is None else validate_paths(paths)
+        # Each item is checked on its own (a per-item error), the list here.
+        paths = [] if paths is None else paths if isinstance(paths, list) else validate_paths(paths)
         uploads = [] if videos is None else parse_uploads(videos)
         check_item_count(len(paths) + len(uploads))
         check_upload_size(uploads)
@@ -461,7 +452,8 @@ def classify_request(classify: Classify, paths: object, videos: object, options:
     paths, uploads = check_request(classify, paths, videos, options)
     items = [*(server_paths(paths, serving_dirs()) if paths else []), *uploads]
     limits = serving_limits()
-    with applied_limits(limits), tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as folder:
+    policy = serving_url_policy()
+    with applied_limits(limits), applied_url_policy(policy), tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as folder:
         return [_answer(classify, item, Path(folder), index, options, refused) for index, item in enumerate(items)]
 
 

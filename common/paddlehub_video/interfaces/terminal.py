@@ -6,7 +6,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO
 
 from tqdm import tqdm
@@ -33,6 +33,7 @@ class TerminalProgress(Progress):
         self.quiet = quiet
         self._lock = threading.Lock()
         self._stages: dict[str, tuple[str, int, int]] = {}  # path -> (stage, done, total), in start order
+        self._windows: dict[str, tuple[int, int]] = {}  # path -> (done, total) of a running timeline
         self._bar: tqdm | None = None
         self._drawn = 0.0
 
@@ -63,6 +64,13 @@ class TerminalProgress(Progress):
             bar.close()
 
     @contextlib.contextmanager
+    def downloading(self, name: str, total: int | None, done: int) -> Iterator[Callable[[int], None]]:
+        """A bar of bytes while the file `name` downloads, gone when it is done."""
+        with tqdm(total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
+                  file=self.stream, disable=not self.show, leave=False) as bar:
+            yield bar.update
+
+    @contextlib.contextmanager
     def videos(self, total: int) -> Iterator[tqdm]:
         """The bar of videos (`total`); stage reports go into its text while it is open."""
         with tqdm(total=total, desc=self.name, unit="video", file=self.stream, dynamic_ncols=True) as bar:
@@ -89,22 +97,38 @@ class TerminalProgress(Progress):
     def network(self, done: int, total: int) -> None:
         with self._lock:
             running = [path for path, (stage, _, _) in self._stages.items() if stage == "network"]
+            # A timeline's video decodes its next window while the network runs on this one: its frames
+            # through the network are shown in turn with the next window's frames decoded.
+            running = running or list(self._windows)
             if not running:
                 return
             self._stages[running[-1]] = ("network", done, total)
         self._redraw(force=done == total)
 
+    def windows(self, path: str, done: int, total: int) -> None:
+        with self._lock:
+            self._windows[path] = (done, total)
+        self._redraw(force=True)
+
     def finished(self, path: str) -> None:
         with self._lock:
             self._stages.pop(path, None)
+            self._windows.pop(path, None)
         self._redraw(force=True)
 
     def describe(self) -> str:
-        """The running stages, e.g. `a.mp4 network 64/300 frames | b.mp4 decode 12/300 frames`."""
+        """The running stages, e.g. `a.mp4 network 64/300 frames | b.mp4 decode 12/300 frames`; a timeline's
+        video with its windows first: `c.mp4 window 3/29, network 64/150 frames`."""
         with self._lock:
-            stages = list(self._stages.items())
-        return " | ".join(f"{short_name(path)} {stage}" + (f" {done}/{total} frames" if total else "")
-                          for path, (stage, done, total) in stages)
+            stages, windows = dict(self._stages), dict(self._windows)
+        parts = []
+        for path in dict.fromkeys([*windows, *stages]):
+            text = [f"window {windows[path][0]}/{windows[path][1]}"] if path in windows else []
+            if path in stages:
+                stage, done, total = stages[path]
+                text.append(stage + (f" {done}/{total} frames" if total else ""))
+            parts.append(f"{short_name(path)} " + ", ".join(text))
+        return " | ".join(parts)
 
     def _redraw(self, force: bool = False) -> None:
         bar = self._bar

@@ -31,9 +31,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from .. import environment
+
 LOG = logging.getLogger("paddlehub_video.serving")
 CLIENT_GONE = "the client disconnected; the request was stopped"
-MODULES_ENV = "PADDLEHUB_VIDEO_MODULES"
+MODULES_ENV = environment.MODULES
 DEFAULT_MODULE = "videotag_tsn_lstm"
 
 
@@ -218,7 +220,7 @@ def load_modules(names: Iterable[str]) -> dict[str, dict]:
 def module_names(modules: str | Iterable[str] | None) -> list[str]:
     """Names from an argument ("a,b" or a list), else $PADDLEHUB_VIDEO_MODULES, else videotag_tsn_lstm."""
     if modules is None:
-        modules = os.environ.get(MODULES_ENV, "") or DEFAULT_MODULE
+        modules = list(environment.serving().modules) or [DEFAULT_MODULE]
     names = modules.split(",") if isinstance(modules, str) else list(modules)
     names = [name.strip() for name in names if name.strip()]
     if not names:

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import stat
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, Callable, TypeVar
 
 import filelock
 
+from ... import progress as progress_report
 from ...errors import AssetError
 from ..regular_file import open_regular, read_bounded
 from .spec import AssetSpec, url_file_name
@@ -223,9 +223,9 @@ def locked(dest: Path, progress: bool) -> Iterator[None]:
         try:
             lock.acquire(timeout=0)
         except filelock.Timeout:
-            if progress:
-                print(f"waiting for another process downloading {dest.name} ...", file=sys.stderr)
-            lock.acquire()
+            reporter = progress_report.current() if progress else progress_report.Progress()
+            with reporter.busy(f"waiting for another process downloading {dest.name}"):
+                lock.acquire()
     try:
         yield
     finally:

@@ -5,7 +5,6 @@ import http.client
 import os
 import re
 import socket
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -13,18 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
+from ... import environment
+from ... import progress as progress_report
 from ...errors import AssetError
+from ...http_rules import reason as _reason
+from ...http_rules import transfer_deadline
 from .cache import disk_errors, sha256_file
 from .spec import AssetSpec
 
-ENV_TIMEOUT = "PADDLEHUB_VIDEO_TIMEOUT"
-ENV_DEADLINE = "PADDLEHUB_VIDEO_DEADLINE"
-DEFAULT_TIMEOUT_S = 30.0
-# The default deadline of a download: a minute, plus the asset's size limit at this rate.
-_DEADLINE_BASE_S = 60.0
-_SLOWEST_RATE = 100_000  # bytes per second
+ENV_TIMEOUT, ENV_DEADLINE = environment.TIMEOUT, environment.DEADLINE
+DEFAULT_TIMEOUT_S = environment.DownloadEnvironment.timeout_s
 # Module attributes rather than constants so tests (and impatient users) can shorten them.
 RETRIES = 3
 RETRY_DELAY_S = 1.0
@@ -36,29 +33,10 @@ class DownloadError(AssetError):
     """An asset could not be downloaded (unreachable, HTTP error, timeout, deadline, size limit)."""
 
 
-def socket_timeout(timeout: float | None) -> float:
-    """Socket timeout: the argument, else $PADDLEHUB_VIDEO_TIMEOUT, else the default."""
-    return float(timeout) if timeout is not None else _seconds_from_env(ENV_TIMEOUT, DEFAULT_TIMEOUT_S)
-
-
-def deadline(spec: AssetSpec) -> float:
-    """Seconds one download may take in all: $PADDLEHUB_VIDEO_DEADLINE, else a minute plus the
+def deadline(spec: AssetSpec, asked: float | None = None) -> float:
+    """Seconds one download may take in all: `asked` ($PADDLEHUB_VIDEO_DEADLINE), else a minute plus the
     asset's size limit at 100 kB/s."""
-    return _seconds_from_env(ENV_DEADLINE, _DEADLINE_BASE_S + spec.download_bytes / _SLOWEST_RATE)
-
-
-def _seconds_from_env(variable: str, default: float) -> float:
-    """A positive number of seconds from the environment variable, else `default`."""
-    raw = os.environ.get(variable)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise AssetError(f"{variable}={raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise AssetError(f"{variable}={raw!r} must be a positive number of seconds")
-    return value
+    return transfer_deadline(spec.download_bytes, asked)
 
 
 class _Transient(Exception):
@@ -82,10 +60,12 @@ class _Limits:
                      f"(raise {ENV_DEADLINE} on a slow connection)"))
 
 
-def download(url: str, dest: Path, spec: AssetSpec, progress: bool, timeout: float) -> None:
-    """Download `url` to `dest` via `<dest>.part` with resume and retries, then verify and rename."""
+def download(url: str, dest: Path, spec: AssetSpec, progress: bool, timeout: float,
+             deadline_s: float | None = None) -> None:
+    """Download `url` to `dest` via `<dest>.part` with resume and retries, then verify and rename;
+    `timeout`: seconds without data; `deadline_s`: seconds in all (None: from the asset's size limit)."""
     part = dest.with_name(dest.name + ".part")
-    seconds = deadline(spec)
+    seconds = deadline(spec, deadline_s)
     limits = _Limits(timeout, spec.download_bytes, seconds, time.monotonic() + seconds)
     attempt = 0
     while True:
@@ -152,17 +132,6 @@ def _http_error(url: str, exc: urllib.error.HTTPError, part: Path, offset: int) 
     raise DownloadError(_network_message(url, f"HTTP {exc.code} {exc.reason}"))
 
 
-def _reason(exc: BaseException, timeout: float) -> str:
-    """Readable cause of a network failure, spelling out timeouts."""
-    cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-    if isinstance(cause, (socket.timeout, TimeoutError)):
-        return (f"timed out: no data for {timeout:g} s (raise {ENV_TIMEOUT} to wait longer "
-                f"on a slow connection)")
-    if isinstance(cause, BaseException):
-        return f"{type(cause).__name__}: {cause}"
-    return str(cause)
-
-
 def _resume_point(resp: Any, part: Path, offset: int) -> tuple[int, int | None]:
     """Offset to write at and full size, from the status: 206 appends, anything else restarts."""
     status = getattr(resp, "status", None) or 200  # file:// mirrors have no status
@@ -186,13 +155,12 @@ def _too_big(url: str, what: str, max_bytes: int) -> str:
 
 def _copy_body(resp: Any, url: str, part: Path, offset: int, total: int | None, progress: bool,
                limits: _Limits) -> None:
-    """Stream the response into the `.part` file (append when resuming) with a progress bar,
-    within the size limit and the deadline."""
-    bar_args = {"total": total, "initial": offset, "unit": "B", "unit_scale": True, "unit_divisor": 1024,
-                "desc": part.name[: -len(".part")], "file": sys.stderr, "disable": None if progress else True,
-                "leave": False}
+    """Stream the response into the `.part` file (append when resuming), reported to the current
+    reporter (`hub run` draws a bar), within the size limit and the deadline."""
+    reporter = progress_report.current() if progress else progress_report.Progress()
     size = offset
-    with disk_errors(part.parent), open(part, "ab" if offset else "wb") as fh, tqdm(**bar_args) as bar:
+    with disk_errors(part.parent), open(part, "ab" if offset else "wb") as fh, \
+            reporter.downloading(part.name[: -len(".part")], total, offset) as advance:
         while True:
             limits.check_time(url)
             try:
@@ -207,7 +175,7 @@ def _copy_body(resp: Any, url: str, part: Path, offset: int, total: int | None, 
                 part.unlink(missing_ok=True)
                 raise DownloadError(_too_big(url, f"sent more than {size - len(chunk)} bytes", limits.max_bytes))
             fh.write(chunk)
-            bar.update(len(chunk))
+            advance(len(chunk))
 
 
 def _verify_download(part: Path, url: str, sha256: str | None, total: int | None) -> None:
