@@ -172,6 +172,19 @@ def test_the_onnx_export_is_cached_and_a_damaged_one_made_again(
 # ---------------------------------------------------------------- the heap (README Limits: 1.5 GB)
 
 
+def test_the_onnx_export_never_installs_packages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """paddle2onnx's default optimizer (Polygraphy) pip-installs onnxruntime and protobuf 7 into the
+    running environment, which breaks paddlehub: the export must not use it."""
+    import paddle2onnx
+
+    asked: dict = {}
+    monkeypatch.setattr(paddle2onnx, "export", lambda *args, **kwargs: asked.update(kwargs))
+    monkeypatch.delenv("POLYGRAPHY_AUTOINSTALL_DEPS", raising=False)
+    openvino_engine._export(tmp_path / "model", tmp_path / "model.onnx")
+    assert asked["optimize_tool"] not in ("polygraphy", "onnxsim")
+    assert "POLYGRAPHY_AUTOINSTALL_DEPS" not in __import__("os").environ
+
+
 def test_arenas_are_limited_once_and_an_environment_choice_is_left_to_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
     from paddlehub_video import heap
 

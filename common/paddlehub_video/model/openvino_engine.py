@@ -55,8 +55,11 @@ def cached_onnx_model(prefix: Path) -> Path:
 def _export(prefix: Path, onnx_file: Path) -> None:
     import paddle2onnx
 
+    # optimize_tool: paddle2onnx's default, "polygraphy", sets POLYGRAPHY_AUTOINSTALL_DEPS=1, and Polygraphy
+    # then pip-installs onnxruntime (and protobuf 7, which breaks paddlehub) into the running environment.
+    # OpenVINO folds constants itself when it compiles the model.
     paddle2onnx.export(str(prefix) + ".json", str(prefix) + ".pdiparams", str(onnx_file),
-                       opset_version=ONNX_OPSET, enable_onnx_checker=False, verbose=False)
+                       opset_version=ONNX_OPSET, enable_onnx_checker=False, verbose=False, optimize_tool="None")
 
 
 _core: Any = None
