@@ -69,10 +69,12 @@ def test_values_are_parsed_into_their_section(tmp_path: Path):
     (environment.TIMEOUT, "soon", "a positive number of seconds"),
     (environment.MIRROR, "ftp://m.example/", "an http:// or https:// URL"),
     (environment.PROGRESS, "maybe", "1, yes, true, on or 0, no, false, off"),
+    (environment.PRECISION, "fp16", "one of fp32, bf16, auto"),
 ])
 def test_a_bad_value_names_the_variable_the_value_and_what_it_accepts(variable: str, raw: str, accepted: str):
     readers = {environment.MIRROR: environment.downloads, environment.TIMEOUT: environment.downloads,
-               environment.PROGRESS: environment.terminal}
+               environment.PROGRESS: environment.terminal,
+               environment.PRECISION: environment.runtime_fallbacks}
     with pytest.raises(ConfigError, match=re.escape(f"{variable}={raw!r}: expected {accepted}")):
         readers.get(variable, environment.serving)({variable: raw})
 

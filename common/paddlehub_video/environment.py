@@ -89,7 +89,7 @@ def positive_int(variable: str, raw: str) -> int:
 
 def precision(variable: str, raw: str) -> str:
     if raw not in PRECISIONS:
-        raise ConfigError(f"{variable} must be one of {', '.join(PRECISIONS)}, got {raw!r}")
+        raise ConfigError(f"{variable}={raw!r}: expected one of {', '.join(PRECISIONS)}")
     return raw
 
 
