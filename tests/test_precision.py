@@ -185,7 +185,7 @@ def test_the_onnx_export_never_installs_packages(monkeypatch: pytest.MonkeyPatch
     assert "POLYGRAPHY_AUTOINSTALL_DEPS" not in __import__("os").environ
 
 
-def test_arenas_are_limited_once_and_an_environment_choice_is_left_to_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_malloc_is_configured_once_and_an_environment_choice_is_left_to_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
     from paddlehub_video import heap
 
     calls: list[tuple] = []
@@ -202,10 +202,13 @@ def test_arenas_are_limited_once_and_an_environment_choice_is_left_to_glibc(monk
     monkeypatch.setattr(heap, "_LIBC", FakeLibc())
     monkeypatch.setattr(heap, "_done", False)
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    heap.limit_arenas()
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    heap.configure_malloc()
     assert calls == []
+    monkeypatch.setattr(heap, "_done", False)
     monkeypatch.delenv("MALLOC_ARENA_MAX")
-    heap.limit_arenas()
-    heap.limit_arenas()
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    heap.configure_malloc()
+    heap.configure_malloc()
     heap.release_free_memory()
-    assert calls == [("mallopt", -8, heap.ARENAS), ("malloc_trim", 0)]
+    assert calls == [("mallopt", -8, heap.ARENAS), ("mallopt", -3, heap.MMAP_THRESHOLD), ("malloc_trim", 0)]

@@ -104,7 +104,7 @@ class VideoModule(HubEntryPoints):
 
     def __init__(self, config: ConfigOverrides = None, **kwargs: Any):
         self.settings: Settings = build_settings(self.NAME, config, self.FIXED_SETTINGS)
-        heap.limit_arenas()  # before the decoders' and predictors' threads exist
+        heap.configure_malloc()  # before the decoders' and predictors' threads exist
         self._bundle: ModelBundle | None = None  # what `load_bundle` made, once
         self._label_list: list[str] | None = None  # the label file alone, for `postprocess` before any load
         self._once_lock = threading.Lock()
