@@ -10,8 +10,9 @@ Every measurement runs in its own subprocess (`python bench/bench_memory.py --wo
 each peak RSS (VmHWM) belongs to one classify run and each start is a real process start.
 
 - rss:   classify one generated 1080p clip; peak RSS of the process, RSS after `import paddlehub`;
-         the 10-minute clip also with 10 TSN frames per run (videotag), and in bf16 (runtime.precision)
-         where the CPU has it.
+         the longest clip (10 minutes; 60 s with --quick) also with 10 TSN frames per run (videotag),
+         and in bf16 (runtime.precision) where the CPU has it, and each of those runs classifies it a
+         second time in the same process ("second call": the peak after two long videos).
 - calls: classify a short clip N times in a row (small seg_num, so 200 calls take a minute or two);
          RSS after every call: first, last, max, and the median of the first and last 20 calls.
 - cold:  process start (taken by the parent just before it starts the child) -> `import paddlehub`
@@ -70,7 +71,10 @@ def _check(results: list[dict]) -> None:
 # --- workers (run in their own process) ---------------------------------------------------------
 
 
-def rss_worker(module: str, video: str, threads: int | None, frames_per_batch: int | None, precision: str) -> None:
+def rss_worker(
+    module: str, video: str, threads: int | None, frames_per_batch: int | None, precision: str, calls: int
+) -> None:
+    """Classify `video` `calls` times in one process; the peak RSS after each call."""
     import paddlehub  # noqa: F401  (what every user process imports first)
     from common_setup import load_module
 
@@ -78,12 +82,16 @@ def rss_worker(module: str, video: str, threads: int | None, frames_per_batch: i
     config = _config(module, threads, None, frames_per_batch)
     config.setdefault("runtime", {})["precision"] = precision
     instance = load_module(module, config)
-    results, seconds = timed(lambda: instance.classify([video]))
-    _check(results)
-    emit({"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "rss_after_import_paddlehub_mib": imports_mib,
-          "rss_after_mib": current_rss_mib(), "frames_per_batch": instance.config["runtime"].get("frames_per_batch"),
-          "precision": instance.precision(),
-          "load_average": load_average()})
+    peaks, times = [], []
+    for _ in range(calls):
+        results, seconds = timed(lambda: instance.classify([video]))
+        _check(results)
+        peaks.append(peak_rss_mib())
+        times.append(seconds)
+    emit({"seconds": times[0], "peak_rss_mib": peaks[0], "calls_seconds": times, "calls_peak_rss_mib": peaks,
+          "rss_after_import_paddlehub_mib": imports_mib, "rss_after_mib": current_rss_mib(),
+          "frames_per_batch": instance.config["runtime"].get("frames_per_batch"),
+          "precision": instance.precision(), "load_average": load_average()})
 
 
 def calls_worker(module: str, video: str, threads: int | None, calls: int) -> None:
@@ -153,7 +161,9 @@ def bench_rss(lengths, threads: int | None, modules=MODULES, small_batch: int | 
 
     The longest clip is also classified by videotag with `small_batch` TSN frames per run, as the
     activation memory of a TSN run grows with its frames, and by each module in bf16 where this CPU
-    has it (bench_precision.bf16_unavailable).
+    has it (bench_precision.bf16_unavailable). Each run on the longest clip classifies it twice in
+    its process: the row `<clip>, second call` is the peak after the second video (what a process
+    serving one long video after another reaches), from the same process as the first call's row.
     """
     from bench_precision import bf16_unavailable
 
@@ -169,11 +179,17 @@ def bench_rss(lengths, threads: int | None, modules=MODULES, small_batch: int | 
             runs += [(module, f"{label}, bf16", 0, "bf16") for module in modules if bf16]
             if small_batch and "videotag_tsn_lstm" in modules:
                 runs.append(("videotag_tsn_lstm", f"{label}, batch {small_batch}", small_batch, "fp32"))
+        calls = 2 if index == len(lengths) - 1 else 1
         for module, run_label, batch, precision in runs:
-            row = run_json(_worker_command("rss", module, path, threads or 0, batch, precision))
+            row = run_json(_worker_command("rss", module, path, threads or 0, batch, precision, calls))
             out["runs"][module][run_label] = row
             print(f"  rss {module} {run_label}: peak {row['peak_rss_mib']:.0f} MiB, {row['seconds']:.1f} s",
                   flush=True)
+            if calls > 1:
+                second = {**row, "peak_rss_mib": row["calls_peak_rss_mib"][1], "seconds": row["calls_seconds"][1]}
+                out["runs"][module][f"{run_label}, second call"] = second
+                print(f"  rss {module} {run_label}, second call in the same process: peak "
+                      f"{second['peak_rss_mib']:.0f} MiB, {second['seconds']:.1f} s", flush=True)
     return out
 
 
@@ -206,7 +222,7 @@ def main() -> None:
         kind, module, video, threads, *rest = args.worker
         threads = int(threads) or None
         if kind == "rss":
-            rss_worker(module, video, threads, int(rest[0]) or None, rest[1])
+            rss_worker(module, video, threads, int(rest[0]) or None, rest[1], int(rest[2]))
         elif kind == "calls":
             calls_worker(module, video, threads, int(rest[0]))
         else:

@@ -14,10 +14,15 @@ import paddlehub as hub
 from paddlehub.module.module import moduleinfo
 
 from paddlehub_video.config import ConfigOverrides
-from paddlehub_video.decode.preprocess import frames_to_tensor, to_super_images, unique_windows
+from paddlehub_video.decode.preprocess import tensor_batches, to_super_images, unique_windows
 from paddlehub_video.decode.sampling import sample_stnet_indices
 from paddlehub_video.model.inference_model import Program, cached_inference_model
-from paddlehub_video.model.networks.stnet import PROGRAM_VERSION, SEG_LEN, build_stnet_program
+from paddlehub_video.model.networks.stnet import (
+    PROGRAM_VERSION,
+    SEG_LEN,
+    build_stnet_temporal_program,
+    build_stnet_window_program,
+)
 from paddlehub_video.model.predictor import Predictor
 from paddlehub_video.module_base import Defaults, ModelBundle, VideoModule
 from paddlehub_video.pipeline import validate_paths
@@ -50,19 +55,21 @@ class StNet(VideoModule, hub.Module):
         self._calls.errors = errors
 
     def load_bundle(self) -> ModelBundle:
-        """Fetch weights and labels, convert the weights once: model `stnet`."""
-        arguments = {
-            "seg_num": self.settings.sampling.seg_num,
-            "image_size": self.settings.preprocess.crop_size,
-            "num_classes": self.settings.model.num_classes,
-            "distinct_windows": True,  # forward feeds each distinct window once
+        """Fetch weights and labels, convert the weights once: models `windows` (the layers that see one
+        window alone) and `temporal` (the rest), each with the parameters of its layers."""
+        size = self.settings.preprocess.crop_size
+        programs = {
+            "windows": Program("stnet_windows", PROGRAM_VERSION, build_stnet_window_program, {"image_size": size}),
+            "temporal": Program("stnet_temporal", PROGRAM_VERSION, build_stnet_temporal_program,
+                                {"seg_num": self.settings.sampling.seg_num, "image_size": size,
+                                 "num_classes": self.settings.model.num_classes}),
         }
         # Every file first: a failed download or a wrong label file is reported before any conversion.
         weights_file, labels_file = self.assets("weights", "labels")
         labels = self.read_label_file(labels_file)
-        program = Program("stnet", PROGRAM_VERSION, build_stnet_program, arguments)
-        model = cached_inference_model(program, {self.settings.assets["weights"].network: weights_file})
-        return ModelBundle({"stnet": model}, labels)
+        weights = {self.settings.assets["weights"].network: weights_file}
+        return ModelBundle({name: cached_inference_model(program, weights) for name, program in programs.items()},
+                           labels)
 
     def sampling(self) -> Callable[[int], list[int]]:
         """Frame count -> the indices of the `seg_num` windows of `seglen` frames (the publisher's formula)."""
@@ -70,26 +77,32 @@ class StNet(VideoModule, hub.Module):
         return partial(sample_stnet_indices, seg_num=sampling.seg_num, seglen=sampling.seglen)
 
     def forward(self, frames: np.ndarray, predictors: dict[str, Predictor], dedup: bool = True) -> np.ndarray:
-        """Frames -> the 400 probabilities (`network_inputs` says what the network is fed)."""
-        return predictors["stnet"].run(self.network_inputs(frames, dedup))[0][0]
-
-    def network_inputs(self, frames: np.ndarray, dedup: bool = True) -> dict[str, np.ndarray]:
-        """Frames -> the network's feeds: super-images `windows` `[N, 3 * seglen, crop, crop]` float32 and
-        `window_index`, each segment's window.
+        """Frames -> the 400 probabilities: each window's res3 maps from `windows`, one window per run,
+        then every segment's through `temporal`.
 
         `dedup`: each distinct window (windows repeat, their seglen frames equal byte for byte, in a
         clip of fewer than seg_num frames or a still picture) runs through the per-window layers
-        (stem to res3, about half the FLOPs) once, and is then copied to every segment that is it;
-        the temporal layers see all seg_num segments, so the probabilities are bit for bit those
-        of feeding every window.
+        (stem to res3, about half the FLOPs) once, and its maps are then taken for every segment
+        that is it (`window_index`); the temporal layers see all seg_num segments.
+
+        One window per run bounds memory: a run's activations and float32 input are one window's
+        (4 MB of input instead of 98), and oneDNN meets one input shape. The probabilities are bit
+        for bit those of the whole network fed every segment at once (tests/test_stnet_dedup.py).
         """
-        pre, seglen = self.settings.preprocess, self.settings.sampling.seglen
+        seglen = self.settings.sampling.seglen
         if dedup:
             frames, window_index = unique_windows(frames, seglen)
         else:
             window_index = np.arange(len(frames) // seglen, dtype=np.int64)
-        windows = to_super_images(frames_to_tensor(frames, pre.mean, pre.std), seglen)
-        return {"windows": windows, "window_index": window_index}
+        maps = self.window_maps(frames, predictors["windows"])
+        return predictors["temporal"].run({"maps": maps, "window_index": window_index})[0][0]
+
+    def window_maps(self, frames: np.ndarray, windows: Predictor) -> np.ndarray:
+        """uint8 frames of N windows `[N * seglen, crop, crop, 3]` -> their res3 maps `[N, 512, crop / 8, crop / 8]`."""
+        pre, seglen = self.settings.preprocess, self.settings.sampling.seglen
+        window_tensors = tensor_batches(frames, seglen, pre.mean, pre.std)  # [1, seglen, 3, crop, crop] each
+        return np.concatenate([windows.run({"windows": to_super_images(tensor[0], seglen)})[0]
+                               for tensor in window_tensors])
 
     def video_classification(
         self, data: dict, use_gpu: bool = False, top_k: int = 5, threshold: float = 0.0, **kwargs: Any

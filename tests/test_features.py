@@ -65,6 +65,28 @@ def test_tsn_features_are_the_tsn_stage(videotag, features: list[dict]) -> None:
         np.testing.assert_array_equal(entry["tsn_features"], tsn.run({"image": network_input})[0][0])
 
 
+
+def test_every_tsn_run_has_one_shape_and_padding_changes_no_feature(videotag, good_paths: list[str]) -> None:
+    """An odd number of frames in runs of 2: the last run is padded to 2 frames (oneDNN keeps a
+    reordered copy of the weights per input shape it meets), and the features are bit for bit those
+    of one run over every frame."""
+    tsn = videotag.predictor(videotag.bundle().models["tsn"], False)
+    shapes = []
+
+    class Recording:
+        def run(self, inputs: dict) -> list[np.ndarray]:
+            shapes.append(inputs["image"].shape)
+            return tsn.run(inputs)
+
+    frames = videotag.preprocess(good_paths[0])[:3]
+    assert videotag.config["runtime"]["frames_per_batch"] == 2
+    got = videotag.tsn_features(frames, Recording())
+    assert shapes == [(1, 2, 3, 128, 128)] * 2
+    pre = videotag.config["preprocess"]
+    one_run = tsn.run({"image": frames_to_tensor(frames, pre["mean"], pre["std"])[np.newaxis]})[0][0]
+    np.testing.assert_array_equal(got, one_run)
+
+
 def test_pooled_feature_matches_numpy_reference(features: list[dict], lstm_state: dict) -> None:
     for entry in features:
         tsn_features = entry["tsn_features"].astype(np.float64)

@@ -63,6 +63,25 @@ def test_converts_once_and_predicts_with_the_weights(tiny_network, tmp_path):
     assert paddle.in_dynamic_mode()
 
 
+
+def test_a_conversion_frees_the_parameters_paddle_keeps_its_scope_for(tiny_network, tmp_path, monkeypatch):
+    """Paddle's executor keeps the scope it ran the startup program in (README Limits: +452 MiB after
+    videotag's conversions): the conversion frees its parameters' tensors, whoever still holds it."""
+    scopes = []
+
+    def recorded_scope():
+        scopes.append(paddle.base.core.Scope())
+        return scopes[-1]
+
+    monkeypatch.setattr(paddle.static, "Scope", recorded_scope)
+    weights = write_pdparams(tiny_network, tmp_path / "tiny.pdparams")
+    prefix = cached_inference_model(Program("tiny", 1, build_tiny), {"tiny": weights})
+    [scope] = scopes
+    assert not any(scope.find_var(name).get_tensor()._is_initialized() for name in TINY)
+    image = np.random.default_rng(1).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    out = Predictor(prefix).run({"image": image})[0]  # what was saved is whole
+    np.testing.assert_allclose(out, reference_conv(tiny_network, image), atol=1e-5)
+
 def test_new_weights_or_version_give_a_new_entry(tiny_network, tmp_path):
     first = write_pdparams(tiny_network, tmp_path / "a.pdparams")
     changed = dict(tiny_network, tiny_b=tiny_network["tiny_b"] + 1)

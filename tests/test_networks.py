@@ -20,7 +20,13 @@ from paddlehub_video.model.networks.attention_lstm import (
 )
 from paddlehub_video.model.networks.layers import feed_values, new_program, static_mode
 from paddlehub_video.model.networks.resnet import bottleneck, stem
-from paddlehub_video.model.networks.stnet import build_stnet_program, temporal_block, xception_head
+from paddlehub_video.model.networks.stnet import (
+    build_stnet_program,
+    build_stnet_temporal_program,
+    build_stnet_window_program,
+    temporal_block,
+    xception_head,
+)
 from paddlehub_video.model.networks.tsn import build_tsn_program
 from tests.fixtures.references import (
     np_attention_lstm,
@@ -405,3 +411,29 @@ def test_stnet_distinct_windows_equal_feeding_every_segment(static_scope: Any) -
     assert distinct.shape == (2, 400)
     assert np.abs(distinct[0] - distinct[1]).max() > 1e-3
     np.testing.assert_array_equal(distinct, every)
+
+
+def test_stnet_window_and_temporal_programs_are_the_whole_network(static_scope: Any) -> None:
+    """The two programs the module runs hold the whole network's parameters between them, each once,
+    and the per-window one run on one window at a time, then the temporal one on the gathered maps,
+    give bit for bit the whole program's probabilities fed every segment at once."""
+    exe = static_scope
+    seg_num, size = 4, 64
+    main, startup, _, fetches = build_stnet_program(seg_num=seg_num, image_size=size)
+    window, _, window_feeds, window_fetches = build_stnet_window_program(image_size=size)
+    temporal, _, temporal_feeds, temporal_fetches = build_stnet_temporal_program(seg_num=seg_num, image_size=size)
+    assert (window_feeds, temporal_feeds) == (["windows"], ["maps", "window_index"])
+    assert not set(program_params(window)) & set(program_params(temporal))
+    assert program_params(window) | program_params(temporal) == program_params(main)
+    exe.run(startup)
+    rng = np.random.default_rng(10)
+    load_params(main, random_params(main, rng, lambda name, shape: 0.01 if name == "fc_0.w_0" else None))
+    windows = rng.normal(0, 1, (3, 15, size, size)).astype(np.float32)
+    index = np.array([0, 1, 0, 1, 2, 2, 2, 0], dtype=np.int64)
+    (every,) = exe.run(main, feed={"image": windows[index].reshape(2, seg_num, 15, size, size)}, fetch_list=fetches)
+    maps = np.concatenate([exe.run(window, feed={"windows": w[np.newaxis]}, fetch_list=window_fetches)[0]
+                           for w in windows])
+    assert maps.shape == (3, 512, size // 8, size // 8)
+    (split,) = exe.run(temporal, feed={"maps": maps, "window_index": index}, fetch_list=temporal_fetches)
+    assert np.abs(split[0] - split[1]).max() > 1e-3
+    np.testing.assert_array_equal(split, every)

@@ -150,7 +150,7 @@ def test_bf16_stays_close_to_fp32_on_the_seeded_weights(
 def test_the_onnx_export_is_cached_and_a_damaged_one_made_again(
     mirror: PublisherHost, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    prefix = mirror.small_module("stnet_kinetics400").bundle().models["stnet"]
+    prefix = mirror.small_module("stnet_kinetics400").bundle().models["temporal"]
     onnx_file = openvino_engine.cached_onnx_model(prefix)
     assert onnx_file.parent.name.startswith(prefix.parent.name + "-onnx")
 

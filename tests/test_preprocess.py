@@ -140,6 +140,19 @@ def test_tensor_batches_equal_one_tensor(batch_size: int) -> None:
     assert np.array_equal(np.concatenate(batches, axis=1)[0], frames_to_tensor(frames))
 
 
+
+@pytest.mark.parametrize("batch_size", [2, 3, 50])
+def test_padded_tensor_batches_all_have_one_shape(batch_size: int) -> None:
+    """`pad=True`: the last batch is filled with copies of its last frame; the rest is unchanged."""
+    frames = np.stack([noisy_frame(8, 6, seed=s) for s in range(7)])
+    batches = list(tensor_batches(frames, batch_size, pad=True))
+    assert [b.shape for b in batches] == [(1, batch_size, 3, 6, 8)] * -(-7 // batch_size)
+    joined = np.concatenate(batches, axis=1)[0]
+    expected = frames_to_tensor(frames)
+    assert np.array_equal(joined[:7], expected)
+    assert all(np.array_equal(copy, expected[-1]) for copy in joined[7:])
+
+
 def test_super_image_layout() -> None:
     seg_num, seglen = 4, 5
     tensor = np.random.default_rng(0).random((seg_num * seglen, 3, 6, 7), dtype=np.float32)

@@ -393,7 +393,8 @@ def test_run_cmd_without_input_is_a_usage_error(publisher_host, capsys):
 
 def test_second_call_reuses_converted_model_and_predictor(mirror, stnet, full_result, wrap_video, monkeypatch):
     first = top(full_result(wrap_video), 5)
-    prefix = stnet.bundle().models["stnet"]
+    models = stnet.bundle().models
+    assert set(models) == {"windows", "temporal"}
     predictors = []
 
     def spy(*args: Any, **kwargs: Any) -> Any:
@@ -407,14 +408,15 @@ def test_second_call_reuses_converted_model_and_predictor(mirror, stnet, full_re
     monkeypatch.setattr(inference_model, "_convert", forbidden)
     monkeypatch.setattr(predictor_module, "Predictor", forbidden)
     stnet_source = sys.modules[type(stnet).__module__]
-    monkeypatch.setattr(stnet_source, "build_stnet_program", forbidden)
+    monkeypatch.setattr(stnet_source, "build_stnet_window_program", forbidden)
+    monkeypatch.setattr(stnet_source, "build_stnet_temporal_program", forbidden)
 
     assert_same_result(classify_one(stnet, wrap_video), first)
-    fresh = new_module(mirror)  # a second object in the same process: same cache entry, same predictor
+    fresh = new_module(mirror)  # a second object in the same process: same cache entries, same predictors
     assert_same_result(classify_one(fresh, wrap_video), first)
-    assert fresh.bundle().models["stnet"] == prefix
-    assert len(predictors) == 2 and predictors[0] is predictors[1]
-    assert predictors[0] is stnet.predictor(prefix, False)
+    assert fresh.bundle().models == models
+    assert len(predictors) == 4 and predictors[:2] == predictors[2:]
+    assert predictors[:2] == [stnet.predictor(models["windows"], False), stnet.predictor(models["temporal"], False)]
 
 
 def test_two_crop_sizes_with_the_same_seg_num_get_their_own_programs(mirror, monkeypatch, tmp_path):
@@ -427,7 +429,8 @@ def test_two_crop_sizes_with_the_same_seg_num_get_their_own_programs(mirror, mon
 
     monkeypatch.setattr(inference_model, "_convert", mark_converted)
     small, large = new_module(mirror, crop_size=128), new_module(mirror, crop_size=160)
-    assert small.bundle().models["stnet"] != large.bundle().models["stnet"]
+    for name in ("windows", "temporal"):
+        assert small.bundle().models[name] != large.bundle().models[name]
 
 
 def test_a_seglen_the_network_is_not_built_for_is_a_config_error_at_construction(mirror):

@@ -1,7 +1,8 @@
 """Repeated StNet windows run through the per-window layers once: a 10-frame clip sampled to 25
 windows (each one 2 or 3 times) gives classify bit for bit what running every window gives, and
-the network is fed the 10 distinct windows, counted by a spy on the StNet predictor; a still video
-feeds 1 window, and a clip of 25 distinct windows 25, with what the program before the gather gave.
+the network is fed the 10 distinct windows, one per run, counted by a spy on StNet's `windows`
+predictor; a still video feeds 1 window, and a clip of 25 distinct windows 25, with what the whole
+program fed every segment at once (before the gather and the split into two programs) gave.
 
 The module runs the publisher's 25 segments on 64-pixel crops, so ResNet-50 stays cheap.
 """
@@ -27,15 +28,27 @@ CROP = 64
 
 
 class WindowSpy:
-    """A predictor stand-in that counts the windows of every `windows` fed through it."""
+    """Stand-ins for StNet's two predictors: they count the windows fed to `windows` (and its runs'
+    shapes) and keep the `window_index` fed to `temporal`."""
 
-    def __init__(self, predictor):
-        self.predictor, self.windows, self.index = predictor, 0, None
+    def __init__(self, predictors):
+        self.predictors, self.windows, self.shapes, self.index = predictors, 0, set(), None
+
+    def spies(self) -> dict:
+        return {"windows": Spied(self, "windows"), "temporal": Spied(self, "temporal")}
+
+
+class Spied:
+    def __init__(self, spy: WindowSpy, name: str):
+        self.spy, self.name = spy, name
 
     def run(self, inputs, lod=None):
-        self.windows += inputs["windows"].shape[0]
-        self.index = inputs["window_index"]
-        return self.predictor.run(inputs, lod)
+        if self.name == "windows":
+            self.spy.windows += inputs["windows"].shape[0]
+            self.spy.shapes.add(inputs["windows"].shape)
+        else:
+            self.spy.index = inputs["window_index"]
+        return self.spy.predictors[self.name].run(inputs, lod)
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +96,10 @@ def still_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def spied_run(stnet, frames: np.ndarray, dedup: bool = True) -> tuple[np.ndarray, WindowSpy]:
     """`forward` with a spy on the StNet predictor: (probabilities, the spy)."""
-    predictors = stnet.predictors(False)
-    spy = WindowSpy(predictors["stnet"])
-    return stnet.forward(frames, {**predictors, "stnet": spy}, dedup=dedup), spy
+    spy = WindowSpy(stnet.predictors(False))
+    probabilities = stnet.forward(frames, spy.spies(), dedup=dedup)
+    assert spy.shapes == {(1, 3 * SEGLEN, CROP, CROP)}  # one window per run, whatever the clip
+    return probabilities, spy
 
 
 def assert_every_window_gives(stnet, every_segment, frames: np.ndarray, deduped: np.ndarray) -> None:

@@ -115,9 +115,12 @@ class VideoTag(VideoModule, hub.Module):
         """Frames -> TSN features `[len(frames), 2048]`."""
         pre = self.settings.preprocess
         # Frames are independent in the extractor, so running a few at a time (or each distinct
-        # frame once) bounds memory and time without changing results.
-        batches = tensor_batches(frames, self.settings.runtime.frames_per_batch, pre.mean, pre.std)
-        return np.concatenate([tsn.run({"image": batch})[0] for batch in batches], axis=1)[0]
+        # frame once) bounds memory and time without changing results. Every run gets the same
+        # shape (the last batch padded): oneDNN keeps a reordered copy of the 170 MB of weights for
+        # each input shape it meets, and a last batch of one frame cost 170 MiB more at the peak.
+        batches = tensor_batches(frames, self.settings.runtime.frames_per_batch, pre.mean, pre.std, pad=True)
+        features = np.concatenate([tsn.run({"image": batch})[0] for batch in batches], axis=1)[0]
+        return features[: len(frames)]
 
     def extract_features(self, paths: list[str], use_gpu: bool = False) -> list[dict]:
         """Features of each video for your own classifier or search, in input order.

@@ -67,14 +67,20 @@ def tensor_batches(
     batch_size: int,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    pad: bool = False,
 ) -> Iterator[np.ndarray]:
     """`frames_to_tensor` of each run of `batch_size` frames of uint8 `[N, H, W, 3]`, as `[1, b, 3, H, W]`.
 
-    Each batch is reported to `progress.current()` as done when the next one is asked for.
+    `pad`: a last batch of fewer frames is filled up to `batch_size` with copies of its last frame, so
+    that every batch has the same shape (the caller drops what the copies give). Each batch is
+    reported to `progress.current()` as done when the next one is asked for.
     """
     report = progress.current()
     for start in range(0, len(frames), batch_size):
-        yield frames_to_tensor(frames[start : start + batch_size], mean, std)[np.newaxis]
+        batch = frames[start : start + batch_size]
+        if pad and len(batch) < batch_size:
+            batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - len(batch), axis=0)])
+        yield frames_to_tensor(batch, mean, std)[np.newaxis]
         report.network(min(start + batch_size, len(frames)), len(frames))
 
 

@@ -22,7 +22,7 @@ import paddle
 import paddle.nn.functional as F
 
 from .layers import auto_bn_names, batch_norm, conv2d, fc, new_program, parameter
-from .resnet import resnet
+from .resnet import resnet_stage, stem
 
 # Bump when build_stnet_program changes what it computes: converted models are cached per version.
 PROGRAM_VERSION = 2
@@ -71,6 +71,34 @@ def xception_head(x: Any, in_channels: int = 2048, out_channels: int = 1024) -> 
     return batch_norm(a + b, auto_bn_names("xception_bn2"), out_channels, act="relu")
 
 
+def window_layers(windows: Any) -> Any:
+    """The layers that see one window alone: `[N, 15, S, S]` super-images -> res3 maps `[N, 512, S/8, S/8]`."""
+    return resnet_stage(resnet_stage(stem(windows, windows.shape[1]), STNET_DEPTH, 2), STNET_DEPTH, 3)
+
+
+def temporal_layers(maps: Any, seg_num: int = SEG_NUM, num_classes: int = NUM_CLASSES, window_index: Any = None) -> Any:
+    """res3 maps of every segment `[B * seg_num, 512, h, w]` (or of the distinct windows, with `window_index`
+    int64 `[B * seg_num]` saying which each segment is) -> softmax probabilities `[B, num_classes]`:
+    the temporal blocks, res4, res5 and the head."""
+    if window_index is not None:
+        maps = paddle.gather(maps, window_index)  # distinct windows -> every segment, before time mixes them
+    x = temporal_block(maps, seg_num, *_temporal_names(3))
+    x = temporal_block(resnet_stage(x, STNET_DEPTH, 4), seg_num, *_temporal_names(4))
+    x = resnet_stage(x, STNET_DEPTH, 5)
+    pooled = F.adaptive_avg_pool2d(x, 1)  # [B*T, 2048, 1, 1]
+    sequence = paddle.reshape(pooled, [-1, seg_num, 2048, 1])
+    sequence = paddle.transpose(sequence, [0, 2, 1, 3])  # [B, 2048, T, 1]
+    temporal = xception_head(sequence)
+    feature = paddle.max(temporal, axis=[2, 3])  # max over the whole (T, 1) extent -> [B, 1024]
+    return fc(feature, "fc_0", 1024, num_classes, act="softmax")
+
+
+def _temporal_names(stage: int) -> tuple[int, str, str]:
+    """temporal_block's (channels, conv name, bn name) after `stage`."""
+    conv_name, bn_name, channels = TEMPORAL_BLOCKS[stage]
+    return channels, conv_name, bn_name
+
+
 def stnet(image: Any, seg_num: int = SEG_NUM, num_classes: int = NUM_CLASSES, window_index: Any = None) -> Any:
     """`[B, seg_num, 15, S, S]` super-images -> softmax probabilities `[B, num_classes]`.
 
@@ -79,22 +107,7 @@ def stnet(image: Any, seg_num: int = SEG_NUM, num_classes: int = NUM_CLASSES, wi
     """
     channels, height, width = image.shape[-3:]
     frames = image if window_index is not None else paddle.reshape(image, [-1, channels, height, width])
-
-    def insert_temporal_block(stage: int, x: Any) -> Any:
-        if stage not in TEMPORAL_BLOCKS:
-            return x
-        if stage == min(TEMPORAL_BLOCKS) and window_index is not None:
-            x = paddle.gather(x, window_index)  # distinct windows -> every segment, before time mixes them
-        conv_name, bn_name, block_channels = TEMPORAL_BLOCKS[stage]
-        return temporal_block(x, seg_num, block_channels, conv_name, bn_name)
-
-    maps = resnet(frames, depth=STNET_DEPTH, in_channels=channels, after_stage=insert_temporal_block)
-    pooled = F.adaptive_avg_pool2d(maps, 1)  # [B*T, 2048, 1, 1]
-    sequence = paddle.reshape(pooled, [-1, seg_num, 2048, 1])
-    sequence = paddle.transpose(sequence, [0, 2, 1, 3])  # [B, 2048, T, 1]
-    temporal = xception_head(sequence)
-    feature = paddle.max(temporal, axis=[2, 3])  # max over the whole (T, 1) extent -> [B, 1024]
-    return fc(feature, "fc_0", 1024, num_classes, act="softmax")
+    return temporal_layers(window_layers(frames), seg_num, num_classes, window_index)
 
 
 def build_stnet_program(
@@ -119,3 +132,25 @@ def build_stnet_program(
             image = paddle.static.data("image", [-1, seg_num, *shape], "float32")
             probabilities = stnet(image, seg_num=seg_num, num_classes=num_classes)
     return main, startup, feeds, [probabilities]
+
+
+def build_stnet_window_program(image_size: int = IMAGE_SIZE) -> tuple[Any, Any, list[str], list[Any]]:
+    """StNet's per-window layers alone (`window_layers`): feed `windows` float32 `[N, 15, S, S]`, fetch
+    the res3 maps `[N, 512, S/8, S/8]`. Windows are independent here, so they can run a few at a time."""
+    with new_program() as (main, startup):
+        windows = paddle.static.data("windows", [-1, 3 * SEG_LEN, image_size, image_size], "float32")
+        maps = window_layers(windows)
+    return main, startup, ["windows"], [maps]
+
+
+def build_stnet_temporal_program(
+    seg_num: int = SEG_NUM, image_size: int = IMAGE_SIZE, num_classes: int = NUM_CLASSES
+) -> tuple[Any, Any, list[str], list[Any]]:
+    """The rest of StNet (`temporal_layers`): feed `maps` float32 `[N, 512, S/8, S/8]` (the res3 maps of
+    the distinct windows) and `window_index` int64 `[B * seg_num]`, fetch probabilities `[B, num_classes]`."""
+    size = -(-image_size // 8)  # the stem and res3 halve it three times, rounding up
+    with new_program() as (main, startup):
+        maps = paddle.static.data("maps", [-1, TEMPORAL_BLOCKS[3][2], size, size], "float32")
+        window_index = paddle.static.data("window_index", [-1], "int64")
+        probabilities = temporal_layers(maps, seg_num, num_classes, window_index)
+    return main, startup, ["maps", "window_index"], [probabilities]
