@@ -10,6 +10,13 @@ distinct super-images) and `window_index` int64 `[B * seg_num]` (which of them e
 the res3 maps are gathered to the B * seg_num segments before the first temporal block, so what
 follows, and the probabilities, are those of feeding every segment.
 
+`build_stnet_sequence_program(image_size)` runs the same layers over one sequence of any length
+(`classify_timeline(..., context="video")`): feed `segments` float32 `[T, 15, S, S]`, fetch
+`features` `[T, 1024]`, each position's output of the Xception head before the max over time, the
+temporal convolutions padded with zeros at the sequence's ends only. A position depends on the
+segments within SEQUENCE_HALO of it. `build_stnet_head_program(seg_num)` is what follows: feed
+`features` `[B, seg_num, 1024]`, fetch the probabilities of the max over the seg_num positions.
+
 The auto-named upstream tensors (`conv3d_0/1`, `batch_norm_24/44`, `xception_*`, `fc_0`) are
 created here under exactly those names.
 """
@@ -26,6 +33,8 @@ from .resnet import resnet
 
 # Bump when build_stnet_program changes what it computes: converted models are cached per version.
 PROGRAM_VERSION = 2
+# The same for build_stnet_sequence_program and build_stnet_head_program.
+SEQUENCE_VERSION = 1
 SEG_NUM = 25
 SEG_LEN = 5
 IMAGE_SIZE = 256
@@ -34,14 +43,25 @@ STNET_DEPTH = 50
 
 # (conv3d name, batch_norm name, channels) of the temporal block after res3 and after res4.
 TEMPORAL_BLOCKS = {3: ("conv3d_0", "batch_norm_24", 512), 4: ("conv3d_1", "batch_norm_44", 1024)}
+FEATURE_SIZE = 1024
+# Segments on each side a position's features depend on: one per temporal convolution of kernel 3
+# on the way (the conv3d after res3 and after res4, the Xception head's two depthwise convolutions);
+# every other layer sees one segment alone.
+SEQUENCE_HALO = 4
 
 
-def temporal_block(x: Any, seg_num: int, channels: int, conv_name: str, bn_name: str) -> Any:
-    """`[B*T, C, h, w]` -> same shape: conv3d (3,1,1) with bias -> ReLU -> BN -> + input, over time."""
+def clip_shape(seg_num: int | None, *rest: int) -> list[int]:
+    """`[B, seg_num, *rest]` for batches of seg_num segments, `[1, T, *rest]` for one sequence (seg_num None)."""
+    return [-1, seg_num, *rest] if seg_num else [1, -1, *rest]
+
+
+def temporal_block(x: Any, seg_num: int | None, channels: int, conv_name: str, bn_name: str) -> Any:
+    """`[B*T, C, h, w]` -> same shape: conv3d (3,1,1) with bias -> ReLU -> BN -> + input, over time
+    (over each seg_num segments, or over all of them when seg_num is None)."""
     height, width = x.shape[2], x.shape[3]
     if height < 0 or width < 0:
         raise ValueError("temporal_block needs static spatial sizes (build with a fixed image size)")
-    clip = paddle.reshape(x, [-1, seg_num, channels, height, width])
+    clip = paddle.reshape(x, clip_shape(seg_num, channels, height, width))
     clip = paddle.transpose(clip, [0, 2, 1, 3, 4])  # [B, C, T, h, w]
     weight = parameter(f"{conv_name}.w_0", [channels, channels, 3, 1, 1])
     bias = parameter(f"{conv_name}.b_0", [channels], init=0.0)
@@ -71,15 +91,12 @@ def xception_head(x: Any, in_channels: int = 2048, out_channels: int = 1024) -> 
     return batch_norm(a + b, auto_bn_names("xception_bn2"), out_channels, act="relu")
 
 
-def stnet(image: Any, seg_num: int = SEG_NUM, num_classes: int = NUM_CLASSES, window_index: Any = None) -> Any:
-    """`[B, seg_num, 15, S, S]` super-images -> softmax probabilities `[B, num_classes]`.
+def temporal_features(frames: Any, seg_num: int | None, window_index: Any = None) -> Any:
+    """`[B * seg_num, 15, S, S]` super-images -> `[B, 1024, seg_num, 1]`: ResNet-50 with the temporal blocks,
+    then the Xception head, before the max over time. seg_num None: one sequence of any length (B = 1).
 
-    With `window_index` (int64 `[B * seg_num]`), `image` is `[N, 15, S, S]` distinct windows instead:
-    segment i is window `window_index[i]`, taken after res3 (the layers that see one window alone).
+    With `window_index`, `frames` are distinct windows, gathered to the segments after res3 (`stnet`).
     """
-    channels, height, width = image.shape[-3:]
-    frames = image if window_index is not None else paddle.reshape(image, [-1, channels, height, width])
-
     def insert_temporal_block(stage: int, x: Any) -> Any:
         if stage not in TEMPORAL_BLOCKS:
             return x
@@ -88,13 +105,24 @@ def stnet(image: Any, seg_num: int = SEG_NUM, num_classes: int = NUM_CLASSES, wi
         conv_name, bn_name, block_channels = TEMPORAL_BLOCKS[stage]
         return temporal_block(x, seg_num, block_channels, conv_name, bn_name)
 
-    maps = resnet(frames, depth=STNET_DEPTH, in_channels=channels, after_stage=insert_temporal_block)
+    maps = resnet(frames, depth=STNET_DEPTH, in_channels=frames.shape[1], after_stage=insert_temporal_block)
     pooled = F.adaptive_avg_pool2d(maps, 1)  # [B*T, 2048, 1, 1]
-    sequence = paddle.reshape(pooled, [-1, seg_num, 2048, 1])
+    sequence = paddle.reshape(pooled, clip_shape(seg_num, 2048, 1))
     sequence = paddle.transpose(sequence, [0, 2, 1, 3])  # [B, 2048, T, 1]
-    temporal = xception_head(sequence)
+    return xception_head(sequence, out_channels=FEATURE_SIZE)
+
+
+def stnet(image: Any, seg_num: int = SEG_NUM, num_classes: int = NUM_CLASSES, window_index: Any = None) -> Any:
+    """`[B, seg_num, 15, S, S]` super-images -> softmax probabilities `[B, num_classes]`.
+
+    With `window_index` (int64 `[B * seg_num]`), `image` is `[N, 15, S, S]` distinct windows instead:
+    segment i is window `window_index[i]`, taken after res3 (the layers that see one window alone).
+    """
+    channels, height, width = image.shape[-3:]
+    frames = image if window_index is not None else paddle.reshape(image, [-1, channels, height, width])
+    temporal = temporal_features(frames, seg_num, window_index)
     feature = paddle.max(temporal, axis=[2, 3])  # max over the whole (T, 1) extent -> [B, 1024]
-    return fc(feature, "fc_0", 1024, num_classes, act="softmax")
+    return fc(feature, "fc_0", FEATURE_SIZE, num_classes, act="softmax")
 
 
 def build_stnet_program(
@@ -119,3 +147,24 @@ def build_stnet_program(
             image = paddle.static.data("image", [-1, seg_num, *shape], "float32")
             probabilities = stnet(image, seg_num=seg_num, num_classes=num_classes)
     return main, startup, feeds, [probabilities]
+
+
+def build_stnet_sequence_program(image_size: int = IMAGE_SIZE) -> tuple[Any, Any, list[str], list[Any]]:
+    """The layers of StNet before the max over time, over one sequence: feed `segments` `[T, 15, S, S]`,
+    fetch `features` `[T, 1024]` (module docstring)."""
+    with new_program() as (main, startup):
+        segments = paddle.static.data("segments", [-1, 3 * SEG_LEN, image_size, image_size], "float32")
+        temporal = temporal_features(segments, None)  # [1, 1024, T, 1]
+        features = paddle.reshape(paddle.transpose(temporal, [0, 2, 1, 3]), [-1, FEATURE_SIZE])
+    return main, startup, ["segments"], [features]
+
+
+def build_stnet_head_program(
+    seg_num: int = SEG_NUM, num_classes: int = NUM_CLASSES,
+) -> tuple[Any, Any, list[str], list[Any]]:
+    """What StNet does after the sequence layers: feed `features` `[B, seg_num, 1024]`, fetch the softmax
+    probabilities `[B, num_classes]` of their max over the seg_num positions."""
+    with new_program() as (main, startup):
+        features = paddle.static.data("features", [-1, seg_num, FEATURE_SIZE], "float32")
+        probabilities = fc(paddle.max(features, axis=1), "fc_0", FEATURE_SIZE, num_classes, act="softmax")
+    return main, startup, ["features"], [probabilities]
