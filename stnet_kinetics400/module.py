@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,12 +16,25 @@ from paddlehub.module.module import moduleinfo
 
 from paddlehub_video.config import ConfigOverrides
 from paddlehub_video.decode.preprocess import frames_to_tensor, to_super_images, unique_windows
-from paddlehub_video.decode.sampling import sample_stnet_indices
+from paddlehub_video.decode.sampling import sample_stnet_indices, segment_grid
 from paddlehub_video.model.inference_model import Program, cached_inference_model
-from paddlehub_video.model.networks.stnet import PROGRAM_VERSION, SEG_LEN, build_stnet_program
+from paddlehub_video.model.networks.stnet import (
+    PROGRAM_VERSION,
+    SEG_LEN,
+    SEQUENCE_HALO,
+    SEQUENCE_VERSION,
+    build_stnet_head_program,
+    build_stnet_program,
+    build_stnet_sequence_program,
+)
 from paddlehub_video.model.predictor import Predictor
 from paddlehub_video.module_base import Defaults, ModelBundle, VideoModule
 from paddlehub_video.pipeline import validate_paths
+from paddlehub_video.timeline import SequenceModel
+
+# Segments per run of the sequence program (`context="video"` timelines), plus SEQUENCE_HALO on each
+# side: the halo's share of the work is 2 * 4 / 96, and the activations are those of ~4 classify calls.
+SEQUENCE_CHUNK = 96
 
 
 @moduleinfo(
@@ -39,6 +53,7 @@ class StNet(VideoModule, hub.Module):
     def __init__(self, config: ConfigOverrides = None, **kwargs: Any):
         VideoModule.__init__(self, config)  # not super(): @moduleinfo rebuilds the class
         self._calls = threading.local()  # per thread, so concurrent calls keep their own errors
+        self._sequence_models: tuple[Path, Path] | None = None  # converted on the first context="video" timeline
 
     @property
     def last_errors(self) -> dict[int, str]:
@@ -63,6 +78,34 @@ class StNet(VideoModule, hub.Module):
         program = Program("stnet", PROGRAM_VERSION, build_stnet_program, arguments)
         model = cached_inference_model(program, {self.settings.assets["weights"].network: weights_file})
         return ModelBundle({"stnet": model}, labels)
+
+    def sequence_model(self, use_gpu: bool) -> SequenceModel:
+        """StNet over a whole video's segments (`context="video"` timelines): the sequence program on chunks of
+        SEQUENCE_CHUNK grid positions, then the head (max over a window's seg_num positions, fc, softmax)."""
+        sequence, head = self._once("_sequence_models", self._convert_sequence_models)
+        precision = self.precision(use_gpu)
+        features = self.predictor(sequence, use_gpu, precision=precision)
+        classes = self.predictor(head, use_gpu, precision=precision)
+        sampling, pre = self.settings.sampling, self.settings.preprocess
+
+        def rows(frames: np.ndarray) -> np.ndarray:
+            segments = to_super_images(frames_to_tensor(frames, pre.mean, pre.std), sampling.seglen)
+            return features.run({"segments": segments})[0]
+
+        return SequenceModel(
+            grid=partial(segment_grid, seg_num=sampling.seg_num, seglen=sampling.seglen), features=rows,
+            head=lambda window: classes.run({"features": window[np.newaxis]})[0][0],
+            span=sampling.seg_num, halo=SEQUENCE_HALO, chunk=max(SEQUENCE_CHUNK, sampling.seg_num),
+        )
+
+    def _convert_sequence_models(self) -> tuple[Path, Path]:
+        """The sequence and head programs converted from the module's weights (cached as every program is)."""
+        weights = {self.settings.assets["weights"].network: self.asset("weights")}
+        sequence = Program("stnet_sequence", SEQUENCE_VERSION, build_stnet_sequence_program,
+                           {"image_size": self.settings.preprocess.crop_size})
+        head = Program("stnet_head", SEQUENCE_VERSION, build_stnet_head_program,
+                       {"seg_num": self.settings.sampling.seg_num, "num_classes": self.settings.model.num_classes})
+        return cached_inference_model(sequence, weights), cached_inference_model(head, weights)
 
     def sampling(self) -> Callable[[int], list[int]]:
         """Frame count -> the indices of the `seg_num` windows of `seglen` frames (the publisher's formula)."""
