@@ -32,9 +32,10 @@ from paddlehub_video.module_base import Defaults, ModelBundle, VideoModule
 from paddlehub_video.pipeline import validate_paths
 from paddlehub_video.timeline import SequenceModel
 
-# Segments per run of the sequence program (`context="video"` timelines), plus SEQUENCE_HALO on each
-# side: the halo's share of the work is 2 * 4 / 96, and the activations are those of ~4 classify calls.
-SEQUENCE_CHUNK = 96
+# Most segments per run of the sequence program (`context="video"` timelines), plus SEQUENCE_HALO on each
+# side: the halo's share of the work is 8 / 64 at most (less for the video's first and last chunks), and
+# the activations ~26 MB per segment at 256 pixels (peak RSS ~1.2 GB over classify's: README Timeline).
+SEQUENCE_CHUNK = 64
 
 
 @moduleinfo(

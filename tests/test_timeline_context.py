@@ -142,6 +142,8 @@ def test_chunks_are_aligned_and_carry_the_halo() -> None:
                                        Chunk(range(6, 10), range(8, 10))]
     # From position 5 (a resumed timeline): the chunk holding it, as an uninterrupted run makes it.
     assert chunks(5, 7, 10, 4, 2) == [Chunk(range(2, 10), range(4, 8))]
+    # Chunks of equal lengths: 99 positions in chunks of at most 64 are two of 50 (the second one 49).
+    assert chunks(0, 99, 99, 64, 4) == [Chunk(range(0, 54), range(0, 50)), Chunk(range(46, 99), range(50, 99))]
     with pytest.raises(ValueError, match="size of at least 1"):
         chunks(0, 10, 10, 0, 2)
 

@@ -210,13 +210,15 @@ class Chunk(NamedTuple):
 def chunks(first: int, stop: int, count: int, size: int, halo: int) -> list[Chunk]:
     """The chunks whose outputs cover positions `[first, stop)` of a sequence of `count` positions.
 
-    Aligned on multiples of `size` from position 0, whatever `first` is, so that a resumed timeline runs
+    The sequence is cut into the fewest chunks of at most `size` positions, of equal lengths (so that no
+    last chunk of a few positions pays a whole halo), whatever `first` is, so that a resumed timeline runs
     the same chunks as an uninterrupted one; each is fed `halo` more positions on each side (within the
     sequence), whose rows are dropped: a kept row then sees every position it depends on, as in one run
     over the whole sequence.
     """
     if size < 1 or halo < 0:
         raise ValueError(f"chunks need a size of at least 1 and a halo of at least 0, got {size} and {halo}")
+    size = -(-count // -(-count // size)) if count > 0 else size  # ceil(count / the number of chunks)
     found = []
     for start in range(first - first % size, stop, size):
         end = min(start + size, count)
