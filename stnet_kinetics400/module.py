@@ -32,9 +32,8 @@ from paddlehub_video.module_base import Defaults, ModelBundle, VideoModule
 from paddlehub_video.pipeline import validate_paths
 from paddlehub_video.timeline import SequenceModel
 
-# Most segments per run of the sequence program (`context="video"` timelines), plus SEQUENCE_HALO on each
-# side: the halo's share of the work is 8 / 64 at most (less for the video's first and last chunks), and
-# the activations ~26 MB per segment at 256 pixels (peak RSS ~1.2 GB over classify's: README Timeline).
+# Most segments per run of the temporal program (`context="video"` timelines), plus SEQUENCE_HALO on each
+# side: the halo's share of the work is 8 / 64 at most (less for the video's first and last chunks).
 SEQUENCE_CHUNK = 64
 
 
@@ -54,7 +53,7 @@ class StNet(VideoModule, hub.Module):
     def __init__(self, config: ConfigOverrides = None, **kwargs: Any):
         VideoModule.__init__(self, config)  # not super(): @moduleinfo rebuilds the class
         self._calls = threading.local()  # per thread, so concurrent calls keep their own errors
-        self._sequence_models: tuple[Path, Path] | None = None  # converted on the first context="video" timeline
+        self._sequence_models: tuple[Path, Path, Path] | None = None  # converted on the first context="video" timeline
 
     @property
     def last_errors(self) -> dict[int, str]:
@@ -81,32 +80,36 @@ class StNet(VideoModule, hub.Module):
         return ModelBundle({"stnet": model}, labels)
 
     def sequence_model(self, use_gpu: bool) -> SequenceModel:
-        """StNet over a whole video's segments (`context="video"` timelines): the sequence program on chunks of
-        SEQUENCE_CHUNK grid positions, then the head (max over a window's seg_num positions, fc, softmax)."""
-        sequence, head = self._once("_sequence_models", self._convert_sequence_models)
-        precision = self.precision(use_gpu)
-        features = self.predictor(sequence, use_gpu, precision=precision)
-        classes = self.predictor(head, use_gpu, precision=precision)
+        """StNet over a whole video's segments (`context="video"` timelines): on chunks of SEQUENCE_CHUNK grid
+        positions, the spatial program (stem to res3) seg_num positions at a time, then the temporal program
+        over the chunk; then per window the head (max over its seg_num positions, fc, softmax)."""
+        spatial, temporal, head = (self.predictor(prefix, use_gpu, precision=self.precision(use_gpu))
+                                   for prefix in self._once("_sequence_models", self._convert_sequence_models))
         sampling, pre = self.settings.sampling, self.settings.preprocess
 
         def rows(frames: np.ndarray) -> np.ndarray:
             segments = to_super_images(frames_to_tensor(frames, pre.mean, pre.std), sampling.seglen)
-            return features.run({"segments": segments})[0]
+            maps = [spatial.run({"segments": segments[i:i + sampling.seg_num]})[0]
+                    for i in range(0, len(segments), sampling.seg_num)]
+            return temporal.run({"maps": np.concatenate(maps)})[0]
 
         return SequenceModel(
             grid=partial(segment_grid, seg_num=sampling.seg_num, seglen=sampling.seglen), features=rows,
-            head=lambda window: classes.run({"features": window[np.newaxis]})[0][0],
+            head=lambda window: head.run({"features": window[np.newaxis]})[0][0],
             span=sampling.seg_num, halo=SEQUENCE_HALO, chunk=max(SEQUENCE_CHUNK, sampling.seg_num),
         )
 
-    def _convert_sequence_models(self) -> tuple[Path, Path]:
-        """The sequence and head programs converted from the module's weights (cached as every program is)."""
+    def _convert_sequence_models(self) -> tuple[Path, Path, Path]:
+        """The spatial, temporal and head programs converted from the module's weights (cached as every
+        program is)."""
         weights = {self.settings.assets["weights"].network: self.asset("weights")}
-        sequence = Program("stnet_sequence", SEQUENCE_VERSION, build_stnet_sequence_program,
-                           {"image_size": self.settings.preprocess.crop_size})
-        head = Program("stnet_head", SEQUENCE_VERSION, build_stnet_head_program,
-                       {"seg_num": self.settings.sampling.seg_num, "num_classes": self.settings.model.num_classes})
-        return cached_inference_model(sequence, weights), cached_inference_model(head, weights)
+        size = self.settings.preprocess.crop_size
+        programs = [Program(f"stnet_{part}", SEQUENCE_VERSION, build_stnet_sequence_program,
+                            {"image_size": size, "part": part}) for part in ("spatial", "temporal")]
+        programs.append(Program("stnet_head", SEQUENCE_VERSION, build_stnet_head_program,
+                                {"seg_num": self.settings.sampling.seg_num,
+                                 "num_classes": self.settings.model.num_classes}))
+        return tuple(cached_inference_model(program, weights) for program in programs)
 
     def sampling(self) -> Callable[[int], list[int]]:
         """Frame count -> the indices of the `seg_num` windows of `seglen` frames (the publisher's formula)."""

@@ -44,15 +44,17 @@ CROP = 64
 
 @pytest.fixture(scope="module")
 def programs() -> Any:
-    """(run windowed, run sequence, run head) on one scope holding random parameters for all three."""
+    """(run windowed, run sequence (spatial then temporal), run head) on one scope holding random parameters
+    for all of them."""
     with static_mode():
         scope = paddle.static.Scope()
         with paddle.static.scope_guard(scope):
             executor = paddle.static.Executor(paddle.CPUPlace())
             windowed, startup, _, windowed_fetch = build_stnet_program(seg_num=SEG_NUM, image_size=CROP)
-            sequence, sequence_startup, _, sequence_fetch = build_stnet_sequence_program(image_size=CROP)
+            spatial, spatial_startup, _, spatial_fetch = build_stnet_sequence_program(CROP, "spatial")
+            temporal, temporal_startup, _, temporal_fetch = build_stnet_sequence_program(CROP, "temporal")
             head, head_startup, _, head_fetch = build_stnet_head_program(seg_num=SEG_NUM)
-            for program in (startup, sequence_startup, head_startup):
+            for program in (startup, spatial_startup, temporal_startup, head_startup):
                 executor.run(program)
             rng = np.random.default_rng(11)
             load_params(windowed, random_params(windowed, rng, lambda name, s: 0.01 if name == "fc_0.w_0" else None))
@@ -61,8 +63,10 @@ def programs() -> Any:
         with static_mode(), paddle.static.scope_guard(scope):
             return executor.run(program, feed=feed, fetch_list=fetches)[0]
 
-    return (lambda image: run(windowed, windowed_fetch, image=image),
-            lambda segments: run(sequence, sequence_fetch, segments=segments),
+    def sequence(segments: np.ndarray) -> np.ndarray:
+        return run(temporal, temporal_fetch, maps=run(spatial, spatial_fetch, segments=segments))
+
+    return (lambda image: run(windowed, windowed_fetch, image=image), sequence,
             lambda features: run(head, head_fetch, features=features))
 
 

@@ -10,12 +10,13 @@ distinct super-images) and `window_index` int64 `[B * seg_num]` (which of them e
 the res3 maps are gathered to the B * seg_num segments before the first temporal block, so what
 follows, and the probabilities, are those of feeding every segment.
 
-`build_stnet_sequence_program(image_size)` runs the same layers over one sequence of any length
-(`classify_timeline(..., context="video")`): feed `segments` float32 `[T, 15, S, S]`, fetch
-`features` `[T, 1024]`, each position's output of the Xception head before the max over time, the
-temporal convolutions padded with zeros at the sequence's ends only. A position depends on the
-segments within SEQUENCE_HALO of it. `build_stnet_head_program(seg_num)` is what follows: feed
-`features` `[B, seg_num, 1024]`, fetch the probabilities of the max over the seg_num positions.
+`build_stnet_sequence_program(image_size, part)` runs the same layers over one sequence of any
+length (`classify_timeline(..., context="video")`), in two programs: `spatial` (stem to res3, each
+segment alone) then `temporal` (the rest), giving `features` `[T, 1024]`, each position's output of
+the Xception head before the max over time, the temporal convolutions padded with zeros at the
+sequence's ends only. A position depends on the segments within SEQUENCE_HALO of it.
+`build_stnet_head_program(seg_num)` is what follows: feed `features` `[B, seg_num, 1024]`, fetch
+the probabilities of the max over the seg_num positions.
 
 The auto-named upstream tensors (`conv3d_0/1`, `batch_norm_24/44`, `xception_*`, `fc_0`) are
 created here under exactly those names.
@@ -29,12 +30,14 @@ import paddle
 import paddle.nn.functional as F
 
 from .layers import auto_bn_names, batch_norm, conv2d, fc, new_program, parameter
-from .resnet import resnet
+from .resnet import resnet, resnet_stage, stem
 
+# What a builder returns: (main program, startup program, feed names, fetch values).
+StaticProgram = tuple[Any, Any, list[str], list[Any]]
 # Bump when build_stnet_program changes what it computes: converted models are cached per version.
 PROGRAM_VERSION = 2
 # The same for build_stnet_sequence_program and build_stnet_head_program.
-SEQUENCE_VERSION = 1
+SEQUENCE_VERSION = 2
 SEG_NUM = 25
 SEG_LEN = 5
 IMAGE_SIZE = 256
@@ -106,6 +109,11 @@ def temporal_features(frames: Any, seg_num: int | None, window_index: Any = None
         return temporal_block(x, seg_num, block_channels, conv_name, bn_name)
 
     maps = resnet(frames, depth=STNET_DEPTH, in_channels=frames.shape[1], after_stage=insert_temporal_block)
+    return temporal_head(maps, seg_num)
+
+
+def temporal_head(maps: Any, seg_num: int | None) -> Any:
+    """res5 maps `[B*T, 2048, h, w]` -> `[B, 1024, T, 1]`: average pooling, then the Xception head over time."""
     pooled = F.adaptive_avg_pool2d(maps, 1)  # [B*T, 2048, 1, 1]
     sequence = paddle.reshape(pooled, clip_shape(seg_num, 2048, 1))
     sequence = paddle.transpose(sequence, [0, 2, 1, 3])  # [B, 2048, T, 1]
@@ -149,19 +157,45 @@ def build_stnet_program(
     return main, startup, feeds, [probabilities]
 
 
-def build_stnet_sequence_program(image_size: int = IMAGE_SIZE) -> tuple[Any, Any, list[str], list[Any]]:
-    """The layers of StNet before the max over time, over one sequence: feed `segments` `[T, 15, S, S]`,
-    fetch `features` `[T, 1024]` (module docstring)."""
+def res3_size(image_size: int) -> int:
+    """Height (and width) of the res3 maps of an `image_size` input: conv1 /2, max-pool /2, res3 /2."""
+    size = image_size
+    for kernel, padding in ((7, 3), (3, 1), (3, 1)):
+        size = (size + 2 * padding - kernel) // 2 + 1
+    return size
+
+
+def build_stnet_sequence_program(image_size: int = IMAGE_SIZE, part: str = "spatial") -> StaticProgram:
+    """StNet's layers before the max over time, over one sequence, in two parts (module docstring).
+
+    `part="spatial"`: what sees each segment alone, the stem, res2 and res3: feed `segments`
+    `[N, 15, S, S]`, fetch `maps` `[N, 512, S/8, S/8]` (any N: runs in batches of a window's size
+    keep its activations a window's). `part="temporal"`: the rest, over the sequence: feed those
+    `maps` `[T, 512, S/8, S/8]`, fetch `features` `[T, 1024]`.
+    """
     with new_program() as (main, startup):
-        segments = paddle.static.data("segments", [-1, 3 * SEG_LEN, image_size, image_size], "float32")
-        temporal = temporal_features(segments, None)  # [1, 1024, T, 1]
+        if part == "spatial":
+            segments = paddle.static.data("segments", [-1, 3 * SEG_LEN, image_size, image_size], "float32")
+            x = stem(segments, 3 * SEG_LEN)
+            for stage in (2, 3):
+                x = resnet_stage(x, STNET_DEPTH, stage)
+            return main, startup, ["segments"], [x]
+        if part != "temporal":
+            raise ValueError(f"part must be 'spatial' or 'temporal', got {part!r}")
+        size = res3_size(image_size)
+        x = paddle.static.data("maps", [-1, TEMPORAL_BLOCKS[3][2], size, size], "float32")
+        for stage in (3, 4):
+            if stage > 3:
+                x = resnet_stage(x, STNET_DEPTH, stage)
+            conv_name, bn_name, channels = TEMPORAL_BLOCKS[stage]
+            x = temporal_block(x, None, channels, conv_name, bn_name)
+        x = resnet_stage(x, STNET_DEPTH, 5)
+        temporal = temporal_head(x, None)  # [1, 1024, T, 1]
         features = paddle.reshape(paddle.transpose(temporal, [0, 2, 1, 3]), [-1, FEATURE_SIZE])
-    return main, startup, ["segments"], [features]
+    return main, startup, ["maps"], [features]
 
 
-def build_stnet_head_program(
-    seg_num: int = SEG_NUM, num_classes: int = NUM_CLASSES,
-) -> tuple[Any, Any, list[str], list[Any]]:
+def build_stnet_head_program(seg_num: int = SEG_NUM, num_classes: int = NUM_CLASSES) -> StaticProgram:
     """What StNet does after the sequence layers: feed `features` `[B, seg_num, 1024]`, fetch the softmax
     probabilities `[B, num_classes]` of their max over the seg_num positions."""
     with new_program() as (main, startup):
