@@ -88,9 +88,10 @@ class StNet(VideoModule, hub.Module):
         sampling, pre = self.settings.sampling, self.settings.preprocess
 
         def rows(frames: np.ndarray) -> np.ndarray:
-            segments = to_super_images(frames_to_tensor(frames, pre.mean, pre.std), sampling.seglen)
-            maps = [spatial.run({"segments": segments[i:i + sampling.seg_num]})[0]
-                    for i in range(0, len(segments), sampling.seg_num)]
+            batch = sampling.seg_num * sampling.seglen  # frames: a window's float32 tensor at a time, not a chunk's
+            maps = [spatial.run({"segments": to_super_images(frames_to_tensor(frames[i:i + batch], pre.mean, pre.std),
+                                                             sampling.seglen)})[0]
+                    for i in range(0, len(frames), batch)]
             return temporal.run({"maps": np.concatenate(maps)})[0]
 
         return SequenceModel(
