@@ -83,7 +83,9 @@ class StNet(VideoModule, hub.Module):
         """StNet over a whole video's segments (`context="video"` timelines): on chunks of SEQUENCE_CHUNK grid
         positions, the spatial program (stem to res3) seg_num positions at a time, then the temporal program
         over the chunk; then per window the head (max over its seg_num positions, fc, softmax)."""
-        spatial, temporal, head = (self.predictor(prefix, use_gpu, precision=self.precision(use_gpu))
+        # Chunks and their last batches vary in length from video to video: oneDNN keeps its kernels for one
+        # input shape at a time (else ~0.75 GB more per new shape, for ever).
+        spatial, temporal, head = (self.predictor(prefix, use_gpu, precision=self.precision(use_gpu), onednn_shapes=1)
                                    for prefix in self._once("_sequence_models", self._convert_sequence_models))
         sampling, pre = self.settings.sampling, self.settings.preprocess
 

@@ -200,16 +200,16 @@ class VideoModule(HubEntryPoints):
 
     def predictor(
         self, model_prefix: Path, use_gpu: bool, use_onednn: bool | None = None, worker: int = 0,
-        workers: int | None = None, precision: str = "fp32",
+        workers: int | None = None, precision: str = "fp32", onednn_shapes: int = 0,
     ) -> Predictor:
         """The process-wide predictor of a converted model, on CPU or GPU as asked for this call;
         `worker` k > 0 gets a clone of worker 0's (the weights shared, its own activations); the CPU
         threads are shared among the call's `workers` (None: `runtime.workers`); `precision` as
-        `precision()` resolved it."""
+        `precision()` resolved it; `onednn_shapes` as `predictor.shared_predictor` takes it."""
         runtime = self.settings.runtime
         onednn = runtime.use_onednn if use_onednn is None else use_onednn
         threads = default_cpu_threads(runtime.cpu_threads, self.workers(use_gpu, workers))
-        return shared_predictor(model_prefix, bool(use_gpu), threads, onednn, worker, precision)
+        return shared_predictor(model_prefix, bool(use_gpu), threads, onednn, worker, precision, onednn_shapes)
 
     def predictors(self, use_gpu: bool, worker: int = 0, workers: int | None = None) -> dict[str, Predictor]:
         """A predictor for each model of `bundle()`, by the same names; fetches and converts on first use.
