@@ -147,6 +147,8 @@ def bench_module(name: str, video: Path, frames: int, window: float, before: boo
     (`before`: also the seconds of the window-by-window timeline)."""
     module = load_module(name)
     module.classify([str(video)])  # converts and loads the model, warms the predictor
+    if name in WHOLE_VIDEO:  # the same for the video context's programs, on one window's worth
+        module.classify_timeline([str(video)], window, context="video")
     head = HeadTimer(module) if hasattr(module, "attention_lstm") else None
     _, classify_first_s = timed(lambda: module.classify([str(video)]))
     classify_frames = len(set(module.sampling()(frames)))
