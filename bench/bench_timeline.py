@@ -11,6 +11,10 @@ ratio timeline / classify: the goal is within 1.15 (each distinct frame costs a 
 shared machine moves meanwhile). Also counted, not timed: the frames the windows sample in all (what TSN ran before the
 feature cache: each window's distinct frames) and, for StNet, the 5-frame segments in all and distinct
 (a segment can be reused only where two windows' segments start on the same frame).
+StNet is also timed with `context="video"` (its network once over the whole video's segment grid): its
+distinct analysed frames are the frames of the grid positions the windows use. Its probabilities are
+compared with the exact mode's over the same windows (max |dp| over all 400 classes, top-1 and top-5
+agreement), here and on DEVIATION_CLIPS.
 `--memory` measures instead the peak RSS of StNet timelines (10 s windows) of a 20 s and a 120 s clip, each in its
 own process: a longer video should not hold more.
 Random weights in the publisher's format; nothing is downloaded. Writes bench/results/timeline.json.
@@ -43,6 +47,12 @@ MODULE_NAMES = ("videotag_tsn_lstm", "stnet_kinetics400")
 STRIDE_FRACTIONS = (0.5, 0.25)
 GOAL = 1.15
 SEGMENT_FRAMES = {"stnet_kinetics400": 5}
+# Modules with a whole-video context, and the share of their per-segment work after the first layer that
+# mixes time (StNet: res4, res5, the two conv3d and the head are 61% of the MACs at 256 pixels), which no
+# exact-mode reuse can share between windows.
+WHOLE_VIDEO = {"stnet_kinetics400": 0.61}
+# More clips for the deviation of the video context (content, seconds): 5 s windows every 1.25 s.
+DEVIATION_CLIPS = (("noise", 10), ("scene", 12))
 
 
 def planned(module, video: Path, window: float, stride: float) -> list:
@@ -63,6 +73,46 @@ def counts(name: str, windows: list) -> dict:
         segments = [tuple(w.indices[i:i + seglen]) for w in windows for i in range(0, len(w.indices), seglen)]
         found.update(segments=len(segments), distinct_segments=len(set(segments)))
     return found
+
+
+def grid_counts(module, video: Path, window: float, stride: float) -> dict:
+    """The windows of a `context="video"` timeline, and the grid positions and frames they analyse."""
+    from paddlehub_video.decode.sampling import plan_windows
+    from paddlehub_video.decode.video import frame_times
+
+    times = frame_times(str(video))
+    windows = plan_windows(times.times, times.duration, window, stride, lambda count: (0, count - 1))
+    model = module.sequence_model(False)
+    grid = model.grid(len(times.times), max(last - first + 1 for first, last in (w.indices for w in windows)))
+    positions = set()
+    for w in windows:
+        start = grid.nearest(w.indices[0], model.span)
+        positions.update(range(start, start + model.span))
+    return {"windows": len(windows), "positions": len(positions),
+            "distinct_frames": len(set(grid.indices(sorted(positions))))}
+
+
+def deviation(exact: list[dict], whole: list[dict]) -> dict:
+    """How far the video context's windows are from the exact ones: max |dp| over every class, the share of
+    windows with the same top-1 label, and the mean share of shared top-5 labels."""
+    def top(prediction: dict, k: int) -> set:
+        return set(sorted(prediction, key=prediction.get, reverse=True)[:k])
+
+    pairs = [(e["prediction"], w["prediction"]) for e, w in zip(exact, whole, strict=True)]
+    per_window = [max(abs(e[label] - w.get(label, 0.0)) for label in e) for e, w in pairs]
+    return {"windows_compared": len(pairs), "max_abs_dp": max(per_window),
+            "mean_window_max_abs_dp": sum(per_window) / len(per_window),
+            "top1_agreement": sum(top(e, 1) == top(w, 1) for e, w in pairs) / len(pairs),
+            "top5_overlap": sum(len(top(e, 5) & top(w, 5)) / 5 for e, w in pairs) / len(pairs)}
+
+
+def timelines(module, video: Path, window: float, stride: float, context: str) -> tuple[list[dict], float]:
+    """The windows of `video`'s timeline in `context`, with every class's probability, and its seconds."""
+    every = len(module.class_names())
+    (entry,), seconds = timed(partial(module.classify_timeline, [str(video)], window, stride, top_k=every,
+                                      threshold=0.0, context=context))
+    assert "error" not in entry, entry.get("error")
+    return entry["windows"], seconds
 
 
 def window_by_window(module, video: Path, window: float, stride: float) -> float:
@@ -97,6 +147,8 @@ def bench_module(name: str, video: Path, frames: int, window: float, before: boo
     (`before`: also the seconds of the window-by-window timeline)."""
     module = load_module(name)
     module.classify([str(video)])  # converts and loads the model, warms the predictor
+    if name in WHOLE_VIDEO:  # the same for the video context's programs, on one window's worth
+        module.classify_timeline([str(video)], window, context="video")
     head = HeadTimer(module) if hasattr(module, "attention_lstm") else None
     _, classify_first_s = timed(lambda: module.classify([str(video)]))
     classify_frames = len(set(module.sampling()(frames)))
@@ -106,15 +158,21 @@ def bench_module(name: str, video: Path, frames: int, window: float, before: boo
         found = counts(name, planned(module, video, window, stride))
         if head:
             head.reset()
-        (entry,), timeline_s = timed(partial(module.classify_timeline, [str(video)], window, stride))
-        assert len(entry["windows"]) == found["windows"], entry.get("error")
-        rows.append({"module": name, "window_s": window, "stride_s": stride, **found, "timeline_s": timeline_s,
-                     "timeline_s_per_frame": timeline_s / found["distinct_frames"],
+        exact, timeline_s = timelines(module, video, window, stride, "window")
+        assert len(exact) == found["windows"]
+        rows.append({"module": name, "context": "window", "window_s": window, "stride_s": stride, **found,
+                     "timeline_s": timeline_s, "timeline_s_per_frame": timeline_s / found["distinct_frames"],
                      "classify_distinct_frames": classify_frames})
         if head:
             rows[-1].update(head_s=head.seconds, head_calls=head.calls)
         if before:
             rows[-1]["window_by_window_s"] = window_by_window(module, video, window, stride)
+        if name in WHOLE_VIDEO:
+            grid = grid_counts(module, video, window, stride)
+            whole, whole_s = timelines(module, video, window, stride, "video")
+            rows.append({"module": name, "context": "video", "window_s": window, "stride_s": stride, **grid,
+                         "timeline_s": whole_s, "timeline_s_per_frame": whole_s / grid["distinct_frames"],
+                         "classify_distinct_frames": classify_frames, **deviation(exact, whole)})
     # Once before and once after the timelines, the mean: the load of a shared machine moves meanwhile.
     _, classify_last_s = timed(lambda: module.classify([str(video)]))
     classify_s = (classify_first_s + classify_last_s) / 2
@@ -123,6 +181,27 @@ def bench_module(name: str, video: Path, frames: int, window: float, before: boo
         row.update(classify_s=classify_s, classify_runs_s=[classify_first_s, classify_last_s],
                    classify_s_per_frame=classify_s / classify_frames, ratio=ratio, goal_met=ratio <= GOAL)
     return rows
+
+
+def exact_bound(row: dict, positions: int) -> float:
+    """The least ratio a bit-for-bit StNet timeline could reach even if its windows' segments fell on one grid
+    of `positions` segments (they do not: each window samples from its own first frame): each segment's work
+    up to res3 done once, the rest (WHOLE_VIDEO's share) once per window, as the zeros at each window's own
+    ends make it that window's."""
+    share = WHOLE_VIDEO[row["module"]]
+    return (1 - share) + share * row["segments"] / positions
+
+
+def bench_deviation(name: str, window: float) -> list[dict]:
+    """The video context against the exact one on each of DEVIATION_CLIPS, windows every 1/4 window."""
+    module = load_module(name)
+    found = []
+    for content, seconds in DEVIATION_CLIPS:
+        video = cached_video(content, seconds, 640, 360, codec="h264")[0]
+        exact, _ = timelines(module, video, window, window / 4, "window")
+        whole, _ = timelines(module, video, window, window / 4, "video")
+        found.append({"module": name, "clip": f"{content} {seconds} s", **deviation(exact, whole)})
+    return found
 
 
 def cpu_name() -> str:
@@ -136,27 +215,43 @@ def cpu_name() -> str:
 
 def table(rows: list[dict]) -> str:
     """The rows as a Markdown table."""
-    lines = ["| module | stride | windows | distinct frames (sampled in all) | classify s/frame | timeline s/frame "
-             "| timeline / classify |", "|---|---|---|---|---|---|---|"]
+    lines = ["| module | context | stride | windows | distinct frames (sampled in all) | classify s/frame "
+             "| timeline s/frame | timeline / classify |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        segments = f"; segments {r['distinct_segments']} of {r['segments']}" if "segments" in r else ""
-        lines.append(f"| {r['module']} | {r['stride_s']:g} s of {r['window_s']:g} s | {r['windows']} | "
-                     f"{r['distinct_frames']} ({r['sampled_frames']}{segments}) | {r['classify_s_per_frame']:.3f} | "
-                     f"{r['timeline_s_per_frame']:.3f} | {r['ratio']:.2f} {'ok' if r['goal_met'] else 'MISSED'} |")
+        if "positions" in r:
+            frames = f"{r['distinct_frames']} (grid positions {r['positions']})"
+        else:
+            segments = f"; segments {r['distinct_segments']} of {r['segments']}" if "segments" in r else ""
+            frames = f"{r['distinct_frames']} ({r['sampled_frames']}{segments})"
+        lines.append(f"| {r['module']} | {r['context']} | {r['stride_s']:g} s of {r['window_s']:g} s | {r['windows']} "
+                     f"| {frames} | {r['classify_s_per_frame']:.3f} | {r['timeline_s_per_frame']:.3f} | "
+                     f"{r['ratio']:.2f} {'ok' if r['goal_met'] else 'MISSED'} |")
     return "\n".join(lines)
 
 
-def memory_worker(video: str) -> None:
-    """In a fresh process: StNet's timeline of `video` in 10 s windows, then this process's peak RSS."""
-    (entry,) = load_module("stnet_kinetics400").classify_timeline([video], window_seconds=10)
-    emit({"video": video, "duration": entry["duration"], "windows": len(entry["windows"]),
+def deviation_line(r: dict) -> str:
+    """One line of the video context's deviation from the exact mode."""
+    where = r.get("clip") or f"bench clip, stride {r['stride_s']:g} s"
+    return (f"{r['module']} video vs window context, {where}: {r['windows_compared']} windows, max |dp| "
+            f"{r['max_abs_dp']:.4f} (a window's, on average {r['mean_window_max_abs_dp']:.4f}), top-1 agreement "
+            f"{r['top1_agreement']:.0%}, top-5 overlap {r['top5_overlap']:.0%}")
+
+
+def memory_worker(video: str, context: str) -> None:
+    """In a fresh process: StNet's timeline of `video` in 10 s windows (every 5 s with the video context),
+    then this process's peak RSS."""
+    stride = 5 if context == "video" else None
+    (entry,) = load_module("stnet_kinetics400").classify_timeline([video], window_seconds=10, stride_seconds=stride,
+                                                                  context=context)
+    emit({"video": video, "context": context, "duration": entry["duration"], "windows": len(entry["windows"]),
           "peak_rss_mib": peak_rss_mib()})
 
 
 def bench_memory() -> list[dict]:
-    """Peak RSS of a timeline of each of MEMORY_SECONDS long clips, one process each."""
+    """Peak RSS of a timeline of each of MEMORY_SECONDS long clips in each context, one process each."""
     videos = [cached_video("scene", seconds, 640, 360, codec="h264")[0] for seconds in MEMORY_SECONDS]
-    return [run_json([sys.executable, __file__, "--worker", str(video)]) for video in videos]
+    return [run_json([sys.executable, __file__, "--worker", str(video), "--context", context])
+            for context in ("window", "video") for video in videos]
 
 
 def main() -> None:
@@ -168,9 +263,10 @@ def main() -> None:
                         help="also time each timeline window by window, as before the feature cache")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--context", default="window", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return memory_worker(args.worker)
+        return memory_worker(args.worker, args.context)
     video, frames, _ = cached_video("scene", args.seconds, 640, 360, codec="h264")
     names = [args.only] if args.only else list(MODULE_NAMES)
     with tempfile.TemporaryDirectory(prefix="bench-timeline-") as work:
@@ -178,13 +274,25 @@ def main() -> None:
         load_before = load_average()
         rows = [] if args.memory else [row for name in names
                                        for row in bench_module(name, video, frames, args.window, args.before)]
+        deviations = [] if args.memory else [row for name in names if name in WHOLE_VIDEO
+                                             for row in bench_deviation(name, args.window)]
         memory = bench_memory() if args.memory else []
     if rows:
         print(f"CPU: {cpu_name()}, load average {load_before} -> {load_average()}")
         print(table(rows))
-        for r in rows[::len(STRIDE_FRACTIONS)]:
+        for r in {r["module"]: r for r in rows}.values():
             print(f"{r['module']}: classify {r['classify_runs_s'][0]:.1f} s before the timelines, "
                   f"{r['classify_runs_s'][1]:.1f} s after ({r['classify_distinct_frames']} distinct frames)")
+        for r, grid in zip(rows, rows[1:]):
+            if r["module"] in WHOLE_VIDEO and r["context"] == "window" and grid.get("context") == "video":
+                share = WHOLE_VIDEO[r["module"]]
+                print(f"{r['module']}, stride {r['stride_s']:g} s, window context: {r['distinct_segments']} distinct "
+                      f"of {r['segments']} segments, so nothing to reuse bit for bit; with the windows on one grid "
+                      f"({grid['positions']} segments) only the work up to res3 could be shared ({share:.0%} of it "
+                      f"is after, where each window sees zeros at its own ends): at best "
+                      f"{exact_bound(r, grid['positions']):.2f}")
+        for r in [*(r for r in rows if "max_abs_dp" in r), *deviations]:
+            print(deviation_line(r))
         for r in rows:
             if "head_s" in r:
                 print(f"{r['module']}, stride {r['stride_s']:g} s: AttentionLSTM {r['head_s']:.1f} s in "
@@ -193,12 +301,13 @@ def main() -> None:
                 print(f"{r['module']}, stride {r['stride_s']:g} s: window by window {r['window_by_window_s']:.1f} s, "
                       f"now {r['timeline_s']:.1f} s")
     for row in memory:
-        print(f"StNet timeline, {row['duration']:.0f} s clip, {row['windows']} windows: "
+        print(f"StNet timeline ({row['context']} context), {row['duration']:.0f} s clip, {row['windows']} windows: "
               f"peak RSS {row['peak_rss_mib']:.0f} MiB")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     results = RESULTS.with_name("timeline_memory.json") if args.memory else RESULTS
     machine = {**machine_info(), "cpu": cpu_name()}
     results.write_text(json.dumps({"video": str(video), "machine": machine, "rows": rows, "memory": memory,
+                                   "deviations": deviations,
                                    "load_average": [load_before, load_average()]}, indent=2))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,17 +16,26 @@ from paddlehub.module.module import moduleinfo
 
 from paddlehub_video.config import ConfigOverrides
 from paddlehub_video.decode.preprocess import tensor_batches, to_super_images, unique_windows
-from paddlehub_video.decode.sampling import sample_stnet_indices
+from paddlehub_video.decode.sampling import sample_stnet_indices, segment_grid
 from paddlehub_video.model.inference_model import Program, cached_inference_model
 from paddlehub_video.model.networks.stnet import (
     PROGRAM_VERSION,
     SEG_LEN,
+    SEQUENCE_HALO,
+    SEQUENCE_VERSION,
+    build_stnet_head_program,
+    build_stnet_sequence_program,
     build_stnet_temporal_program,
     build_stnet_window_program,
 )
 from paddlehub_video.model.predictor import Predictor
 from paddlehub_video.module_base import Defaults, ModelBundle, VideoModule
 from paddlehub_video.pipeline import validate_paths
+from paddlehub_video.timeline import SequenceModel
+
+# Most segments per run of the temporal program (`context="video"` timelines), plus SEQUENCE_HALO on each
+# side: the halo's share of the work is 8 / 64 at most (less for the video's first and last chunks).
+SEQUENCE_CHUNK = 64
 
 
 @moduleinfo(
@@ -44,6 +54,7 @@ class StNet(VideoModule, hub.Module):
     def __init__(self, config: ConfigOverrides = None, **kwargs: Any):
         VideoModule.__init__(self, config)  # not super(): @moduleinfo rebuilds the class
         self._calls = threading.local()  # per thread, so concurrent calls keep their own errors
+        self._sequence_models: tuple[Path, Path] | None = None  # converted on the first context="video" timeline
 
     @property
     def last_errors(self) -> dict[int, str]:
@@ -70,6 +81,35 @@ class StNet(VideoModule, hub.Module):
         weights = {self.settings.assets["weights"].network: weights_file}
         return ModelBundle({name: cached_inference_model(program, weights) for name, program in programs.items()},
                            labels)
+
+    def sequence_model(self, use_gpu: bool) -> SequenceModel:
+        """StNet over a whole video's segments (`context="video"` timelines): on chunks of SEQUENCE_CHUNK grid
+        positions, the `windows` model (stem to res3, as `classify` runs it: one window per run), then the
+        sequence program over the chunk; then per window the head (max over its seg_num positions, fc, softmax)."""
+        precision = self.precision(use_gpu)
+        windows = self.predictor(self.bundle().models["windows"], use_gpu, precision=precision)
+        # Chunks vary in length from video to video: oneDNN keeps its kernels for one input shape at a time
+        # (else ~0.75 GB more per new shape, for ever).
+        sequence, head = (self.predictor(prefix, use_gpu, precision=precision, onednn_shapes=1)
+                          for prefix in self._once("_sequence_models", self._convert_sequence_models))
+        sampling = self.settings.sampling
+        return SequenceModel(
+            grid=partial(segment_grid, seg_num=sampling.seg_num, seglen=sampling.seglen),
+            features=lambda frames: sequence.run({"maps": self.window_maps(frames, windows)})[0],
+            head=lambda window: head.run({"features": window[np.newaxis]})[0][0],
+            span=sampling.seg_num, halo=SEQUENCE_HALO, chunk=max(SEQUENCE_CHUNK, sampling.seg_num),
+        )
+
+    def _convert_sequence_models(self) -> tuple[Path, Path]:
+        """The sequence and head programs converted from the module's weights (cached as every program is)."""
+        weights = {self.settings.assets["weights"].network: self.asset("weights")}
+        size = self.settings.preprocess.crop_size
+        programs = (
+            Program("stnet_sequence", SEQUENCE_VERSION, build_stnet_sequence_program, {"image_size": size}),
+            Program("stnet_head", SEQUENCE_VERSION, build_stnet_head_program,
+                    {"seg_num": self.settings.sampling.seg_num, "num_classes": self.settings.model.num_classes}),
+        )
+        return tuple(cached_inference_model(program, weights) for program in programs)
 
     def sampling(self) -> Callable[[int], list[int]]:
         """Frame count -> the indices of the `seg_num` windows of `seglen` frames (the publisher's formula)."""

@@ -332,3 +332,16 @@ def test_the_command_takes_use_gpu_as_hub_run_does(tmp_path, words, use_gpu):
     # `--use_gpu True`, as hub run takes it, was "unrecognized arguments: True"
     args = fleet.build_parser().parse_args(["--module", "m", "--output", str(tmp_path), *words, "--input_path", "a"])
     assert args.use_gpu is use_gpu
+
+
+def test_the_video_context_is_refused_for_videotag_before_ray_starts(tmp_path, capsys):
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"")
+    status = fleet.main(["--module", str(REPO / "videotag_tsn_lstm"), "--output", str(tmp_path / "out"),
+                         "--input_path", str(video), "--timeline", "2", "--timeline-context", "video"])
+    assert status == 2 and "fleet: error: context='video' is for StNet" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as usage:
+        fleet.main(["--module", "m", "--output", str(tmp_path), "--input_path", str(video), "--timeline", "2",
+                    "--timeline-context", "clip"])
+    assert usage.value.code == 2

@@ -332,12 +332,14 @@ def peak_rss_mib(pid: int) -> float:
 
 
 @pytest.mark.parametrize("body, message", [
-    ({"video": []}, "unknown field(s) 'video'; accepted: paths, videos, use_gpu, threshold, top_k, timeline, stride"),
+    ({"video": []}, "unknown field(s) 'video'; accepted: paths, videos, use_gpu, threshold, top_k, timeline, stride, "
+                    "timeline_context"),
     ({}, "give 'paths'"),
     ({"paths": "a.mp4"}, "paths must be a list"),
     ({"videos": "QUJD"}, "videos must be a list"),
     ({"paths": [], "top_k": 0}, "top_k"),
     ({"videos": [], "timeline": 60, "stride": 1e-6}, "stride_seconds must be a number of seconds of at least 0.001"),
+    ({"videos": [], "timeline": 60, "timeline_context": "video"}, "context='video' is for StNet; videotag_tsn_lstm"),
 ])
 def test_request_mistakes_are_one_clear_client_error(server, body, message):
     status, raw = server.post_bytes(VIDEOTAG, json.dumps(body).encode())
@@ -599,8 +601,11 @@ def served_app(small_stnet: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, 
     (b"", "the body is not valid JSON (Expecting value: line 1 column 1 (char 0))"),
     (b"\xff\xfe{}", "the body is not valid JSON ("),
     (b"{}", "give 'paths'"),
-    (b'{"self": 1}', "unknown field(s) 'self'; accepted: paths, videos, use_gpu, threshold, top_k, timeline, stride"),
+    (b'{"self": 1}', "unknown field(s) 'self'; accepted: paths, videos, use_gpu, threshold, top_k, timeline, stride, "
+                    "timeline_context"),
     (b'{"videos": [], "stride": 2}', "'stride' needs 'timeline'"),
+    (b'{"videos": [], "timeline_context": "video"}', "'timeline_context' needs 'timeline'"),
+    (b'{"videos": [], "timeline": 60, "timeline_context": "clip"}', "context must be one of 'window', 'video'"),
     (b'{"videos": [], "top_k": "5"}', "top_k must be a positive integer"),
     (b'{"videos": [], "threshold": [0.5]}', "threshold"),
     (b'{"videos": [], "timeline": "60"}', "window_seconds must be a number of seconds"),

@@ -80,7 +80,7 @@ class HubEntryPoints:
     @serving
     def serving_method(self, paths: list[str] | None = None, videos: list | None = None, **options: Any) -> list[dict]:
         """`hub serving`: `classify` of server `paths` and/or base64 `videos` (see paddlehub_video.interfaces.serving);
-        with `timeline` (seconds) and optionally `stride`, `classify_timeline` instead."""
+        with `timeline` (seconds) and optionally `stride` and `timeline_context`, `classify_timeline` instead."""
         classify, options, refused = self._serving_call(options)
         with applied_max_windows(serving_max_windows()):
             return classify_request(stop_when_client_gone(classify), paths, videos, options, refused)
@@ -96,7 +96,7 @@ class HubEntryPoints:
         """The fields a serving request body may hold."""
         # `workers` is how a process runs its calls, the server's business: never a client's
         options = [name for name in inspect.signature(self.classify).parameters if name not in ("paths", "workers")]
-        return ["paths", "videos", *options, "timeline", "stride"]
+        return ["paths", "videos", *options, "timeline", "stride", "timeline_context"]
 
     def _serving_call(self, options: dict[str, Any]) -> tuple[Callable[..., list[dict]], dict[str, Any], Callable]:
         """The body's options (besides paths and videos) -> what answers them: `classify`, or `classify_timeline`
@@ -104,11 +104,14 @@ class HubEntryPoints:
         check_fields(options, self.serving_fields())
         options = dict(options)
         if "timeline" not in options:
-            if "stride" in options:
-                raise RequestError("'stride' needs 'timeline' (the window's seconds)")
+            for field in ("stride", "timeline_context"):
+                if field in options:
+                    raise RequestError(f"'{field}' needs 'timeline' (the window's seconds)")
             return self.classify, options, refused_entry
         window, stride = options.pop("timeline"), options.pop("stride", None)
-        return partial(self.classify_timeline, window_seconds=window, stride_seconds=stride), options, failed_entry
+        context = options.pop("timeline_context", "window")
+        return (partial(self.classify_timeline, window_seconds=window, stride_seconds=stride, context=context),
+                options, failed_entry)
 
     @runnable
     def run_cmd(self, argvs: list[str]) -> object:
@@ -118,10 +121,15 @@ class HubEntryPoints:
         args = parser.parse_args(argvs)
         module = self.with_precision(args.precision)
         if args.timeline is not None:  # entries of their own shape, printed as they are
+            context = args.timeline_context or "window"
+            try:
+                module.classify_timeline_stream([], args.timeline, args.stride, context=context)
+            except ValueError as exc:  # videotag has no whole-video context
+                parser.error(f"--timeline-context {context}: {exc}")
             return run_batch(
                 self.NAME, parser, args,
                 lambda paths: module.classify_timeline_stream(
-                    paths, args.timeline, args.stride, args.use_gpu, args.threshold, args.top_k
+                    paths, args.timeline, args.stride, args.use_gpu, args.threshold, args.top_k, context
                 ),
                 labels=lambda: self.labels, present=list,
             )

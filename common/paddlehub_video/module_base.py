@@ -52,13 +52,17 @@ from .model.predictor import Predictor, check_can_create, shared_predictor
 from .pipeline import ParallelPipelines, VideoOutcome, VideoPipeline, load_soon, report_failure, validate_paths
 from .settings import Settings, build_settings, precision_choice
 from .timeline import (
+    SequenceModel,
     WindowModel,
     WindowStore,
+    chunks,
     failed_entry,
     plan,
     prefetched,
     resumed,
+    sequence_windows,
     timeline_entry,
+    validate_context,
     validate_window,
     window_entry,
     window_store,
@@ -72,6 +76,14 @@ class ModelBundle(NamedTuple):
 
     models: dict[str, Path]
     labels: list[str]
+
+
+class Analysis(NamedTuple):
+    """How a timeline's windows are planned (a frame count -> the frames each window keeps) and made into
+    entries (`VideoModule._window_entries` or `_sequence_entries`, their model bound)."""
+
+    sampling: Callable[[int], Sequence[int]]
+    entries: Callable[..., Iterator[dict]]
 
 
 class Defaults(NamedTuple):
@@ -188,16 +200,16 @@ class VideoModule(HubEntryPoints):
 
     def predictor(
         self, model_prefix: Path, use_gpu: bool, use_onednn: bool | None = None, worker: int = 0,
-        workers: int | None = None, precision: str = "fp32",
+        workers: int | None = None, precision: str = "fp32", onednn_shapes: int = 0,
     ) -> Predictor:
         """The process-wide predictor of a converted model, on CPU or GPU as asked for this call;
         `worker` k > 0 gets a clone of worker 0's (the weights shared, its own activations); the CPU
         threads are shared among the call's `workers` (None: `runtime.workers`); `precision` as
-        `precision()` resolved it."""
+        `precision()` resolved it; `onednn_shapes` as `predictor.shared_predictor` takes it."""
         runtime = self.settings.runtime
         onednn = runtime.use_onednn if use_onednn is None else use_onednn
         threads = default_cpu_threads(runtime.cpu_threads, self.workers(use_gpu, workers))
-        return shared_predictor(model_prefix, bool(use_gpu), threads, onednn, worker, precision)
+        return shared_predictor(model_prefix, bool(use_gpu), threads, onednn, worker, precision, onednn_shapes)
 
     def predictors(self, use_gpu: bool, worker: int = 0, workers: int | None = None) -> dict[str, Predictor]:
         """A predictor for each model of `bundle()`, by the same names; fetches and converts on first use.
@@ -350,6 +362,7 @@ class VideoModule(HubEntryPoints):
     def classify_timeline(
         self, paths: list[str], window_seconds: float = 60.0, stride_seconds: float | None = None,
         use_gpu: bool = False, threshold: float = DEFAULTS.threshold, top_k: int = DEFAULTS.top_k,
+        context: str = "window",
     ) -> list[dict]:
         """Tags over time: `[{'path': p, 'duration': s, 'windows': [{'start': s, 'end': s, 'prediction': {...}}]}]`.
 
@@ -357,12 +370,17 @@ class VideoModule(HubEntryPoints):
         shorter), by the frames' timestamps; each classified as `classify` classifies a whole clip,
         so one window covering a short video gives its `classify` prediction. In input order; a
         video that cannot be read gets `{'path': p, 'duration': None, 'windows': [], 'error': reason}`.
+
+        `context`: `"window"` (default) classifies each window on its own, bit for bit as `classify`;
+        `"video"` (StNet only) runs the network once over the whole video, each window seeing its
+        neighbours at its ends: faster with overlapping windows, not bit for bit (README, Timeline).
         """
-        return list(self.classify_timeline_stream(paths, window_seconds, stride_seconds, use_gpu, threshold, top_k))
+        return list(self.classify_timeline_stream(paths, window_seconds, stride_seconds, use_gpu, threshold, top_k,
+                                                  context))
 
     def classify_timeline_stream(
         self, paths: list[str], window_seconds: float = 60.0, stride_seconds: float | None = None,
-        use_gpu: bool = False, threshold: float | None = None, top_k: int | None = None,
+        use_gpu: bool = False, threshold: float | None = None, top_k: int | None = None, context: str = "window",
     ) -> Iterator[dict]:
         """`classify_timeline`, one entry at a time in input order (`None` options: the module's defaults)."""
         paths = validate_paths(paths)
@@ -370,19 +388,48 @@ class VideoModule(HubEntryPoints):
         top_k, threshold = self._options(
             self.DEFAULTS.top_k if top_k is None else top_k, self.DEFAULTS.threshold if threshold is None else threshold
         )
+        whole_video = self._whole_video(context)
         if not paths:
             return iter(())
-        predictors = self.predictors(use_gpu)  # fetches and converts now, so a missing file fails the call
         options = {"module": self.NAME, "window": window, "stride": stride, "top_k": top_k, "threshold": threshold}
-        return (self._timeline_of(path, options, predictors) for path in paths)
+        if whole_video:  # in the options (and so in a windows file): windows of one context never resume the other
+            options["context"] = "video"
+        # fetches and converts now, so a missing file fails the call
+        analyse = self._sequence_analysis(use_gpu) if whole_video else self._window_analysis(use_gpu)
+        return (self._timeline_of(path, options, analyse) for path in paths)
+
+    def _whole_video(self, context: object) -> bool:
+        """Whether `context` (validated) asks for the whole-video analysis, which this module must have."""
+        if validate_context(context) == "window":
+            return False
+        if type(self).sequence_model is VideoModule.sequence_model:
+            raise ValueError(f"context='video' is for StNet; {self.NAME} has no whole-video analysis (its "
+                             f"timeline already runs each distinct frame through its CNN once, bit for bit "
+                             f"as classify): use context='window'")
+        return True
+
+    def sequence_model(self, use_gpu: bool) -> SequenceModel:
+        """The network run once over a whole video for `context="video"` timelines (fetched and converted
+        on first use); a module without one refuses that context."""
+        raise NotImplementedError
 
     def timeline_model(self, predictors: dict[str, Predictor]) -> WindowModel:
         """How a timeline's windows go through the network, one video's windows in order: `forward` of each
         window's frames, unless a module reuses work across windows (`timeline.FrameFeatures`)."""
         return WindowModel(partial(self.forward, predictors=predictors))
 
-    def _timeline_of(self, path: Item, options: dict, predictors: dict[str, Predictor]) -> dict:
-        """One video's timeline entry: one decoding pass, window k + 1 decoding while window k is inferred;
+    def _window_analysis(self, use_gpu: bool) -> Analysis:
+        """`context="window"`: each window sampled and classified on its own (`_window_entries`)."""
+        predictors = self.predictors(use_gpu)
+        return Analysis(self.sampling(), partial(self._window_entries, predictors=predictors))
+
+    def _sequence_analysis(self, use_gpu: bool) -> Analysis:
+        """`context="video"`: the windows' first and last frames planned, then `_sequence_entries`."""
+        model = self.sequence_model(use_gpu)
+        return Analysis(lambda count: (0, count - 1), partial(self._sequence_entries, model=model))
+
+    def _timeline_of(self, path: Item, options: dict, analyse: Analysis) -> dict:
+        """One video's timeline entry: one decoding pass, the next windows decoding while the network runs;
         a local file's windows finished by an earlier run (`timeline.window_store()`) are taken as they are."""
         report = progress.current()
         item = as_input(path)
@@ -391,9 +438,11 @@ class VideoModule(HubEntryPoints):
         try:
             with self._timed_frames(item) as (times, groups):
                 windows = plan(name, times.times, times.duration, options["window"], options["stride"],
-                               self.sampling(), self.settings.timeline.window_limit())
+                               analyse.sampling, self.settings.timeline.window_limit())
                 found = resumed(store.finished(name, options), windows)
-                found += self._window_entries(name, windows, len(found), options, predictors, groups, store)
+                todo = analyse.entries(name, windows, len(found), options, groups=groups, store=store,
+                                       frame_count=len(times.times))
+                found += todo
             return timeline_entry(name, times.duration, found)
         except Exception as exc:  # one bad video must not cost the others their results
             return failed_entry(name, report_failure(item, exc))
@@ -417,19 +466,43 @@ class VideoModule(HubEntryPoints):
 
     def _window_entries(
         self, path: str, windows: list[Window], start: int, options: dict, predictors: dict[str, Predictor],
-        groups: Callable[..., Iterator[list]], store: WindowStore,
+        groups: Callable[..., Iterator[list]], store: WindowStore, frame_count: int,
     ) -> Iterator[dict]:
         """The entries of `windows[start:]` (their frames from `groups`), each put in `store` as it is finished."""
-        report, model = progress.current(), self.timeline_model(predictors)
+        model = self.timeline_model(predictors)
         todo = windows[start:]
-        report.windows(path, start, len(windows))
-        if not todo:  # every window finished earlier (a run stopped before writing the video's entry)
-            return
         clips = (np.stack(frames) for frames in groups([w.indices for w in todo], self.crop()))
-        for position, (window, frames) in enumerate(zip(todo, prefetched(clips))):
-            probabilities = model(window.indices, frames)
-            model.keep_from(min(todo[position + 1].indices) if position + 1 < len(todo) else None)
-            entry = window_entry(window, self.postprocess(probabilities, options["top_k"], options["threshold"]))
+
+        def probabilities() -> Iterator[np.ndarray]:
+            for position, (window, frames) in enumerate(zip(todo, prefetched(clips))):
+                yield model(window.indices, frames)
+                model.keep_from(min(todo[position + 1].indices) if position + 1 < len(todo) else None)
+
+        return self._finish_windows(path, windows, start, options, store, probabilities())
+
+    def _sequence_entries(
+        self, path: str, windows: list[Window], start: int, options: dict, model: SequenceModel,
+        groups: Callable[..., Iterator[list]], store: WindowStore, frame_count: int,
+    ) -> Iterator[dict]:
+        """`context="video"`: the entries of `windows[start:]` (each planned as its first and last frame), from
+        the rows of the grid positions nearest each window (`SequenceModel`), the chunks' frames from `groups`."""
+        if start == len(windows):  # every window finished earlier (a run stopped before writing the video's entry)
+            return self._finish_windows(path, windows, start, options, store, iter(()))
+        grid = model.grid(frame_count, max(last - first + 1 for first, last in (w.indices for w in windows)))
+        starts = [grid.nearest(w.indices[0], model.span) for w in windows[start:]]
+        planned = chunks(starts[0], starts[-1] + model.span, grid.count, model.chunk, model.halo) if starts else []
+        frames = (np.stack(found) for found in groups([grid.indices(c.inputs) for c in planned], self.crop()))
+        computed = (model.features(chunk_frames) for chunk_frames in prefetched(frames))
+        rows = sequence_windows(starts, model.span, planned, computed)
+        return self._finish_windows(path, windows, start, options, store, (model.head(r) for r in rows))
+
+    def _finish_windows(self, path: str, windows: list[Window], start: int, options: dict, store: WindowStore,
+                        probabilities: Iterator[np.ndarray]) -> Iterator[dict]:
+        """The entries of `windows[start:]` from their `probabilities`, each put in `store` as it is finished."""
+        report = progress.current()
+        report.windows(path, start, len(windows))
+        for position, (window, found) in enumerate(zip(windows[start:], probabilities)):
+            entry = window_entry(window, self.postprocess(found, options["top_k"], options["threshold"]))
             store.add(path, options, entry)
             report.windows(path, start + position + 1, len(windows))
             yield entry

@@ -5,7 +5,10 @@ timestamps (`video.frame_times`), samples each window as the publisher samples a
 (`sampling.plan_windows`), and decodes them all in one pass (`video.read_sampled_groups`). A
 `WindowModel` runs the network over each window; a module whose first network sees each frame alone
 (videotag's TSN) uses `FrameFeatures`, so that each distinct frame goes through it once per timeline,
-however much the windows overlap. The finished windows of the running video go to the `WindowStore`
+however much the windows overlap. With `context="video"` a module with a `SequenceModel` (StNet) runs
+its network once over the whole video's segments instead, in chunks (`sequence_windows`), and each
+window's probabilities come from its positions' rows: not bit for bit `classify`'s (README, Timeline).
+The finished windows of the running video go to the `WindowStore`
 of the context (`keeping_windows`: `hub run --timeline --output` keeps them in a file), and a rerun
 starts after those it finds there.
 
@@ -25,7 +28,7 @@ from typing import NamedTuple, TypeVar
 
 import numpy as np
 
-from .decode.sampling import TooManyWindows, Window, plan_windows
+from .decode.sampling import SegmentGrid, TooManyWindows, Window, plan_windows
 from .errors import VideoDecodeError
 from .segments import segments_of
 
@@ -38,6 +41,9 @@ DIGITS = 6
 MIN_SECONDS = 0.001
 DEFAULT_MAX_WINDOWS = 1000
 MAX_WINDOWS_SETTING = "timeline.max_windows"
+# What a window sees: its own frames alone, as `classify` (the default, bit for bit), or the video
+# around it (a SequenceModel's network run once over the whole video).
+CONTEXTS = ("window", "video")
 
 
 class WindowLimit(NamedTuple):
@@ -67,6 +73,13 @@ def _seconds(name: str, value: object) -> float:
         raise ValueError(f"{name} must be a number of seconds of at least {MIN_SECONDS:g} (no video frame "
                          f"is shorter), got {value!r}")
     return float(value)
+
+
+def validate_context(context: object) -> str:
+    """`context` if it is one of CONTEXTS, else ValueError naming them."""
+    if not isinstance(context, str) or context not in CONTEXTS:
+        raise ValueError(f"context must be one of {', '.join(repr(c) for c in CONTEXTS)}, got {context!r}")
+    return context
 
 
 @contextmanager
@@ -168,6 +181,66 @@ class FrameFeatures(WindowModel):
 
     def keep_from(self, first: int | None) -> None:
         self.rows = {} if first is None else {i: row for i, row in self.rows.items() if i >= first}
+
+
+class SequenceModel(NamedTuple):
+    """A network run once over a whole video's segment sequence (`context="video"`), then per window.
+
+    `features` maps the frames of consecutive grid positions to one row per position, each row depending
+    on the positions within `halo` of it (zero padding only at the sequence's ends); `head` maps the rows
+    of a window's `span` positions to its probabilities. `features` runs on chunks of `chunk` positions
+    plus the halo on each side, so memory does not grow with the video.
+    """
+
+    grid: Callable[[int, int], SegmentGrid]  # (the video's frames, a full window's frames) -> its grid
+    features: Callable[[np.ndarray], np.ndarray]
+    head: Callable[[np.ndarray], np.ndarray]
+    span: int
+    halo: int
+    chunk: int
+
+
+class Chunk(NamedTuple):
+    """One run of a SequenceModel's `features`: the positions fed, and those whose rows are kept."""
+
+    inputs: range
+    outputs: range
+
+
+def chunks(first: int, stop: int, count: int, size: int, halo: int) -> list[Chunk]:
+    """The chunks whose outputs cover positions `[first, stop)` of a sequence of `count` positions.
+
+    The sequence is cut into the fewest chunks of at most `size` positions, of equal lengths (so that no
+    last chunk of a few positions pays a whole halo), whatever `first` is, so that a resumed timeline runs
+    the same chunks as an uninterrupted one; each is fed `halo` more positions on each side (within the
+    sequence), whose rows are dropped: a kept row then sees every position it depends on, as in one run
+    over the whole sequence.
+    """
+    if size < 1 or halo < 0:
+        raise ValueError(f"chunks need a size of at least 1 and a halo of at least 0, got {size} and {halo}")
+    size = -(-count // -(-count // size)) if count > 0 else size  # ceil(count / the number of chunks)
+    found = []
+    for start in range(first - first % size, stop, size):
+        end = min(start + size, count)
+        found.append(Chunk(range(max(0, start - halo), min(count, end + halo)), range(start, end)))
+    return found
+
+
+def sequence_windows(starts: Sequence[int], span: int, planned: Sequence[Chunk],
+                     computed: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """The rows of each window's positions `starts[k] .. starts[k] + span` (starts ascending), in order, from
+    the rows `computed` for each planned chunk's inputs in turn; a row is kept while a window to come needs it,
+    so what is held is at most a chunk's and a window's rows."""
+    rows: dict[int, np.ndarray] = {}
+    waiting = iter(starts)
+    start = next(waiting, None)
+    for chunk, features in zip(planned, computed):
+        skip = chunk.outputs.start - chunk.inputs.start
+        rows.update(zip(chunk.outputs, features[skip:skip + len(chunk.outputs)]))
+        while start is not None and start + span <= chunk.outputs.stop:
+            yield np.stack([rows[p] for p in range(start, start + span)])
+            start = next(waiting, None)
+            rows = {p: row for p, row in rows.items() if start is not None and p >= start}
 
 
 class WindowStore:

@@ -97,3 +97,40 @@ class TooManyWindows(ValueError):
     def __init__(self, limit: int):
         super().__init__(f"more than {limit} windows")
         self.limit = limit
+
+
+class SegmentGrid(NamedTuple):
+    """StNet's segments on one grid over a whole video (`classify_timeline(..., context="video")`).
+
+    Position g is the `seglen` frames from `g * step + offset` (wrapping to the video's start, as the
+    publisher's formula does for a clip's last segment); `step` and `offset` are those the publisher's
+    sampling gives a window of `window_frames` frames, so a window's segments are the grid's where it
+    starts on a multiple of `step`. There are `count` positions: every one whose frames fit in the
+    video, and at least `seg_num` (a video shorter than a window: its 25 windows, as `classify` takes them).
+    """
+
+    frame_count: int
+    step: int
+    offset: int
+    seglen: int
+    count: int
+
+    def indices(self, positions: range) -> list[int]:
+        """The frame indices of `positions`, flattened (seglen per position, in order)."""
+        return [(g * self.step + self.offset + j) % self.frame_count for g in positions for j in range(self.seglen)]
+
+    def nearest(self, first_frame: int, seg_num: int) -> int:
+        """The first of the `seg_num` consecutive positions nearest a window starting at frame `first_frame`:
+        the position that starts nearest the window's first segment, moved back as far as needed for all
+        seg_num to exist (the video's last windows)."""
+        return max(0, min((first_frame + self.step // 2) // self.step, self.count - seg_num))
+
+
+def segment_grid(frame_count: int, window_frames: int, seg_num: int, seglen: int) -> SegmentGrid:
+    """The grid of a video of `frame_count` frames whose full windows hold `window_frames` frames."""
+    _check_counts(frame_count, seg_num)
+    _check_counts(window_frames, seg_num)
+    step = max(1, window_frames // seg_num)
+    offset = (step - 1) // 2 if step >= seglen else 0  # sample_stnet_indices' first start
+    fitting = (frame_count - offset - seglen) // step + 1 if frame_count >= offset + seglen else 0
+    return SegmentGrid(frame_count, step, offset, seglen, max(seg_num, fitting))

@@ -27,7 +27,7 @@ from ..errors import ConfigError, PaddleHubVideoError
 from ..inputs import as_input
 from ..model.postprocess import validate_threshold, validate_top_k
 from ..progress import reporting
-from ..timeline import MIN_SECONDS, keeping_windows, validate_window
+from ..timeline import CONTEXTS, MIN_SECONDS, keeping_windows, validate_window
 from .output_files import OutputFileError, Refused, refuse_roles, target_of
 from .quiet import PROGRESS_ENV, VERBOSE_ENV, quiet_decoders, routed_logging, terminal_stream
 from .report import RunInfo, check_report_target, write_report
@@ -132,6 +132,10 @@ def build_parser(module_name: str, description: str, top_k: int, threshold: floa
                         help="tags over time: classify windows of this many seconds (classify_timeline)")
     parser.add_argument("--stride", type=seconds_option, metavar="SECONDS",
                         help="with --timeline: seconds from one window's start to the next (default: the window)")
+    parser.add_argument("--timeline-context", choices=CONTEXTS, default=None, dest="timeline_context",
+                        help="with --timeline: 'window' (default) classifies each window on its own, as classify; "
+                        "'video' (StNet) runs the network once over the whole video, windows seeing their "
+                        "neighbours: faster with overlapping windows, not bit for bit (README Timeline)")
     parser.add_argument("--report", type=str, metavar="FILE",
                         help="also write a self-contained HTML report (thumbnails, tags, timelines, failures)")
     parser.add_argument("--workers", type=workers_option, default=None,
@@ -309,8 +313,9 @@ def run_batch(module_name: str, parser: argparse.ArgumentParser, args: argparse.
     """
     if args.list_labels:
         print_labels(module_name, labels)
-    if getattr(args, "stride", None) is not None and getattr(args, "timeline", None) is None:
-        parser.error("--stride needs --timeline")
+    for option in ("stride", "timeline_context"):
+        if getattr(args, option, None) is not None and getattr(args, "timeline", None) is None:
+            parser.error(f"--{option.replace('_', '-')} needs --timeline")
     paths = input_paths(parser, args)
     report = Report(getattr(args, "report", None), input_files(args, paths), args.output, run_options(args))
     report.check(parser)

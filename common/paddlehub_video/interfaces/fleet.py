@@ -39,7 +39,7 @@ from ..config import ConfigOverrides
 from ..errors import PaddleHubVideoError
 from ..model.postprocess import validate_threshold, validate_top_k
 from ..pipeline import report_failure
-from ..timeline import validate_window
+from ..timeline import CONTEXTS, validate_context, validate_window
 from .cli import add_input_options, add_use_gpu_option, input_paths
 from .ray_adapter import (  # first of the Ray imports: it names the extra to install
     RESULTS,
@@ -167,11 +167,14 @@ class FleetTimeline:
 
     def __init__(self, module: ModuleRef, ledger: Any, max_attempts: int, window: float, stride: float,
                  config: ConfigOverrides = None, use_gpu: bool = False, top_k: int | None = None,
-                 threshold: float | None = None):
+                 threshold: float | None = None, context: str = "window"):
         self.module = with_assigned_cpus(load_module(module, config), module, config)
-        self.module.predict_fn(use_gpu)  # fetch, convert, load: here, once
         self.options = {"window_seconds": window, "stride_seconds": stride, "use_gpu": use_gpu, "top_k": top_k,
-                        "threshold": threshold}
+                        "threshold": threshold, "context": context}
+        if context == "window":  # fetch, convert, load: here, once
+            self.module.predict_fn(use_gpu)
+        else:
+            self.module.sequence_model(use_gpu)
         self.attempts = Attempts(ledger, "timeline", max_attempts)
 
     def __call__(self, batch: Batch) -> pa.Table:
@@ -349,7 +352,7 @@ def dataset_paths(inputs: Inputs) -> list[str]:
 def build_dataset(
     paths: list[str], module: ModuleRef, plan: FleetPlan, ledger: Any, *, config: ConfigOverrides = None,
     use_gpu: bool = False, top_k: int | None = None, threshold: float | None = None, max_attempts: int = 3,
-    window: tuple[float, float] | None = None,
+    window: tuple[float, float] | None = None, context: str = "window",
 ) -> ray.data.Dataset:
     """paths -> DecodeStage actors -> ModelStage actors: rows {path, prediction, error}; with `window`
     (seconds, stride), paths -> FleetTimeline actors: rows {path, duration, timeline, segments, error}."""
@@ -362,7 +365,7 @@ def build_dataset(
                        "num_gpus": plan.model_gpus}
     ds = ray.data.from_items([{"path": p} for p in paths])
     if window:
-        timeline_kwargs = {**model_kwargs, "window": window[0], "stride": window[1]}
+        timeline_kwargs = {**model_kwargs, "window": window[0], "stride": window[1], "context": context}
         return ds.map_batches(FleetTimeline, fn_constructor_kwargs=timeline_kwargs, **model_resources, **common)
     ds = ds.map_batches(
         FleetDecode, fn_constructor_kwargs={"module": module, "config": config, "ledger": ledger,
@@ -393,18 +396,21 @@ def run_fleet(
     use_gpu: bool = False, top_k: int | None = None, threshold: float | None = None, fmt: str = "parquet",
     decode_actors: int | None = None, model_actors: int | None = None, model_cpus: int | None = None,
     batch_size: int = 2, rows_per_file: int = 1000, flush_seconds: float = 60.0, max_attempts: int = 3,
-    timeline: float | None = None, stride: float | None = None,
+    timeline: float | None = None, stride: float | None = None, timeline_context: str = "window",
 ) -> FleetSummary:
     """Classify every path of `inputs` not yet in `output` on the Ray cluster this process is connected
     to (`ray.init` first; a local one is started otherwise), writing one row per video there.
 
     Rows are written once `rows_per_file` have arrived or `flush_seconds` after the last file, and at
     the end; a run stopped by Ctrl-C or SIGTERM writes what it has, then raises KeyboardInterrupt.
-    `timeline` (window seconds, `stride` seconds): rows of `classify_timeline` instead of `classify`.
+    `timeline` (window seconds, `stride` seconds): rows of `classify_timeline` instead of `classify`, in
+    `timeline_context` (its `context`).
     """
     top_k = None if top_k is None else validate_top_k(top_k)
     threshold = None if threshold is None else validate_threshold(threshold)
     window = None if timeline is None else validate_window(timeline, stride)
+    if window and validate_context(timeline_context) != "window":  # a module without it refuses it here, not per video
+        load_module(module, config).classify_timeline_stream([], *window, context=timeline_context)
     folder = ResultFolder(output, fmt)
     with folder.locked(), stop_on_sigterm():
         if not ray.is_initialized():
@@ -419,7 +425,7 @@ def run_fleet(
                               timeline=window is not None)
         summary.plan = asdict(plan)
         ds = build_dataset(todo, module, plan, start_ledger(), config=config, use_gpu=use_gpu, top_k=top_k,
-                           threshold=threshold, max_attempts=max_attempts, window=window)
+                           threshold=threshold, max_attempts=max_attempts, window=window, context=timeline_context)
         write_stream(ds, folder, done, summary, rows_per_file, flush_seconds, TIMELINES if window else RESULTS)
     return summary
 
@@ -480,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeline", type=float, metavar="SECONDS",
                         help="rows of classify_timeline (windows of SECONDS) instead of classify")
     parser.add_argument("--stride", type=float, metavar="SECONDS", help="with --timeline: a window every SECONDS")
+    parser.add_argument("--timeline-context", choices=CONTEXTS, default="window", dest="timeline_context",
+                        help="with --timeline: 'video' runs StNet once over each whole video (README Timeline)")
     parser.add_argument("--max_attempts", type=int, default=3,
                         help="worker deaths a video may cause in a stage before it gets an error row")
     return parser
@@ -492,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = input_paths(parser, args)
     options = {key: getattr(args, key) for key in (
         "use_gpu", "top_k", "threshold", "fmt", "decode_actors", "model_actors", "model_cpus", "batch_size",
-        "rows_per_file", "flush_seconds", "max_attempts", "timeline", "stride")}
+        "rows_per_file", "flush_seconds", "max_attempts", "timeline", "stride", "timeline_context")}
     if args.address:
         ray.init(address=args.address, runtime_env=runtime_env())
     try:

@@ -65,11 +65,15 @@ def program_parameters(program: Any) -> dict[str, tuple[int, ...]]:
 
 
 def save_inference_model(program: StaticProgram, state: Mapping[str, np.ndarray], prefix: Path) -> None:
-    """Load `state` into `program` (every parameter must be covered) and save it at `prefix`."""
+    """Load `state` into `program` (every parameter must be covered; other entries are left out) and save it
+    at `prefix`."""
     main, startup, feed_names, fetches = program
-    missing = sorted(set(program_parameters(main)) - set(state))
+    parameters = program_parameters(main)
+    missing = sorted(set(parameters) - set(state))
     if missing:  # set_program_state would silently leave these at their random initial values
         raise WeightsError(f"the weights do not cover {len(missing)} program parameters: {missing[:10]}")
+    # A program may use part of the weights (StNet's head): the rest is not its, nor warned about.
+    state = {name: state[name] for name in parameters}
     scope = paddle.static.Scope()
     try:
         with static_mode():
@@ -80,7 +84,7 @@ def save_inference_model(program: StaticProgram, state: Mapping[str, np.ndarray]
                 feeds = feed_values(main, feed_names)
                 paddle.static.save_inference_model(str(prefix), feeds, fetches, executor, program=main)
     finally:
-        free_tensors(scope, program_parameters(main))
+        free_tensors(scope, parameters)
 
 
 def free_tensors(scope: Any, names: Iterable[str]) -> None:

@@ -45,6 +45,7 @@ class Predictor:
         cpu_threads: int = 1,
         use_onednn: bool = False,
         gpu_id: int = 0,
+        onednn_shapes: int = 0,
     ):
         if use_gpu:
             check_gpu_available()
@@ -61,6 +62,8 @@ class Predictor:
             # so each model says whether it wants it.
             if use_onednn:
                 config.enable_onednn()
+                if onednn_shapes:  # oneDNN keeps ~0.75 GB per input shape of StNet's sequence programs, else
+                    config.set_onednn_cache_capacity(onednn_shapes)
             else:
                 config.disable_onednn()
         self._start(paddle_infer.create_predictor, config, use_gpu)
@@ -142,12 +145,13 @@ _shared_lock = threading.Lock()
 
 def shared_predictor(
     model_prefix: str | Path, use_gpu: bool = False, cpu_threads: int = 1, use_onednn: bool = False,
-    worker: int = 0, precision: str = "fp32",
+    worker: int = 0, precision: str = "fp32", onednn_shapes: int = 0,
 ) -> Predictor:
     """The process-wide Predictor for a model, settings and worker: created on first use, then reused.
     Worker k > 0 gets a clone of worker 0's, sharing its weights. `precision` "bf16" runs the model's
-    cached ONNX export on OpenVINO (`openvino_engine`), "fp32" the model itself on Paddle Inference."""
-    key = (str(model_prefix), use_gpu, cpu_threads, use_onednn, precision, worker)
+    cached ONNX export on OpenVINO (`openvino_engine`), "fp32" the model itself on Paddle Inference.
+    `onednn_shapes`: the input shapes oneDNN keeps its kernels for (0: Paddle's default, all of them)."""
+    key = (str(model_prefix), use_gpu, cpu_threads, use_onednn, precision, onednn_shapes, worker)
     _check_not_forked_after_threads()
     with _shared_lock:
         if key not in _shared:
@@ -161,7 +165,7 @@ def shared_predictor(
 def _shared_unlocked(key: tuple) -> Predictor:
     """Worker 0's predictor of `key`, made if needed (the caller holds `_shared_lock`)."""
     if key not in _shared:
-        model_prefix, use_gpu, cpu_threads, use_onednn, precision, _ = key
+        model_prefix, use_gpu, cpu_threads, use_onednn, precision, onednn_shapes, _ = key
         if precision == "bf16":
             from .openvino_engine import OpenVinoPredictor, cached_onnx_model
 
@@ -171,7 +175,7 @@ def _shared_unlocked(key: tuple) -> Predictor:
             return _shared[key]
         # Seconds for TSN's 170 MB of parameters: a line on hub run's terminal meanwhile.
         with progress.current().busy(f"loading {model_name(model_prefix)}"):
-            _shared[key] = Predictor(model_prefix, use_gpu, cpu_threads, use_onednn)
+            _shared[key] = Predictor(model_prefix, use_gpu, cpu_threads, use_onednn, onednn_shapes=onednn_shapes)
     return _shared[key]
 
 

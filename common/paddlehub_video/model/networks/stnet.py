@@ -10,6 +10,16 @@ distinct super-images) and `window_index` int64 `[B * seg_num]` (which of them e
 the res3 maps are gathered to the B * seg_num segments before the first temporal block, so what
 follows, and the probabilities, are those of feeding every segment.
 
+The module runs the same network as two programs (bit for bit the same probabilities):
+`build_stnet_window_program` (stem to res3, windows independent, run one at a time to bound memory)
+and `build_stnet_temporal_program` (the gather, then the rest). For `classify_timeline(...,
+context="video")`, `build_stnet_sequence_program` takes the res3 maps of one sequence of any length
+through the rest, giving `features` `[T, 1024]`, each position's output of the Xception head before
+the max over time, the temporal convolutions padded with zeros at the sequence's ends only (a
+position depends on the segments within SEQUENCE_HALO of it); `build_stnet_head_program(seg_num)` is
+what follows: feed `features` `[B, seg_num, 1024]`, fetch the probabilities of the max over the
+seg_num positions.
+
 The auto-named upstream tensors (`conv3d_0/1`, `batch_norm_24/44`, `xception_*`, `fc_0`) are
 created here under exactly those names.
 """
@@ -24,8 +34,12 @@ import paddle.nn.functional as F
 from .layers import auto_bn_names, batch_norm, conv2d, fc, new_program, parameter
 from .resnet import resnet_stage, stem
 
+# What a builder returns: (main program, startup program, feed names, fetch values).
+StaticProgram = tuple[Any, Any, list[str], list[Any]]
 # Bump when build_stnet_program changes what it computes: converted models are cached per version.
 PROGRAM_VERSION = 2
+# The same for build_stnet_sequence_program and build_stnet_head_program.
+SEQUENCE_VERSION = 3
 SEG_NUM = 25
 SEG_LEN = 5
 IMAGE_SIZE = 256
@@ -34,14 +48,25 @@ STNET_DEPTH = 50
 
 # (conv3d name, batch_norm name, channels) of the temporal block after res3 and after res4.
 TEMPORAL_BLOCKS = {3: ("conv3d_0", "batch_norm_24", 512), 4: ("conv3d_1", "batch_norm_44", 1024)}
+FEATURE_SIZE = 1024
+# Segments on each side a position's features depend on: one per temporal convolution of kernel 3
+# on the way (the conv3d after res3 and after res4, the Xception head's two depthwise convolutions);
+# every other layer sees one segment alone.
+SEQUENCE_HALO = 4
 
 
-def temporal_block(x: Any, seg_num: int, channels: int, conv_name: str, bn_name: str) -> Any:
-    """`[B*T, C, h, w]` -> same shape: conv3d (3,1,1) with bias -> ReLU -> BN -> + input, over time."""
+def clip_shape(seg_num: int | None, *rest: int) -> list[int]:
+    """`[B, seg_num, *rest]` for batches of seg_num segments, `[1, T, *rest]` for one sequence (seg_num None)."""
+    return [-1, seg_num, *rest] if seg_num else [1, -1, *rest]
+
+
+def temporal_block(x: Any, seg_num: int | None, channels: int, conv_name: str, bn_name: str) -> Any:
+    """`[B*T, C, h, w]` -> same shape: conv3d (3,1,1) with bias -> ReLU -> BN -> + input, over time
+    (over each seg_num segments, or over all of them when seg_num is None)."""
     height, width = x.shape[2], x.shape[3]
     if height < 0 or width < 0:
         raise ValueError("temporal_block needs static spatial sizes (build with a fixed image size)")
-    clip = paddle.reshape(x, [-1, seg_num, channels, height, width])
+    clip = paddle.reshape(x, clip_shape(seg_num, channels, height, width))
     clip = paddle.transpose(clip, [0, 2, 1, 3, 4])  # [B, C, T, h, w]
     weight = parameter(f"{conv_name}.w_0", [channels, channels, 3, 1, 1])
     bias = parameter(f"{conv_name}.b_0", [channels], init=0.0)
@@ -76,21 +101,31 @@ def window_layers(windows: Any) -> Any:
     return resnet_stage(resnet_stage(stem(windows, windows.shape[1]), STNET_DEPTH, 2), STNET_DEPTH, 3)
 
 
-def temporal_layers(maps: Any, seg_num: int = SEG_NUM, num_classes: int = NUM_CLASSES, window_index: Any = None) -> Any:
-    """res3 maps of every segment `[B * seg_num, 512, h, w]` (or of the distinct windows, with `window_index`
-    int64 `[B * seg_num]` saying which each segment is) -> softmax probabilities `[B, num_classes]`:
-    the temporal blocks, res4, res5 and the head."""
+def temporal_features(maps: Any, seg_num: int | None, window_index: Any = None) -> Any:
+    """res3 maps of every segment `[B * seg_num, 512, h, w]` -> `[B, 1024, seg_num, 1]`: the temporal blocks,
+    res4, res5 and the Xception head, before the max over time. seg_num None: one sequence of any length
+    (B = 1). With `window_index` (int64 `[B * seg_num]`), `maps` are the distinct windows', and each
+    segment takes its window's."""
     if window_index is not None:
         maps = paddle.gather(maps, window_index)  # distinct windows -> every segment, before time mixes them
     x = temporal_block(maps, seg_num, *_temporal_names(3))
     x = temporal_block(resnet_stage(x, STNET_DEPTH, 4), seg_num, *_temporal_names(4))
-    x = resnet_stage(x, STNET_DEPTH, 5)
-    pooled = F.adaptive_avg_pool2d(x, 1)  # [B*T, 2048, 1, 1]
-    sequence = paddle.reshape(pooled, [-1, seg_num, 2048, 1])
+    return temporal_head(resnet_stage(x, STNET_DEPTH, 5), seg_num)
+
+
+def temporal_head(maps: Any, seg_num: int | None) -> Any:
+    """res5 maps `[B*T, 2048, h, w]` -> `[B, 1024, T, 1]`: average pooling, then the Xception head over time."""
+    pooled = F.adaptive_avg_pool2d(maps, 1)  # [B*T, 2048, 1, 1]
+    sequence = paddle.reshape(pooled, clip_shape(seg_num, 2048, 1))
     sequence = paddle.transpose(sequence, [0, 2, 1, 3])  # [B, 2048, T, 1]
-    temporal = xception_head(sequence)
+    return xception_head(sequence, out_channels=FEATURE_SIZE)
+
+
+def temporal_layers(maps: Any, seg_num: int = SEG_NUM, num_classes: int = NUM_CLASSES, window_index: Any = None) -> Any:
+    """res3 maps (as `temporal_features` takes them) -> softmax probabilities `[B, num_classes]`."""
+    temporal = temporal_features(maps, seg_num, window_index)
     feature = paddle.max(temporal, axis=[2, 3])  # max over the whole (T, 1) extent -> [B, 1024]
-    return fc(feature, "fc_0", 1024, num_classes, act="softmax")
+    return fc(feature, "fc_0", FEATURE_SIZE, num_classes, act="softmax")
 
 
 def _temporal_names(stage: int) -> tuple[int, str, str]:
@@ -115,7 +150,7 @@ def build_stnet_program(
     image_size: int = IMAGE_SIZE,
     num_classes: int = NUM_CLASSES,
     distinct_windows: bool = False,
-) -> tuple[Any, Any, list[str], list[Any]]:
+) -> StaticProgram:
     """Build the StNet inference program: returns (main, startup, feed names, [probabilities]).
 
     Feeds `["image"]`, or with `distinct_windows` `["windows", "window_index"]` (module docstring).
@@ -134,7 +169,15 @@ def build_stnet_program(
     return main, startup, feeds, [probabilities]
 
 
-def build_stnet_window_program(image_size: int = IMAGE_SIZE) -> tuple[Any, Any, list[str], list[Any]]:
+def res3_size(image_size: int) -> int:
+    """Height (and width) of the res3 maps of an `image_size` input: conv1 /2, max-pool /2, res3 /2."""
+    size = image_size
+    for kernel, padding in ((7, 3), (3, 1), (3, 1)):
+        size = (size + 2 * padding - kernel) // 2 + 1
+    return size
+
+
+def build_stnet_window_program(image_size: int = IMAGE_SIZE) -> StaticProgram:
     """StNet's per-window layers alone (`window_layers`): feed `windows` float32 `[N, 15, S, S]`, fetch
     the res3 maps `[N, 512, S/8, S/8]`. Windows are independent here, so they can run a few at a time."""
     with new_program() as (main, startup):
@@ -145,12 +188,32 @@ def build_stnet_window_program(image_size: int = IMAGE_SIZE) -> tuple[Any, Any, 
 
 def build_stnet_temporal_program(
     seg_num: int = SEG_NUM, image_size: int = IMAGE_SIZE, num_classes: int = NUM_CLASSES
-) -> tuple[Any, Any, list[str], list[Any]]:
+) -> StaticProgram:
     """The rest of StNet (`temporal_layers`): feed `maps` float32 `[N, 512, S/8, S/8]` (the res3 maps of
     the distinct windows) and `window_index` int64 `[B * seg_num]`, fetch probabilities `[B, num_classes]`."""
-    size = -(-image_size // 8)  # the stem and res3 halve it three times, rounding up
+    size = res3_size(image_size)
     with new_program() as (main, startup):
         maps = paddle.static.data("maps", [-1, TEMPORAL_BLOCKS[3][2], size, size], "float32")
         window_index = paddle.static.data("window_index", [-1], "int64")
         probabilities = temporal_layers(maps, seg_num, num_classes, window_index)
     return main, startup, ["maps", "window_index"], [probabilities]
+
+
+def build_stnet_sequence_program(image_size: int = IMAGE_SIZE) -> StaticProgram:
+    """What follows res3 over one sequence (module docstring): feed the res3 maps `maps` `[T, 512, S/8, S/8]`
+    of T consecutive segments (`build_stnet_window_program` makes them), fetch `features` `[T, 1024]`."""
+    size = res3_size(image_size)
+    with new_program() as (main, startup):
+        maps = paddle.static.data("maps", [-1, TEMPORAL_BLOCKS[3][2], size, size], "float32")
+        temporal = temporal_features(maps, None)  # [1, 1024, T, 1]
+        features = paddle.reshape(paddle.transpose(temporal, [0, 2, 1, 3]), [-1, FEATURE_SIZE])
+    return main, startup, ["maps"], [features]
+
+
+def build_stnet_head_program(seg_num: int = SEG_NUM, num_classes: int = NUM_CLASSES) -> StaticProgram:
+    """What StNet does after the sequence layers: feed `features` `[B, seg_num, 1024]`, fetch the softmax
+    probabilities `[B, num_classes]` of their max over the seg_num positions."""
+    with new_program() as (main, startup):
+        features = paddle.static.data("features", [-1, seg_num, FEATURE_SIZE], "float32")
+        probabilities = fc(paddle.max(features, axis=1), "fc_0", FEATURE_SIZE, num_classes, act="softmax")
+    return main, startup, ["features"], [probabilities]
