@@ -185,6 +185,21 @@ def test_the_onnx_export_never_installs_packages(monkeypatch: pytest.MonkeyPatch
     assert "POLYGRAPHY_AUTOINSTALL_DEPS" not in __import__("os").environ
 
 
+def test_the_onnx_export_runs_in_a_child_and_its_failure_names_the_model(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """paddle2onnx holds the model about five times over while exporting: in this process that passed the
+    1.5 GB bound on a first bf16 use, so the export runs in a child (which cannot see this monkeypatch)."""
+    import paddle2onnx
+
+    asked: dict = {}
+    monkeypatch.setattr(paddle2onnx, "export", lambda *args, **kwargs: asked.update(kwargs))
+    missing = tmp_path / "tsn-v1-0123" / "model"  # no such converted model: the child's export fails
+    with pytest.raises(RuntimeError, match=r"the ONNX export of tsn-v1-0123 for bf16 failed \(exit status [1-9]"):
+        openvino_engine._export_in_child(missing, tmp_path / "model.onnx")
+    assert asked == {}  # not exported here
+
+
 def test_malloc_is_configured_once_and_an_environment_choice_is_left_to_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
     from paddlehub_video import heap
 
