@@ -166,12 +166,13 @@ def test_model_stage_threads_are_the_cpus_ray_assigned(ray_instance, probe_env, 
     # Ray leaves the actor the node's affinity mask: without with_assigned_cpus both cases would get
     # the node's usable CPUs, which differ from at least one of 1 and 2.
     config = publisher_host.config("stnet_kinetics400", **SMALL)
-    assert stage_threads(ray_instance, num_cpus, probe_env, config) == [num_cpus]  # StNet: one predictor
+    # StNet: two predictors (the windows model and the temporal one), each with the actor's CPUs.
+    assert stage_threads(ray_instance, num_cpus, probe_env, config) == [num_cpus, num_cpus]
 
 
 def test_model_stage_config_cpu_threads_wins_over_ray(ray_instance, probe_env, publisher_host):
     config = publisher_host.config("stnet_kinetics400", **SMALL, runtime={"cpu_threads": 1})
-    assert stage_threads(ray_instance, 2, probe_env, config) == [1]
+    assert stage_threads(ray_instance, 2, probe_env, config) == [1, 1]
 
 
 def test_importing_paddlehub_video_never_imports_ray():

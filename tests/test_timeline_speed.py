@@ -63,13 +63,16 @@ def videotag64(mirror: PublisherHost) -> Any:
 
 
 class FrameSpy:
-    """A TSN predictor stand-in that counts the frames fed through it."""
+    """A TSN predictor stand-in that counts the frames fed through it: the distinct ones of each run, since
+    a run's frames are distinct (`frame_features` dedups them) but for the copies of its last frame that
+    pad a short last batch to the shape of the others."""
 
     def __init__(self, predictor: Any):
         self.predictor, self.frames = predictor, 0
 
     def run(self, inputs: dict, lod: Any = None) -> Any:
-        self.frames += inputs["image"].shape[1]
+        batch = inputs["image"][0]
+        self.frames += len(np.unique(batch.reshape(len(batch), -1), axis=0))
         return self.predictor.run(inputs, lod)
 
 
