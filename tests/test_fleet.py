@@ -134,7 +134,7 @@ def finish(driver: subprocess.Popen) -> dict:
         driver.kill()
         out, err = driver.communicate()
         pytest.fail(f"the driver did not finish in {RUN_S} s:\n{err[-4000:]}")
-    assert driver.returncode == 0, err[-4000:]
+    assert driver.returncode == 0, f"driver exited {driver.returncode}\nstdout:\n{out[-3000:]}\nstderr:\n{err[-6000:]}"
     [summary] = [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("SUMMARY ")]
     return json.loads(summary)  # not simply the last line: Ray's own messages come on stdout too
 
