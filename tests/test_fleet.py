@@ -32,6 +32,10 @@ pytest.importorskip("ray")
 fleet = importlib.import_module("paddlehub_video.interfaces.fleet")
 
 STORE_BYTES = 100 * 2**20  # per node
+# The head's own address, so that a driver attaches to the head (as on a real cluster, where the driver
+# runs there): Ray 2.48 attaches a driver to any node at its host's address, and all the nodes here share
+# one host; a driver on the worker node the node test removes died with it (exit 1, no traceback).
+HEAD_IP = "127.0.0.2"
 RUN_S = 420  # a driver that has not finished by then hangs
 HANG_S = 300  # a marker that has not appeared by then never will
 MAX_ATTEMPTS = 3
@@ -45,7 +49,8 @@ from paddlehub_video.interfaces.fleet import run_fleet
 from stnet_kinetics400.module import StNet
 
 spec = json.loads(sys.argv[1])
-ray.init(address=spec.pop("address"), log_to_driver=False, logging_level="WARNING")
+ray.init(address=spec.pop("address"), _node_ip_address=spec.pop("node_ip"), log_to_driver=False,
+         logging_level="WARNING")
 ray.data.DataContext.get_current().enable_progress_bars = False
 module = hooked_module(StNet, **spec.pop("hooks"))
 print("SUMMARY", json.dumps(asdict(run_fleet(spec.pop("paths"), module, spec.pop("output"), **spec))))
@@ -70,7 +75,7 @@ def cluster(mirror: PublisherHost) -> Iterator[Any]:
     with pytest.MonkeyPatch.context() as patch:  # the nodes' processes inherit this environment
         patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
         cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 0, "object_store_memory": STORE_BYTES, "include_dashboard": False})
+            "num_cpus": 0, "object_store_memory": STORE_BYTES, "include_dashboard": False, "node_ip_address": HEAD_IP})
         cluster.add_node(num_cpus=2, object_store_memory=STORE_BYTES)
         cluster.wait_for_nodes()
     try:
@@ -99,8 +104,9 @@ class Drivers:
     def start(self, events: Path, output: Path, paths: list[str], **options: Any) -> subprocess.Popen:
         events.mkdir(exist_ok=True)
         hooks = {"events": str(events), **options.pop("hooks", {})}
-        spec = {"address": self.cluster.address, "paths": paths, "output": str(output), "hooks": hooks,
-                "config": self.mirror.config("stnet_kinetics400", **SMALL), "batch_size": 1, "decode_actors": 1,
+        spec = {"address": self.cluster.address, "node_ip": HEAD_IP, "paths": paths, "output": str(output),
+                "hooks": hooks, "config": self.mirror.config("stnet_kinetics400", **SMALL), "batch_size": 1,
+                "decode_actors": 1,
                 "model_actors": 1, "model_cpus": 1, "max_attempts": MAX_ATTEMPTS, **options}
         driver = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(spec)], cwd=REPO, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
