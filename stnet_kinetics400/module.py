@@ -95,7 +95,8 @@ class StNet(VideoModule, hub.Module):
         sampling = self.settings.sampling
         return SequenceModel(
             grid=partial(segment_grid, seg_num=sampling.seg_num, seglen=sampling.seglen),
-            features=lambda frames: sequence.run({"maps": self.window_maps(frames, windows)})[0],
+            position=lambda frames: self.window_maps(frames, windows)[0],
+            features=lambda maps: sequence.run({"maps": maps})[0],
             head=lambda window: head.run({"features": window[np.newaxis]})[0][0],
             span=sampling.seg_num, halo=SEQUENCE_HALO, chunk=max(SEQUENCE_CHUNK, sampling.seg_num),
         )
