@@ -31,6 +31,7 @@ from pathlib import Path
 from common_setup import (
     RESULTS_DIR,
     cached_video,
+    current_rss_mib,
     emit,
     load_average,
     load_module,
@@ -239,12 +240,42 @@ def deviation_line(r: dict) -> str:
 
 def memory_worker(video: str, context: str) -> None:
     """In a fresh process: StNet's timeline of `video` in 10 s windows (every 5 s with the video context),
-    then this process's peak RSS."""
+    then this process's peak RSS; with the video context also where it goes (`PhaseProbe`)."""
     stride = 5 if context == "video" else None
-    (entry,) = load_module("stnet_kinetics400").classify_timeline([video], window_seconds=10, stride_seconds=stride,
-                                                                  context=context)
+    module = load_module("stnet_kinetics400")
+    probe = PhaseProbe(module) if context == "video" else None
+    (entry,) = module.classify_timeline([video], window_seconds=10, stride_seconds=stride, context=context)
     emit({"video": video, "context": context, "duration": entry["duration"], "windows": len(entry["windows"]),
-          "peak_rss_mib": peak_rss_mib()})
+          "peak_rss_mib": peak_rss_mib(), **(probe.found() if probe else {})})
+
+
+class PhaseProbe:
+    """RSS at the phases of a video-context timeline: once its predictors are made, most held going into the
+    sequence program (the chunk's res3 maps, the next chunk's frames decoding), the most it rose in one
+    run of it (its activations), and the positions fed per run."""
+
+    def __init__(self, module):
+        self.built, self.held, self.rise, self.fed = 0.0, 0.0, 0.0, 0
+        make = type(module).sequence_model
+
+        def sequence_model(use_gpu: bool):
+            model = make(module, use_gpu)
+            self.built = self.built or current_rss_mib()
+            return model._replace(features=partial(self.features, model.features))
+
+        module.sequence_model = sequence_model
+
+    def features(self, run, inputs):
+        held, peak = current_rss_mib(), peak_rss_mib()
+        rows = run(inputs)
+        self.held, self.fed = max(self.held, held), max(self.fed, len(inputs))
+        if peak_rss_mib() > peak:  # else this run's rise is hidden under an earlier peak (a conversion's)
+            self.rise = max(self.rise, peak_rss_mib() - held)
+        return rows
+
+    def found(self) -> dict:
+        return {"predictors_built_mib": self.built, "held_before_sequence_mib": self.held,
+                "sequence_rise_mib": self.rise, "positions_per_run": self.fed}
 
 
 def bench_memory() -> list[dict]:
@@ -303,6 +334,10 @@ def main() -> None:
     for row in memory:
         print(f"StNet timeline ({row['context']} context), {row['duration']:.0f} s clip, {row['windows']} windows: "
               f"peak RSS {row['peak_rss_mib']:.0f} MiB")
+        if "sequence_rise_mib" in row:
+            print(f"  predictors made: {row['predictors_built_mib']:.0f} MiB; going into the sequence program at "
+                  f"most {row['held_before_sequence_mib']:.0f} MiB; a run of it ({row['positions_per_run']} "
+                  f"positions at most) rose by up to {row['sequence_rise_mib']:.0f} MiB")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     results = RESULTS.with_name("timeline_memory.json") if args.memory else RESULTS
     machine = {**machine_info(), "cpu": cpu_name()}

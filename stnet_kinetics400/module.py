@@ -33,9 +33,11 @@ from paddlehub_video.module_base import Defaults, ModelBundle, VideoModule
 from paddlehub_video.pipeline import validate_paths
 from paddlehub_video.timeline import SequenceModel
 
-# Most segments per run of the temporal program (`context="video"` timelines), plus SEQUENCE_HALO on each
-# side: the halo's share of the work is 8 / 64 at most (less for the video's first and last chunks).
-SEQUENCE_CHUNK = 64
+# Most segments per run of the sequence program (`context="video"` timelines), plus SEQUENCE_HALO on each
+# side (at least seg_num). Its activations take ~12 MB per segment fed at 256 pixels, so 33 keep a timeline
+# under the 1.5 GB `classify` keeps (64 + 8: 1.85-2.0 GB). The halo costs the sequence program (61% of the
+# work) 8 / 25 more at most; the windows model runs each position once (`timeline.chunk_features`).
+SEQUENCE_CHUNK = 25
 
 
 @moduleinfo(
@@ -95,7 +97,8 @@ class StNet(VideoModule, hub.Module):
         sampling = self.settings.sampling
         return SequenceModel(
             grid=partial(segment_grid, seg_num=sampling.seg_num, seglen=sampling.seglen),
-            features=lambda frames: sequence.run({"maps": self.window_maps(frames, windows)})[0],
+            position=lambda frames: self.window_maps(frames, windows)[0],
+            features=lambda maps: sequence.run({"maps": maps})[0],
             head=lambda window: head.run({"features": window[np.newaxis]})[0][0],
             span=sampling.seg_num, halo=SEQUENCE_HALO, chunk=max(SEQUENCE_CHUNK, sampling.seg_num),
         )

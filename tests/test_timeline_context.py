@@ -29,7 +29,15 @@ from paddlehub_video.model.networks.stnet import (
     build_stnet_sequence_program,
     build_stnet_window_program,
 )
-from paddlehub_video.timeline import Chunk, chunks, sequence_windows, validate_context
+from paddlehub_video.timeline import (
+    Chunk,
+    SequenceModel,
+    chunk_features,
+    chunks,
+    fresh_inputs,
+    sequence_windows,
+    validate_context,
+)
 from tests.fixtures.publisher import REPO, PublisherHost
 from tests.fixtures.videos import write_encoded_video
 from tests.test_networks import load_params, random_params
@@ -167,6 +175,42 @@ def test_rows_are_kept_only_while_a_window_needs_them() -> None:
     assert held == [0, 3, 6]
 
 
+def test_each_position_goes_through_the_position_model_once_and_no_frame_is_held_meanwhile() -> None:
+    planned = chunks(0, 18, 18, 6, 2)  # inputs 0-8, 4-14, 10-18: each shares 4 positions with the one before
+    assert fresh_inputs(planned) == [range(0, 8), range(8, 14), range(14, 18)]
+    frame = np.zeros((4, 4, 3), np.uint8)
+    lists: list[list] = []
+
+    def frames():
+        for fresh in fresh_inputs(planned):
+            # Each position's frames filled with its number, SEGLEN per position.
+            lists.append([frame + p for p in fresh for _ in range(SEGLEN)])
+            yield lists[-1]
+
+    seen: list[int] = []
+
+    def position(frames: np.ndarray) -> np.ndarray:
+        assert frames.shape == (SEGLEN, 4, 4, 3) and len(set(frames[:, 0, 0, 0])) == 1
+        seen.append(int(frames[0, 0, 0, 0]))
+        return np.full((2, 3), float(frames[0, 0, 0, 0]), np.float32)
+
+    fed: list[list[int]] = []
+
+    def features(inputs: np.ndarray) -> np.ndarray:
+        assert not lists[-1]  # the chunk's frames are given back before the sequence runs
+        fed.append(inputs[:, 0, 0].astype(int).tolist())
+        return inputs[:, :1, 0]
+
+    model = SequenceModel(grid=None, position=position, features=features, head=None, span=1, halo=2, chunk=6)
+    rows = list(chunk_features(planned, frames(), model, SEGLEN))
+    assert seen == list(range(18))  # each position once, in order, though the chunks overlap
+    assert fed == [list(c.inputs) for c in planned]  # each chunk fed all its inputs, the shared ones kept
+    assert [r[:, 0].tolist() for r in rows] == [list(map(float, c.inputs)) for c in planned]
+    # Without the halo nothing is shared; from a later chunk (a resumed timeline) its inputs are all fresh.
+    assert fresh_inputs(chunks(0, 18, 18, 6, 0)) == [c.inputs for c in chunks(0, 18, 18, 6, 0)]
+    assert fresh_inputs(chunks(9, 18, 18, 6, 2))[0] == range(4, 14)
+
+
 def test_the_context_is_validated() -> None:
     assert validate_context("window") == "window" and validate_context("video") == "video"
     for bad in ("Video", "", None, 1):
@@ -219,6 +263,26 @@ def test_video_context_windows_are_the_exact_ones_with_neighbours(stnet, video, 
     gap = max(abs(a["prediction"][c] - b["prediction"][c]) for a, b in zip(small, one) for c in a["prediction"])
     print(f"video context, chunks of {SEG_NUM} vs one chunk: max |dp| {gap:.3g}")
     assert gap < 1e-6  # 0 here (oneDNN, AMD EPYC): the predictor's sums do not depend on the chunk's length
+
+
+def test_each_grid_position_goes_through_the_windows_model_once(stnet, video, monkeypatch) -> None:
+    """Chunks of SEG_NUM positions share 2 x SEQUENCE_HALO inputs with the one before: kept, not run again."""
+    make = type(stnet).sequence_model
+    calls: list[bytes] = []
+
+    def model(use_gpu: bool) -> Any:
+        made = make(stnet, use_gpu)
+
+        def position(frames: np.ndarray) -> np.ndarray:
+            calls.append(frames.tobytes())
+            return made.position(frames)
+
+        return made._replace(position=position, chunk=SEG_NUM)
+
+    monkeypatch.setattr(stnet, "sequence_model", model)
+    every_class(stnet, video, "video", window_seconds=2, stride_seconds=0.5)
+    # The grid's 49 positions (250 frames, a step of 5), each once: not 49 + 4 x 8 (5 chunks, 8 shared at each join).
+    assert len(calls) == 49
 
 
 def test_one_window_over_a_short_video_is_its_classify(stnet, video) -> None:

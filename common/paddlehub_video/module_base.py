@@ -55,8 +55,10 @@ from .timeline import (
     SequenceModel,
     WindowModel,
     WindowStore,
+    chunk_features,
     chunks,
     failed_entry,
+    fresh_inputs,
     plan,
     prefetched,
     resumed,
@@ -491,9 +493,8 @@ class VideoModule(HubEntryPoints):
         grid = model.grid(frame_count, max(last - first + 1 for first, last in (w.indices for w in windows)))
         starts = [grid.nearest(w.indices[0], model.span) for w in windows[start:]]
         planned = chunks(starts[0], starts[-1] + model.span, grid.count, model.chunk, model.halo) if starts else []
-        frames = (np.stack(found) for found in groups([grid.indices(c.inputs) for c in planned], self.crop()))
-        computed = (model.features(chunk_frames) for chunk_frames in prefetched(frames))
-        rows = sequence_windows(starts, model.span, planned, computed)
+        frames = prefetched(groups([grid.indices(fresh) for fresh in fresh_inputs(planned)], self.crop()))
+        rows = sequence_windows(starts, model.span, planned, chunk_features(planned, frames, model, grid.seglen))
         return self._finish_windows(path, windows, start, options, store, (model.head(r) for r in rows))
 
     def _finish_windows(self, path: str, windows: list[Window], start: int, options: dict, store: WindowStore,

@@ -186,13 +186,16 @@ class FrameFeatures(WindowModel):
 class SequenceModel(NamedTuple):
     """A network run once over a whole video's segment sequence (`context="video"`), then per window.
 
-    `features` maps the frames of consecutive grid positions to one row per position, each row depending
-    on the positions within `halo` of it (zero padding only at the sequence's ends); `head` maps the rows
+    `position` maps the frames of one grid position to its input to `features` (each position alone);
+    `features` maps the inputs of consecutive positions to one row per position, each row depending on
+    the positions within `halo` of it (zero padding only at the sequence's ends); `head` maps the rows
     of a window's `span` positions to its probabilities. `features` runs on chunks of `chunk` positions
-    plus the halo on each side, so memory does not grow with the video.
+    plus the halo on each side, so memory does not grow with the video; each position goes through
+    `position` once (`chunk_features`).
     """
 
     grid: Callable[[int, int], SegmentGrid]  # (the video's frames, a full window's frames) -> its grid
+    position: Callable[[np.ndarray], np.ndarray]
     features: Callable[[np.ndarray], np.ndarray]
     head: Callable[[np.ndarray], np.ndarray]
     span: int
@@ -224,6 +227,38 @@ def chunks(first: int, stop: int, count: int, size: int, halo: int) -> list[Chun
         end = min(start + size, count)
         found.append(Chunk(range(max(0, start - halo), min(count, end + halo)), range(start, end)))
     return found
+
+
+def fresh_inputs(planned: Sequence[Chunk]) -> list[range]:
+    """The inputs of each planned chunk that the chunk before it was not fed (all of the first one's)."""
+    return [range(chunk.inputs.start if k == 0 else max(chunk.inputs.start, planned[k - 1].inputs.stop),
+                  chunk.inputs.stop) for k, chunk in enumerate(planned)]
+
+
+def chunk_features(planned: Sequence[Chunk], frames: Iterator[list], model: SequenceModel,
+                   seglen: int) -> Iterator[np.ndarray]:
+    """`model.features` of each planned chunk's inputs, each position through `model.position` once.
+
+    `frames` gives, for each chunk, the frames of its `fresh_inputs` (`seglen` per position, in order) as
+    a list, emptied here position by position as each goes through `model.position`, so that no frame is
+    held while `features` runs; the inputs a chunk shares with the one before (2 x halo positions) are
+    kept from that one, not decoded and run again. Held while `features` runs: the chunk's inputs alone.
+    """
+    carried = np.empty(0)  # the inputs of the chunk just run that the next one is fed too
+    for k, (chunk, fresh) in enumerate(zip(planned, frames)):
+        inputs = None
+        for i in range(len(carried), len(chunk.inputs)):
+            row = model.position(np.stack(fresh[:seglen]))
+            del fresh[:seglen]
+            if inputs is None:  # the first position's shape is every position's
+                inputs = np.empty((len(chunk.inputs), *row.shape), row.dtype)
+                inputs[:len(carried)] = carried.reshape(-1, *row.shape)
+            inputs[i] = row
+        rows = model.features(inputs)
+        carried = inputs[planned[k + 1].inputs.start - chunk.inputs.start:].copy() if k + 1 < len(planned) \
+            else np.empty(0)
+        del inputs  # before the caller uses the rows: the next chunk's inputs are made meanwhile
+        yield rows
 
 
 def sequence_windows(starts: Sequence[int], span: int, planned: Sequence[Chunk],
