@@ -5,6 +5,7 @@ Usage (from the repository root; `python bench/run_all.py` runs this section wit
     python bench/bench_memory.py              # 10 s, 60 s and 10 min 1920x1080 30 fps clips
     python bench/bench_memory.py --quick      # without the 10-minute clip
     python bench/bench_memory.py --only rss   # the peak RSS runs alone
+    python bench/bench_memory.py --only videos --repeats 5   # many videos in one process
 
 Every measurement runs in its own subprocess (`python bench/bench_memory.py --worker KIND ...`), so
 each peak RSS (VmHWM) belongs to one classify run and each start is a real process start.
@@ -13,6 +14,10 @@ each peak RSS (VmHWM) belongs to one classify run and each start is a real proce
          the longest clip (10 minutes; 60 s with --quick) also with 10 TSN frames per run (videotag),
          and in bf16 (runtime.precision) where the CPU has it, and each of those runs classifies it a
          second time in the same process ("second call": the peak after two long videos).
+- videos: many videos in one process, as `hub run` over a folder gives them: the 60 s 1080p clip
+         two and three times in ONE classify call, and `hub run` over folders of 3 and 20 300-frame
+         640x360 clips (links to one clip); each case `--repeats` times, every run a fresh process
+         (the peak moves with how decoding and inference fall on the CPUs: the rows are ranges).
 - calls: classify a short clip N times in a row (small seg_num, so 200 calls take a minute or two);
          RSS after every call: first, last, max, and the median of the first and last 20 calls.
 - cold:  process start (taken by the parent just before it starts the child) -> `import paddlehub`
@@ -72,9 +77,11 @@ def _check(results: list[dict]) -> None:
 
 
 def rss_worker(
-    module: str, video: str, threads: int | None, frames_per_batch: int | None, precision: str, calls: int
+    module: str, video: str, threads: int | None, frames_per_batch: int | None, precision: str, calls: int,
+    videos: int = 1,
 ) -> None:
-    """Classify `video` `calls` times in one process; the peak RSS after each call."""
+    """Classify `video` `calls` times in one process (`videos` copies of it in each call); the peak RSS
+    after each call."""
     import paddlehub  # noqa: F401  (what every user process imports first)
     from common_setup import load_module
 
@@ -84,7 +91,7 @@ def rss_worker(
     instance = load_module(module, config)
     peaks, times = [], []
     for _ in range(calls):
-        results, seconds = timed(lambda: instance.classify([video]))
+        results, seconds = timed(lambda: instance.classify([video] * videos))
         _check(results)
         peaks.append(peak_rss_mib())
         times.append(seconds)
@@ -181,7 +188,7 @@ def bench_rss(lengths, threads: int | None, modules=MODULES, small_batch: int | 
                 runs.append(("videotag_tsn_lstm", f"{label}, batch {small_batch}", small_batch, "fp32"))
         calls = 2 if index == len(lengths) - 1 else 1
         for module, run_label, batch, precision in runs:
-            row = run_json(_worker_command("rss", module, path, threads or 0, batch, precision, calls))
+            row = run_json(_worker_command("rss", module, path, threads or 0, batch, precision, calls, 1))
             out["runs"][module][run_label] = row
             print(f"  rss {module} {run_label}: peak {row['peak_rss_mib']:.0f} MiB, {row['seconds']:.1f} s",
                   flush=True)
@@ -191,6 +198,51 @@ def bench_rss(lengths, threads: int | None, modules=MODULES, small_batch: int | 
                 print(f"  rss {module} {run_label}, second call in the same process: peak "
                       f"{second['peak_rss_mib']:.0f} MiB, {second['seconds']:.1f} s", flush=True)
     return out
+
+
+def bench_videos(repeats: int, threads: int | None, modules=MODULES) -> dict:
+    """Peak RSS of one process over many videos: the 60 s 1080p clip 2 and 3 times in one classify call
+    (fp32, and bf16 where this CPU has it), and the default `hub run` over folders of 3 and 20 short
+    clips; `repeats` fresh processes each."""
+    from bench_machine import hub_run_seconds, video_folder  # bench_machine imports this module
+    from bench_precision import bf16_unavailable
+
+    precisions = ("fp32", "bf16") if bf16_unavailable() is None else ("fp32",)
+
+    long_clip = cached_video("flat", 60, 1920, 1080, 30)[0]
+    work = Path(tempfile.mkdtemp(prefix="paddlehub-video-bench-videos-"))
+    out: dict = {m: {} for m in modules}
+    for module in modules:
+        for precision in precisions:
+            suffix = "" if precision == "fp32" else f", {precision}"
+            for videos in (2, 3):
+                label = f"{videos} x 60 s in one call{suffix}"
+                rows = [run_json(_worker_command("rss", module, long_clip, threads or 0, 0, precision, 1, videos))
+                        for _ in range(repeats)]
+                out[module][label] = _range(rows)
+                _print_range(module, label, out[module][label])
+        for videos in (3, 20):
+            label = f"hub run, folder of {videos}"
+            folder = video_folder(work, videos)
+            rows = []
+            for _ in range(repeats):
+                seconds, peak = hub_run_seconds(module, folder, work)
+                rows.append({"peak_rss_mib": peak, "seconds": seconds})
+            out[module][label] = _range(rows)
+            _print_range(module, label, out[module][label])
+    return out
+
+
+def _range(rows: list[dict]) -> dict:
+    """The runs of one case: each peak and time, and their range."""
+    peaks = [row["peak_rss_mib"] for row in rows]
+    return {"peak_rss_mib": peaks, "min_mib": min(peaks), "max_mib": max(peaks),
+            "seconds": [row["seconds"] for row in rows], "load_average": load_average()}
+
+
+def _print_range(module: str, label: str, row: dict) -> None:
+    print(f"  videos {module} {label}: peak {row['min_mib']:.0f}-{row['max_mib']:.0f} MiB over "
+          f"{len(row['peak_rss_mib'])} runs ({', '.join(f'{s:.0f}' for s in row['seconds'])} s)", flush=True)
 
 
 def bench_calls(video: Path, calls: int, threads: int | None, modules=MODULES) -> dict:
@@ -215,14 +267,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="runtime.cpu_threads (default: the module's config)")
     parser.add_argument("--quick", action="store_true", help="skip the 10-minute clip")
     parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--only", choices=("cold", "rss", "calls"), help="run one section")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each many-videos case")
+    parser.add_argument("--only", choices=("cold", "rss", "videos", "calls"), help="run one section")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         kind, module, video, threads, *rest = args.worker
         threads = int(threads) or None
         if kind == "rss":
-            rss_worker(module, video, threads, int(rest[0]) or None, rest[1], int(rest[2]))
+            rss_worker(module, video, threads, int(rest[0]) or None, rest[1], int(rest[2]), int(rest[3]))
         elif kind == "calls":
             calls_worker(module, video, threads, int(rest[0]))
         else:
@@ -235,6 +288,7 @@ def main() -> None:
     sections = {
         "cold_start": lambda: bench_cold_start(clip, args.threads),
         "rss_vs_length": lambda: bench_rss(LENGTHS[:2] if args.quick else LENGTHS, args.threads),
+        "videos_in_one_process": lambda: bench_videos(args.repeats, args.threads),
         "rss_over_calls": lambda: bench_calls(clip, args.calls, args.threads),
     }
     for name, section in sections.items():

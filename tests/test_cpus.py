@@ -78,3 +78,15 @@ def test_a_process_sharing_the_cpus_takes_its_share(monkeypatch: pytest.MonkeyPa
     assert cpus.default_cpu_threads(None) == 2
     cpus.share_cpus_with(2)
     assert cpus.default_cpu_threads(None) == 1 and cpus.default_cpu_threads(2) == 2
+
+
+@pytest.mark.parametrize("threads,workers,sharing,idle", [
+    (None, 1, 1, 0), (None, 2, 1, 0), (1, 1, 1, 1), (1, 2, 1, 0), (3, 1, 1, 0), (1, 1, 2, 0),
+])
+def test_cpus_left_idle_by_the_predictors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, two_cpus: None,
+                                          threads: int | None, workers: int, sharing: int, idle: int) -> None:
+    """What decides whether a pipeline decodes ahead (VideoModule.decode_ahead): the automatic threads
+    leave no CPU idle, whatever the workers or the processes sharing the CPUs."""
+    monkeypatch.setattr(cpus, "CGROUP_ROOT", tmp_path)
+    monkeypatch.setattr(cpus, "_sharing_processes", sharing)
+    assert cpus.cpus_left_idle(cpus.default_cpu_threads(threads, workers), workers) == idle

@@ -1,7 +1,9 @@
 """The video pipeline (order, overlap, per-video errors) and the shared command-line helpers."""
 import argparse
+import gc
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -58,6 +60,58 @@ def test_at_most_one_video_is_decoded_ahead():
 
     outcomes = list(VideoPipeline(load, infer).run([str(i) for i in range(6)]))
     assert all(o.error is None for o in outcomes)
+
+
+class _Decoded:
+    """A video's decoded inputs, weakly referenceable: the tests count how many are alive."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+
+def _counting_pipeline(ahead: bool) -> tuple[VideoPipeline, list[tuple[str, str, int]], dict[str, threading.Event]]:
+    """A pipeline whose load and infer record (event, path, decoded inputs alive at that moment), and an
+    event per path set once its load has recorded."""
+    alive: weakref.WeakSet = weakref.WeakSet()
+    events: list[tuple[str, str, int]] = []
+    loaded: dict[str, threading.Event] = {}
+
+    def load(path: str) -> _Decoded:
+        gc.collect()  # only what is still referenced counts, not a cycle waiting for the collector
+        events.append(("load", path, len(alive)))
+        loaded.setdefault(path, threading.Event()).set()
+        decoded = _Decoded(path)
+        alive.add(decoded)
+        return decoded
+
+    def infer(decoded: _Decoded) -> np.ndarray:
+        events.append(("infer", decoded.path, len(alive)))
+        return np.zeros(1)
+
+    return VideoPipeline(load, infer, ahead=ahead), events, loaded
+
+
+def test_without_ahead_one_video_is_decoded_at_a_time():
+    """Each decode starts after the video before was inferred and its inputs were released, even while
+    the caller still holds that video's outcome (a paused stream)."""
+    pipeline, events, loaded = _counting_pipeline(ahead=False)
+    paths = [str(i) for i in range(5)]
+    outcomes = []
+    for index, outcome in enumerate(pipeline.run(paths)):
+        outcomes.append(outcome)
+        if index + 1 < len(paths):  # the stream paused here until the next load has counted
+            assert loaded.setdefault(paths[index + 1], threading.Event()).wait(timeout=30)
+    assert [o.error for o in outcomes] == [None] * 5
+    assert events == [(kind, p, alive) for p in paths for kind, alive in (("load", 0), ("infer", 1))]
+
+
+def test_with_ahead_at_most_two_videos_are_decoded_at_once():
+    """The next video decodes while the current one is inferred, and the one before is gone by then."""
+    pipeline, events, _ = _counting_pipeline(ahead=True)
+    paths = [str(i) for i in range(6)]
+    assert all(o.error is None for o in pipeline.run(paths))
+    assert max(alive for kind, _, alive in events if kind == "load") <= 1  # the current one only
+    assert max(alive for _, _, alive in events) <= 2
 
 
 @pytest.mark.parametrize("bad", ["a.mp4", b"a.mp4", None, 3, {"a.mp4"}])

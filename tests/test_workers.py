@@ -120,3 +120,45 @@ def test_first_videos_decode_while_the_models_load(mirror: PublisherHost, paths:
     assert module.classify(paths, threshold=0.0, top_k=5) == first
     assert seen_when_loading[0] == []  # the models were loaded: nothing decodes ahead of the call
     assert first == module_with(mirror, 1).classify(paths, threshold=0.0, top_k=5)
+
+
+@pytest.mark.parametrize("cpu_threads", [2, 1])
+def test_the_next_video_decodes_ahead_only_where_a_cpu_is_left_idle(
+    mirror: PublisherHost, short_video: Path, portrait_video: Path, monkeypatch: pytest.MonkeyPatch,
+    cpu_threads: int,
+) -> None:
+    """On 2 CPUs 2 threads (as the automatic count gives) take both: each video decodes once the one
+    before was inferred, so a decode's buffers never add to a network's peak. With 1 thread a CPU is
+    idle: the next video decodes while the current one is inferred. Results are the same either way."""
+    import paddlehub as hub
+
+    from paddlehub_video import cpus
+
+    monkeypatch.setattr(cpus, "usable_cpus", lambda cgroup_root=None: 2)
+    runtime = {"workers": 1, "cpu_threads": cpu_threads}
+    module = hub.Module(directory=str(REPO / NAME), config=mirror.config(NAME, **SMALL, runtime=runtime))
+    paths = [str(short_video), str(portrait_video), str(short_video)]
+    module.classify(paths[:1])  # models loaded: no first video decodes while they load
+    events: list[tuple[str, int]] = []
+    second_loading = threading.Event()
+    preprocess, forward = module.preprocess, module.forward
+
+    def spy_preprocess(path):
+        events.append(("load", len([e for e in events if e[0] == "load"])))
+        if len(events) > 1:
+            second_loading.set()
+        return preprocess(path)
+
+    def spy_forward(frames, predictors):
+        number = len([e for e in events if e[0] == "infer"])
+        if number == 0 and cpu_threads == 1:  # waits on an event: the bound only catches a hang
+            assert second_loading.wait(timeout=300), "the next video did not decode during the inference"
+        result = forward(frames, predictors)
+        events.append(("infer", number))
+        return result
+
+    module.preprocess, module.forward = spy_preprocess, spy_forward
+    results = module.classify(paths, threshold=0.0, top_k=5)
+    if cpu_threads == 2:
+        assert events == [("load", 0), ("infer", 0), ("load", 1), ("infer", 1), ("load", 2), ("infer", 2)]
+    assert results[0] == results[2] and all("error" not in r for r in results)

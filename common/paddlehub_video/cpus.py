@@ -86,6 +86,12 @@ def default_cpu_threads(configured: int | None, workers: int = 1) -> int:
     return max(1, usable_cpus() // _sharing_processes // max(1, workers))
 
 
+def cpus_left_idle(threads: int, workers: int = 1) -> int:
+    """CPUs of this process's share (`share_cpus_with`) that `workers` predictors of `threads` threads
+    each leave idle (0 when they use them all, as the automatic thread count does)."""
+    return max(0, usable_cpus() // _sharing_processes - threads * workers)
+
+
 def _positive(value: object, name: str) -> int:
     """`value` as a positive int, else a ValueError naming where it came from."""
     try:

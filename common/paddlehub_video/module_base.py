@@ -29,7 +29,7 @@ import numpy as np
 
 from . import heap, progress
 from .config import ConfigOverrides
-from .cpus import default_cpu_threads, default_workers, resolve_precision
+from .cpus import cpus_left_idle, default_cpu_threads, default_workers, resolve_precision
 from .decode.limits import DecodeLimits, applied_limits, check_video, effective_limits
 from .decode.preprocess import scale_and_crop
 from .decode.sampling import Window
@@ -246,6 +246,15 @@ class VideoModule(HubEntryPoints):
         """Videos run at once: this call's `workers`, else `runtime.workers` (null: automatic); one on a GPU."""
         return 1 if use_gpu else default_workers(self.settings.runtime.workers if workers is None else workers)
 
+    def decode_ahead(self, use_gpu: bool, workers: int) -> bool:
+        """Whether each worker decodes its next video while it infers the current one: on a GPU, or where
+        the predictors' threads leave a CPU idle. Where they take every CPU, the decode would only
+        share their CPUs and add its buffers to the network's peak: +100-340 MiB with two 60 s 1080p
+        videos in one videotag call, over the 1.5 GB (README Limits)."""
+        if use_gpu:
+            return True
+        return cpus_left_idle(default_cpu_threads(self.settings.runtime.cpu_threads, workers), workers) > 0
+
     # ------------------------------------------------------------ decoding
 
     def decode_limits(self) -> DecodeLimits:
@@ -307,9 +316,9 @@ class VideoModule(HubEntryPoints):
         self, paths: list[str], use_gpu: bool, model: Callable[[np.ndarray, dict[str, Predictor]], T] | None = None,
         workers: int | None = None,
     ) -> Iterator[VideoOutcome[T]]:
-        """`preprocess` then `model` (default: `forward`) of each video, the next one decoding meanwhile:
-        outcomes in input order. With several `workers` (None: `runtime.workers`), each runs its own videos
-        on its own predictors."""
+        """`preprocess` then `model` (default: `forward`) of each video, the next one decoding meanwhile
+        where `decode_ahead` says so: outcomes in input order. With several `workers` (None:
+        `runtime.workers`), each runs its own videos on its own predictors."""
         model = model or self.forward
         planned = self.workers(use_gpu, workers)  # the predictors' threads are shared among these
         count = min(planned, len(paths))
@@ -321,7 +330,8 @@ class VideoModule(HubEntryPoints):
             self.precision(use_gpu)  # bf16 that cannot run here: before any decoding too
         firsts = None if ready else [load_soon(self.preprocess, path) for path in paths[:count]]
         pipelines = [
-            VideoPipeline(self.preprocess, partial(model, predictors=self.predictors(use_gpu, worker, planned)))
+            VideoPipeline(self.preprocess, partial(model, predictors=self.predictors(use_gpu, worker, planned)),
+                          ahead=self.decode_ahead(use_gpu, planned))
             for worker in range(count)
         ]
         self._loaded_for.add((use_gpu, count))

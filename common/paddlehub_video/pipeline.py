@@ -71,11 +71,18 @@ def report_failure(path: str, exc: Exception) -> str:
 
 
 class VideoPipeline(Generic[Inputs, Output]):
-    """`load(path) -> inputs` in a background thread, one video ahead of `infer(inputs) -> output`."""
+    """`load(path) -> inputs` in a background thread, then `infer(inputs) -> output`, video after video.
 
-    def __init__(self, load: Callable[[str], Inputs], infer: Callable[[Inputs], Output]):
+    With `ahead` the next video loads while the current one is inferred: at most two videos' inputs
+    exist at once. Without it the next one loads once the current one's inference is done and its
+    inputs are released: at most one, and a decode never adds its buffers to a network's peak
+    (where both share the same CPUs the overlap gains little; README Limits).
+    """
+
+    def __init__(self, load: Callable[[str], Inputs], infer: Callable[[Inputs], Output], ahead: bool = True):
         self.load = load
         self.infer = infer
+        self.ahead = ahead
 
     def run(self, paths: list[str], first: Future | None = None) -> Iterator[VideoOutcome[Output]]:
         """Yield one VideoOutcome per path, in order. `first`: `paths[0]`'s loading, if already started
@@ -83,13 +90,18 @@ class VideoPipeline(Generic[Inputs, Output]):
         if not paths:
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="paddlehub_video-decode") as pool:
-            pending = first if first is not None else self._submit(pool, paths[0])
+            pending: Future | None = first if first is not None else self._submit(pool, paths[0])
             first = None  # no longer held here: the video's frames go when it is done
             for index, path in enumerate(paths):
-                current = pending
-                if index + 1 < len(paths):
-                    pending = self._submit(pool, paths[index + 1])
-                yield self._infer_one(path, current)
+                current, pending = pending, None
+                following = paths[index + 1] if index + 1 < len(paths) else None
+                if self.ahead and following is not None:
+                    pending = self._submit(pool, following)
+                outcome = self._infer_one(path, current)
+                current = None  # this video's inputs go now, not after the caller took its outcome
+                if pending is None and following is not None:
+                    pending = self._submit(pool, following)
+                yield outcome
 
     def _submit(self, pool: ThreadPoolExecutor, path: str) -> Future:
         """`load(path)` in the pool, in a copy of the caller's context (it carries e.g. applied limits)."""
@@ -132,8 +144,8 @@ class ParallelPipelines(Generic[Inputs, Output]):
     outcomes still yielded in input order.
 
     Worker k runs `pipelines[k]` in a thread of its own. Each worker holds at most two videos'
-    frames (the one it infers and the one it decodes) plus one finished outcome, so memory grows
-    with the workers, not with the number of videos.
+    frames (the one it infers and the one it decodes ahead; one without `ahead`) plus one finished
+    outcome, so memory grows with the workers, not with the number of videos.
     """
 
     def __init__(self, pipelines: list[VideoPipeline[Inputs, Output]]):
