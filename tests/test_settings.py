@@ -39,6 +39,7 @@ def test_an_unknown_key_names_itself_and_the_closest_valid_one(overrides, messag
     ({"runtime": {"cpu_threads": 0}}, r"runtime.cpu_threads must be a positive integer, got 0"),
     ({"runtime": {"workers": True}}, r"runtime.workers must be a positive integer, got True"),
     ({"runtime": {"use_onednn": "yes"}}, r"runtime.use_onednn must be true or false"),
+    ({"runtime": {"decode_ahead": "auto"}}, r"runtime.decode_ahead must be true or false, got 'auto'"),
     ({"limits": {"max_pixels": -1}}, r"limits.max_pixels must be a positive integer"),
     ({"preprocess": {"mean": [0.5, 0.5]}}, r"preprocess.mean must be a list of 3 numbers"),
     ({"preprocess": {"std": [0.2, 0.0, 0.2]}}, r"preprocess.std must be 3 positive numbers"),

@@ -122,20 +122,22 @@ def test_first_videos_decode_while_the_models_load(mirror: PublisherHost, paths:
     assert first == module_with(mirror, 1).classify(paths, threshold=0.0, top_k=5)
 
 
-@pytest.mark.parametrize("cpu_threads", [2, 1])
+@pytest.mark.parametrize(("cpu_threads", "decode_ahead", "ahead"),
+                         [(2, None, False), (1, None, True), (2, True, True), (1, False, False)])
 def test_the_next_video_decodes_ahead_only_where_a_cpu_is_left_idle(
     mirror: PublisherHost, short_video: Path, portrait_video: Path, monkeypatch: pytest.MonkeyPatch,
-    cpu_threads: int,
+    cpu_threads: int, decode_ahead: bool | None, ahead: bool,
 ) -> None:
     """On 2 CPUs 2 threads (as the automatic count gives) take both: each video decodes once the one
     before was inferred, so a decode's buffers never add to a network's peak. With 1 thread a CPU is
-    idle: the next video decodes while the current one is inferred. Results are the same either way."""
+    idle: the next video decodes while the current one is inferred. `runtime.decode_ahead` true or
+    false decides instead. Results are the same either way."""
     import paddlehub as hub
 
     from paddlehub_video import cpus
 
     monkeypatch.setattr(cpus, "usable_cpus", lambda cgroup_root=None: 2)
-    runtime = {"workers": 1, "cpu_threads": cpu_threads}
+    runtime = {"workers": 1, "cpu_threads": cpu_threads, "decode_ahead": decode_ahead}
     module = hub.Module(directory=str(REPO / NAME), config=mirror.config(NAME, **SMALL, runtime=runtime))
     paths = [str(short_video), str(portrait_video), str(short_video)]
     module.classify(paths[:1])  # models loaded: no first video decodes while they load
@@ -151,7 +153,7 @@ def test_the_next_video_decodes_ahead_only_where_a_cpu_is_left_idle(
 
     def spy_forward(frames, predictors):
         number = len([e for e in events if e[0] == "infer"])
-        if number == 0 and cpu_threads == 1:  # waits on an event: the bound only catches a hang
+        if number == 0 and ahead:  # waits on an event: the bound only catches a hang
             assert second_loading.wait(timeout=300), "the next video did not decode during the inference"
         result = forward(frames, predictors)
         events.append(("infer", number))
@@ -159,6 +161,6 @@ def test_the_next_video_decodes_ahead_only_where_a_cpu_is_left_idle(
 
     module.preprocess, module.forward = spy_preprocess, spy_forward
     results = module.classify(paths, threshold=0.0, top_k=5)
-    if cpu_threads == 2:
+    if not ahead:
         assert events == [("load", 0), ("infer", 0), ("load", 1), ("infer", 1), ("load", 2), ("infer", 2)]
     assert results[0] == results[2] and all("error" not in r for r in results)

@@ -247,10 +247,12 @@ class VideoModule(HubEntryPoints):
         return 1 if use_gpu else default_workers(self.settings.runtime.workers if workers is None else workers)
 
     def decode_ahead(self, use_gpu: bool, workers: int) -> bool:
-        """Whether each worker decodes its next video while it infers the current one: on a GPU, or where
-        the predictors' threads leave a CPU idle. Where they take every CPU, the decode would only
-        share their CPUs and add its buffers to the network's peak: +100-340 MiB with two 60 s 1080p
-        videos in one videotag call, over the 1.5 GB (README Limits)."""
+        """Whether each worker decodes its next video while it infers the current one: `runtime.decode_ahead`,
+        else (null) on a GPU, or where the predictors' threads leave a CPU idle. Where they take every CPU,
+        the decode would only share their CPUs and add its buffers to the network's peak: +100-340 MiB
+        with two 60 s 1080p videos in one videotag call, over the 1.5 GB (README Limits)."""
+        if self.settings.runtime.decode_ahead is not None:
+            return self.settings.runtime.decode_ahead
         if use_gpu:
             return True
         return cpus_left_idle(default_cpu_threads(self.settings.runtime.cpu_threads, workers), workers) > 0

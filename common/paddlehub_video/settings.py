@@ -53,6 +53,10 @@ def boolean(key: str, value: Any) -> bool:
     return value
 
 
+def optional_boolean(key: str, value: Any) -> bool | None:
+    return None if value is None else boolean(key, value)
+
+
 def three_floats(key: str, value: Any) -> tuple[float, float, float]:
     ok = isinstance(value, (list, tuple)) and len(value) == 3
     if not ok or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
@@ -116,14 +120,16 @@ class ModelSettings:
 @dataclass(frozen=True)
 class RuntimeSettings:
     """How the predictors run: threads (None: the usable CPUs shared among workers), workers (None:
-    automatic), oneDNN, frames per TSN run (videotag), and the CNNs' precision (`fp32`, `bf16`, `auto`:
-    see `cpus.resolve_precision`; never null once built)."""
+    automatic), oneDNN, frames per TSN run (videotag), the CNNs' precision (`fp32`, `bf16`, `auto`:
+    see `cpus.resolve_precision`; never null once built), and whether the next video decodes while the
+    current one is in the network (None: automatic, `VideoModule.decode_ahead`)."""
 
     cpu_threads: int | None = _field(optional_positive_int)
     workers: int | None = _field(optional_positive_int)
     use_onednn: bool = _field(boolean, True)
     frames_per_batch: int | None = _field(optional_positive_int)
     precision: str | None = _field(precision_choice)
+    decode_ahead: bool | None = _field(optional_boolean)
 
 
 @dataclass(frozen=True)
