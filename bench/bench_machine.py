@@ -65,11 +65,12 @@ def split_row(prefix: Path, cores: int, split: int) -> float:
     predictors = [first] + [first.clone() for _ in range(split - 1)]
     rng = np.random.default_rng(0)
     batches = [rng.standard_normal((1, 2, 3, 224, 224), dtype=np.float32) for _ in predictors]
-    for predictor, batch in zip(predictors, batches):  # warm-up: oneDNN picks its kernels on the first run
+    for predictor, batch in zip(predictors, batches, strict=True):  # warm-up: oneDNN picks its kernels on the first run
         predictor.run({"image": batch})
     best = 0.0
     for _ in range(2):
-        threads = [threading.Thread(target=tsn_pass, args=(p, SPLIT_FRAMES, b)) for p, b in zip(predictors, batches)]
+        threads = [threading.Thread(target=tsn_pass, args=(p, SPLIT_FRAMES, b))
+                   for p, b in zip(predictors, batches, strict=True)]
         _, seconds = timed(partial(run_all, threads))
         best = max(best, split * SPLIT_FRAMES / seconds)
     return best

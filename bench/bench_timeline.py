@@ -26,6 +26,7 @@ import json
 import sys
 import tempfile
 from functools import partial
+from itertools import pairwise
 from pathlib import Path
 
 from common_setup import (
@@ -314,7 +315,7 @@ def main() -> None:
         for r in {r["module"]: r for r in rows}.values():
             print(f"{r['module']}: classify {r['classify_runs_s'][0]:.1f} s before the timelines, "
                   f"{r['classify_runs_s'][1]:.1f} s after ({r['classify_distinct_frames']} distinct frames)")
-        for r, grid in zip(rows, rows[1:]):
+        for r, grid in pairwise(rows):
             if r["module"] in WHOLE_VIDEO and r["context"] == "window" and grid.get("context") == "video":
                 share = WHOLE_VIDEO[r["module"]]
                 print(f"{r['module']}, stride {r['stride_s']:g} s, window context: {r['distinct_segments']} distinct "

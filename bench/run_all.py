@@ -176,7 +176,7 @@ def precision_rows(p: dict) -> list[tuple[str, str, str, str]]:
 def print_table(rows: list[tuple[str, str, str, str]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     header = ("measure", "value", "target", "")
-    widths = [max(w, len(h)) for w, h in zip(widths, header)]
+    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
     line = "  ".join(f"{{:<{w}}}" for w in widths)
     print(line.format(*header))
     print("  ".join("-" * w for w in widths))
@@ -226,7 +226,7 @@ def main() -> None:
     results["total_s"] = time.perf_counter() - started
 
     rows = table_rows(results)
-    results["table"] = [dict(zip(("measure", "value", "target", "verdict"), row)) for row in rows]
+    results["table"] = [dict(zip(("measure", "value", "target", "verdict"), row, strict=True)) for row in rows]
     print(f"\nload average at start {results['meta']['load_average']}, at end "
           f"{results['meta']['load_average_end']}; {results['meta']['cpus']} CPUs; "
           f"total {results['total_s'] / 60:.1f} min\n")

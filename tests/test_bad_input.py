@@ -184,7 +184,7 @@ def test_ten_minute_video_is_decoded_in_bounded_memory(inputs: tuple[Path, list[
 def check_entries(results: list[dict], cases: list[Case], reference: dict[Path, dict]) -> None:
     """classify() results: one entry per case in order, errors naming file and reason."""
     assert [entry["path"] for entry in results] == [str(as_input(c.path)) for c in cases]
-    for entry, case in zip(results, cases):
+    for entry, case in zip(results, cases, strict=True):
         if case.error is not None:
             assert set(entry) == {"path", "prediction", "error"} and entry["prediction"] == {}, case.label
             assert entry["error"].startswith(f"{as_input(case.path)}: "), (case.label, entry["error"])
@@ -197,7 +197,7 @@ def check_entries(results: list[dict], cases: list[Case], reference: dict[Path, 
 
 def reference_predictions(classify: Any, cases: list[Case]) -> dict[Path, dict]:
     sources = sorted({c.same_as for c in cases if c.same_as is not None})
-    return {path: entry["prediction"] for path, entry in zip(sources, classify([str(p) for p in sources]))}
+    return {path: entry["prediction"] for path, entry in zip(sources, classify([str(p) for p in sources]), strict=True)}
 
 
 @pytest.mark.parametrize("module_name", [VIDEOTAG, STNET])
@@ -224,7 +224,7 @@ def test_stnet_video_classification_answers_every_item_in_order(small_stnet: Any
     errors = small_stnet.last_errors
     assert len(results) == len(cases)
     assert sorted(errors) == [i for i, c in enumerate(cases) if c.error is not None]
-    for index, (result, case) in enumerate(zip(results, cases)):
+    for index, (result, case) in enumerate(zip(results, cases, strict=True)):
         if case.error is not None:
             assert result == {}, case.label
             assert errors[index].startswith(f"{as_input(case.path)}: ") and case.error in errors[index], errors[index]
@@ -288,7 +288,7 @@ def test_run_cmd_prints_results_reports_failures_on_stderr_and_exits_1(
     out, err = capsys.readouterr()
     printed = ast.literal_eval(out.strip())  # the one line printed: the results, as PaddleHub prints them
     assert len(printed) == len(cases)
-    for result, case in zip(printed, cases):  # several videos: each result with its path, for both modules
+    for result, case in zip(printed, cases, strict=True):  # several videos: each result with its path, for both modules
         assert result["path"] == str(as_input(case.path))
         result = result["prediction"]
         if case.error is not None:
@@ -298,7 +298,7 @@ def test_run_cmd_prints_results_reports_failures_on_stderr_and_exits_1(
     failed = [c for c in cases if c.error is not None]
     error_lines = [line for line in err.splitlines() if line.startswith(f"hub run {module_name}: error: ")]
     assert len(error_lines) == len(failed), err
-    for line, case in zip(error_lines, failed):
+    for line, case in zip(error_lines, failed, strict=True):
         assert line.startswith(f"hub run {module_name}: error: {as_input(case.path)}: ") and case.error in line, line
     assert f"hub run {module_name}: {len(failed)} of {len(cases)} videos failed" in err
     assert TRACEBACK not in err

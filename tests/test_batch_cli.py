@@ -509,7 +509,7 @@ def test_published_single_video_call_prints_the_published_result_every_batch_for
     listing = tmp_path / "list.txt"
     listing.write_text(f"{paths[0]}\n", encoding="utf-8")
     options = ["--top_k", "3", "--threshold", "0"]
-    entries = dict(zip(paths, module.classify(paths, threshold=0.0, top_k=3)))
+    entries = dict(zip(paths, module.classify(paths, threshold=0.0, top_k=3), strict=True))
     assert all(set(entry) == {"path", "prediction"} for entry in entries.values())
 
     published = module.run_cmd(["--input_path", paths[0], *options])

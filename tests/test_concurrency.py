@@ -73,7 +73,7 @@ def test_threads_sharing_one_module_object_get_the_sequential_answers(mirror: Pu
 
     assert loads == [1]
     if name == STNET:
-        sequential = dict(zip(videos, module.video_classification(data={"image": videos}, top_k=3)))
+        sequential = dict(zip(videos, module.video_classification(data={"image": videos}, top_k=3), strict=True))
     else:
         sequential = {entry["path"]: entry for entry in module.classify(videos, top_k=3, threshold=0.0)}
     for index, (results, errors) in enumerate(answers):
@@ -110,7 +110,8 @@ def test_two_processes_start_cold_on_one_hub_home_at_once(
     children = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 for _ in range(2)]
     outputs = [child.communicate(timeout=300) for child in children]
-    procs = [subprocess.CompletedProcess(command, c.returncode, out, err) for c, (out, err) in zip(children, outputs)]
+    procs = [subprocess.CompletedProcess(command, c.returncode, out, err)
+             for c, (out, err) in zip(children, outputs, strict=True)]
     for proc in procs:
         assert proc.returncode == 0, describe(proc)
     results = [json.loads(next(line for line in p.stdout.splitlines() if line.startswith("RESULT "))[7:])

@@ -65,9 +65,9 @@ def test_sampled_frames_equal_an_independent_decode(matrix, kind: Kind, sampler:
     indices = SAMPLERS[sampler](len(everything))
     got = read_sampled_frames(path, SAMPLERS[sampler], identity)
     assert len(got) == len(indices)
-    blanked = [i for i, frame in zip(indices, got) if blank(frame) and not blank(everything[i])]
+    blanked = [i for i, frame in zip(indices, got, strict=True) if blank(frame) and not blank(everything[i])]
     assert not blanked, f"{kind.name}: frames {blanked[:5]} are blank, the source's are not"
-    wrong = [i for i, frame in zip(indices, got) if not np.array_equal(frame, everything[i])]
+    wrong = [i for i, frame in zip(indices, got, strict=True) if not np.array_equal(frame, everything[i])]
     assert not wrong, f"{kind.name}: {len(wrong)} of {len(indices)} sampled frames differ, e.g. {wrong[:5]}"
 
 
@@ -79,7 +79,7 @@ def test_pyav_fallback_gives_opencvs_pixels(matrix, kind: Kind, monkeypatch: pyt
     monkeypatch.setattr(video, "_sequential_decoders", lambda found: (video._pyav_frames,))
     indices = SAMPLERS["tsn300"](len(everything))
     got = read_sampled_frames(path, SAMPLERS["tsn300"], identity)
-    wrong = [i for i, frame in zip(indices, got) if not np.array_equal(frame, everything[i])]
+    wrong = [i for i, frame in zip(indices, got, strict=True) if not np.array_equal(frame, everything[i])]
     assert not wrong, f"{kind.name}: {len(wrong)} of {len(indices)} frames differ from OpenCV's, e.g. {wrong[:5]}"
 
 
@@ -89,10 +89,10 @@ def test_interlaced_frames_are_not_opencvs_failed_conversion(matrix) -> None:
     path, everything = matrix(kind)
     opencv = read_every_frame(path)
     assert len(opencv) == len(everything)
-    if all(np.array_equal(a, b) for a, b in zip(opencv, everything)):
+    if all(np.array_equal(a, b) for a, b in zip(opencv, everything, strict=True)):
         pytest.skip("this OpenCV converts interlaced frames: nothing to catch")
     got = read_sampled_frames(path, SAMPLERS["tsn300"], identity)
-    assert all(np.array_equal(a, everything[i]) for a, i in zip(got, SAMPLERS["tsn300"](len(everything))))
+    assert all(np.array_equal(a, everything[i]) for a, i in zip(got, SAMPLERS["tsn300"](len(everything)), strict=True))
 
 
 # --- a damaged packet: the same frames on every machine and from both sequential decoders ---

@@ -102,7 +102,7 @@ def test_pooled_feature_matches_numpy_reference(features: list[dict], lstm_state
 def test_fc_head_on_the_pooled_feature_gives_the_classify_probabilities(videotag, features: list[dict],
                                                                        lstm_state: dict) -> None:
     results = videotag.classify([entry["path"] for entry in features], top_k=NUM_CLASSES, threshold=0.0)
-    for entry, result in zip(features, results):
+    for entry, result in zip(features, results, strict=True):
         probabilities = np_tag_head(lstm_state, entry["pooled_feature"][np.newaxis].astype(np.float64))[0]
         # Both duplicate ids read the shared label's (higher) value in classify's dict.
         probabilities[list(DUPLICATE_IDS)] = probabilities[list(DUPLICATE_IDS)].max()
@@ -125,7 +125,7 @@ def test_a_bad_video_gets_the_classify_error_and_the_others_their_features(video
     for index in (1, 2):
         assert got[index] == {"path": paths[index], "error": classified[index]["error"]}
         assert paths[index] in got[index]["error"]
-    for entry, expected in zip((got[0], got[3]), features):
+    for entry, expected in zip((got[0], got[3]), features, strict=True):
         np.testing.assert_array_equal(entry["tsn_features"], expected["tsn_features"])
         np.testing.assert_array_equal(entry["pooled_feature"], expected["pooled_feature"])
 

@@ -60,7 +60,7 @@ def same_result_as_reference(result: dict, reference: dict, tolerance: float = 1
     for module in ("videotag", "stnet"):
         if len(result[module]) != len(reference[module]):
             differences.append(f"{module}: {len(result[module])} results != {len(reference[module])}")
-        for index, (got, want) in enumerate(zip(result[module], reference[module])):
+        for index, (got, want) in enumerate(zip(result[module], reference[module], strict=True)):
             if set(got) != set(want):
                 differences.append(f"{module}[{index}]: labels {sorted(got)} != {sorted(want)}")
                 continue
@@ -258,7 +258,7 @@ def test_install_then_run_both_and_load_by_name_from_another_directory(hub_env, 
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, describe(proc)
     api = json.loads(lines[-1][len("RESULT "):])
-    for name, directory in zip(MODULE_NAMES, api["dirs"]):
+    for name, directory in zip(MODULE_NAMES, api["dirs"], strict=True):
         assert Path(directory).resolve() == (hub_home / "modules" / name).resolve(), api["dirs"]
     assert api["videotag"][0]["path"] == str(local)
     assert same_prediction(api["videotag"][0]["prediction"], result[0]["prediction"]), (api, result)

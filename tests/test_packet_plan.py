@@ -61,7 +61,7 @@ def sequential(path: Path, sampler, monkeypatch: pytest.MonkeyPatch) -> list[np.
 
 def assert_same_frames(got: list[np.ndarray], expected: list[np.ndarray]) -> None:
     assert len(got) == len(expected)
-    for position, (a, b) in enumerate(zip(got, expected)):
+    for position, (a, b) in enumerate(zip(got, expected, strict=True)):
         assert a.shape == b.shape and np.array_equal(a, b), f"sampled frame {position} differs"
 
 
@@ -92,7 +92,7 @@ def test_stnet_plan_leaves_groups_of_pictures_out(encoded: dict[str, Path], name
     wanted = {index.frame_pts[i] for i in stnet_25x5(index.frame_count)}
     needed = packets_to_decode(index, wanted)
     assert sum(needed) < 0.8 * len(needed)
-    keyframes_needed = sum(n and k for n, k in zip(needed, index.keyframe))
+    keyframes_needed = sum(n and k for n, k in zip(needed, index.keyframe, strict=True))
     assert keyframes_needed < sum(index.keyframe)
 
 

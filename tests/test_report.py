@@ -141,7 +141,7 @@ def test_the_browser_shows_every_video_and_tag_and_needs_no_network(chromium, en
     assert dom.count("data:image/jpeg;base64,") >= 4  # each video's strip of frames
     # An entry without segments (a file written before them): its segments made from its windows.
     assert found.data["segment"] == ["舞蹈 00:00–00:02 (0.63)", "健身房 00:00–00:01 (0.20)"]
-    assert dict(zip(found.data["summary"], found.texts["summary"]))["Videos"] == "2 answered, 1 failed"
+    assert dict(zip(found.data["summary"], found.texts["summary"], strict=True))["Videos"] == "2 answered, 1 failed"
 
 
 # A two-minute timeline: a dance, a gym for a while, then basketball; a crowd now and then.
@@ -171,7 +171,7 @@ def test_the_timeline_is_drawn_from_its_segments(chromium, long_timeline, tmp_pa
     dom = browse(chromium, page, ARTIFACTS / "report_timeline.png")
     browse(chromium, printed_copy(page), ARTIFACTS / "report_timeline_print.png", width=1030)
     found = marks(dom)
-    assert dict(zip(found.data["summary"], found.texts["summary"])) == {
+    assert dict(zip(found.data["summary"], found.texts["summary"], strict=True)) == {
         "Module": "videotag_tsn_lstm", "Date": "2026-12-06 04:00 UTC", "Threshold": "0.5", "top_k": "10",
         "Windows": "30 s every 15 s", "Videos": "1 answered, 1 failed", "Total duration": "02:05"}
     ticks = ["00:00", "00:15", "00:30", "00:45", "01:00", "01:15", "01:30", "01:45", "02:00"]
@@ -182,7 +182,7 @@ def test_the_timeline_is_drawn_from_its_segments(chromium, long_timeline, tmp_pa
         "舞蹈 00:00–00:52.5 (0.91)", "人群 00:00–00:22.5 (0.30)", "人群 01:07.5–01:22.5 (0.40)",
         "人群 01:50–02:05 (0.50)", "健身房 00:22.5–01:07.5 (0.70)", "篮球 01:07.5–02:05 (0.89)"]
     assert found.texts["segment"] == ["0.91", "0.30", "0.40", "0.50", "0.70", "0.89"]  # written on the bars
-    legend = dict(zip(found.data["legend"], found.texts["legend"]))
+    legend = dict(zip(found.data["legend"], found.texts["legend"], strict=True))
     assert legend["人群"] == "人群" + "00:52.5" + "00:00–00:22.5 (0.30); 01:07.5–01:22.5 (0.40); 01:50–02:05 (0.50)"
     assert found.texts["stretch"] == ["00:00–00:52.5舞蹈 0.91, 健身房 0.70", "00:52.5–01:07.5健身房 0.70",
                                       "01:07.5–02:05篮球 0.89, 人群 0.45"]
@@ -258,7 +258,7 @@ def test_hub_run_writes_the_report_of_a_timeline_run(chromium, small_stnet, make
     assert entry["segments"] == segments_of(entry["windows"]) and len(entry["windows"]) == 3
     assert found.labels == list(dict.fromkeys(s["label"] for s in entry["segments"]))
     assert len(found.data["segment"]) == len(entry["segments"])
-    summary = dict(zip(found.data["summary"], found.texts["summary"]))
+    summary = dict(zip(found.data["summary"], found.texts["summary"], strict=True))
     assert summary["Module"] == "stnet_kinetics400" and summary["top_k"] == "2" and summary["Threshold"] == "0"
     assert summary["Windows"] == "1 s every 1 s" and summary["Videos"] == "1 answered, 0 failed"
 

@@ -30,7 +30,7 @@ def stand_ins(make_video: MakeVideo, monkeypatch: pytest.MonkeyPatch, tmp_path: 
     data = {"1.mp4": make_video("sample_1", 30, 64, 48).read_bytes(),
             "2.mp4": make_video("sample_2", 24, 48, 64).read_bytes()}
     pinned = tuple(replace(spec, sha256=hashlib.sha256(data[name]).hexdigest())
-                   for spec, name in zip(samples.SAMPLE_VIDEOS, NAMES))
+                   for spec, name in zip(samples.SAMPLE_VIDEOS, NAMES, strict=True))
     monkeypatch.setattr(samples, "SAMPLE_VIDEOS", pinned)
     return data
 

@@ -165,7 +165,7 @@ def same_entry(served: dict, expected: dict, path: str) -> bool:
 
     got, want = ranked(served["prediction"]), ranked(expected["prediction"])
     return (served["path"] == path and "error" not in served and [k for k, _ in got] == [k for k, _ in want]
-            and all(math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-7) for (_, a), (_, b) in zip(got, want)))
+            and all(math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-7) for (_, a), (_, b) in zip(got, want, strict=True)))
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +223,7 @@ def test_paths_and_base64_videos_answer_as_classify(server, videotag, clips):
     assert answer["status"] == "000", answer
     results = answer["results"]
     assert len(results) == 4, results
-    for entry, want, path in zip(results, expected * 2, [str(a), str(b), "videos[0]", "my clip.mp4"]):
+    for entry, want, path in zip(results, expected * 2, [str(a), str(b), "videos[0]", "my clip.mp4"], strict=True):
         assert same_entry(entry, want, path), (entry, want)
         assert len(entry["prediction"]) == 3, entry
 

@@ -121,7 +121,7 @@ def assert_same_result(a: dict[str, float], b: dict[str, float]) -> None:
 def test_results_are_top5_label_probability_dicts_in_input_order(stnet, full_result, wrap_video, portrait_video):
     results = stnet.video_classification(data={"image": [str(wrap_video), str(portrait_video)]})
     assert isinstance(results, list) and len(results) == 2
-    for path, result in zip((wrap_video, portrait_video), results):
+    for path, result in zip((wrap_video, portrait_video), results, strict=True):
         assert len(result) == 5
         assert all(type(p) is float for p in result.values())
         assert set(result) <= set(KINETICS_LABELS)
@@ -318,7 +318,7 @@ def reference_stnet(images: np.ndarray, p: dict) -> np.ndarray:
     """`[T, 15, H, W]` -> 400 softmax probabilities; ResNet-50 + temporal blocks + Xception + max + fc_0."""
     t = images.shape[0]
     x = F.max_pool2d(conv_bn(paddle.to_tensor(images), p, "conv1", stride=2), 3, stride=2, padding=1)
-    for stage, depth in zip((2, 3, 4, 5), (3, 4, 6, 3)):
+    for stage, depth in zip((2, 3, 4, 5), (3, 4, 6, 3), strict=True):
         for i in range(depth):
             stride = 2 if i == 0 and stage > 2 else 1
             x = bottleneck(x, p, f"res{stage}{'abcdef'[i]}", stride, project=i == 0)

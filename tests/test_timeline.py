@@ -183,7 +183,7 @@ def test_each_group_is_what_read_sampled_frames_gives_for_it(kind, request):
     windows = plan_windows(found.times, found.duration, 4.0, 2.0, TSN8)
     groups = list(read_sampled_groups(path, [w.indices for w in windows], lambda frame: frame))
     assert len(groups) == len(windows) == 4
-    for window, frames in zip(windows, groups):
+    for window, frames in zip(windows, groups, strict=True):
         alone = read_sampled_frames(path, lambda n, w=window: w.indices, lambda frame: frame)
         assert all(np.array_equal(a, b) for a, b in zip(frames, alone, strict=True))
 
@@ -238,7 +238,7 @@ def test_a_window_covering_a_short_video_gives_its_classify_result(module, reque
     timelines = model.classify_timeline(paths, window_seconds=60, top_k=5, threshold=0.0)
     classified = model.classify(paths, top_k=5, threshold=0.0)
     assert [t["path"] for t in timelines] == paths
-    for timeline, whole in zip(timelines, classified):
+    for timeline, whole in zip(timelines, classified, strict=True):
         (window,) = timeline["windows"]
         assert window["start"] == 0.0 and window["end"] == timeline["duration"]
         assert window["prediction"] == whole["prediction"]

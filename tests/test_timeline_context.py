@@ -253,14 +253,16 @@ def test_video_context_windows_are_the_exact_ones_with_neighbours(stnet, video, 
     exact = every_class(stnet, video, "window", window_seconds=2, stride_seconds=0.5)
     whole = every_class(stnet, video, "video", window_seconds=2, stride_seconds=0.5)
     assert [(w["start"], w["end"]) for w in whole] == [(w["start"], w["end"]) for w in exact]
-    differences = [abs(w["prediction"][c] - e["prediction"][c]) for w, e in zip(whole, exact) for c in w["prediction"]]
+    differences = [abs(w["prediction"][c] - e["prediction"][c])
+                   for w, e in zip(whole, exact, strict=True) for c in w["prediction"]]
     assert 0 < max(differences) < 0.5  # neighbours instead of zeros at the ends: close, not equal
     # Chunks of one window's positions (SEG_NUM, the least) give the same as one chunk for the whole video.
     with_chunk(stnet, monkeypatch, SEG_NUM)
     small = every_class(stnet, video, "video", window_seconds=2, stride_seconds=0.5)
     with_chunk(stnet, monkeypatch, 10_000)
     one = every_class(stnet, video, "video", window_seconds=2, stride_seconds=0.5)
-    gap = max(abs(a["prediction"][c] - b["prediction"][c]) for a, b in zip(small, one) for c in a["prediction"])
+    gap = max(abs(a["prediction"][c] - b["prediction"][c])
+              for a, b in zip(small, one, strict=True) for c in a["prediction"])
     print(f"video context, chunks of {SEG_NUM} vs one chunk: max |dp| {gap:.3g}")
     assert gap < 1e-6  # 0 here (oneDNN, AMD EPYC): the predictor's sums do not depend on the chunk's length
 

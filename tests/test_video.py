@@ -151,7 +151,7 @@ def test_streaming_equals_read_every_frame(fixture: str, sampler, request: pytes
     expected = [everything[i] for i in sampler(len(everything))]
     got = read_sampled_frames(path, sampler, identity)
     assert len(got) == len(expected)
-    assert all(np.array_equal(a, b) for a, b in zip(got, expected))
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
 
 
 def test_streaming_picks_the_right_frames(long_video: Path) -> None:
@@ -167,7 +167,7 @@ def test_streaming_picks_the_right_frames(long_video: Path) -> None:
 
 def test_lossless_frames_are_the_written_rgb_frames(lossless_video: Path) -> None:
     got = read_sampled_frames(str(lossless_video), tsn_300, identity)
-    for index, frame in zip(TSN_TABLE[650], got):
+    for index, frame in zip(TSN_TABLE[650], got, strict=True):
         assert np.array_equal(frame, synthetic_frame(index, 64, 48))  # also proves RGB, not BGR
 
 
@@ -220,7 +220,7 @@ def test_truncated_file_overreporting_its_frame_count(make_video, tmp_path: Path
     assert count_decodable_frames(cut) == len(everything)
     got = read_sampled_frames(cut, tsn_300, identity)
     expected = [everything[i] for i in sample_tsn_indices(len(everything), 300)]
-    assert all(np.array_equal(a, b) for a, b in zip(got, expected))
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
 
 
 def test_capture_released_when_transform_fails(short_video: Path, capture_spy: SimpleNamespace) -> None:

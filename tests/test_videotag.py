@@ -185,7 +185,7 @@ def eager_tsn_features(frames: np.ndarray, weights: dict[str, np.ndarray]) -> np
 
     with paddle.no_grad():
         x = F.max_pool2d(conv_bn(paddle.to_tensor(frames), "conv1", stride=2), kernel_size=3, stride=2, padding=1)
-        for stage, count in zip((2, 3, 4, 5), (3, 4, 23, 3)):
+        for stage, count in zip((2, 3, 4, 5), (3, 4, 23, 3), strict=True):
             for i, block in enumerate(resnet101_block_names(stage, count)):
                 stride = 2 if i == 0 and stage > 2 else 1
                 y = conv_bn(x, f"{block}_branch2a")
@@ -252,7 +252,7 @@ def test_order_errors_and_paths_with_spaces(videotag, short_video: Path, portrai
 
     assert [entry["path"] for entry in results] == paths
     assert results[0] == {"path": str(spaced), "prediction": expected_prediction(raw, VIDEOTAG_LABELS, 5, 0.0)}
-    for entry, path in zip(results[1:3], paths[1:3]):
+    for entry, path in zip(results[1:3], paths[1:3], strict=True):
         assert set(entry) == {"path", "prediction", "error"}
         assert entry["prediction"] == {}
         assert isinstance(entry["error"], str) and path in entry["error"]

@@ -49,7 +49,7 @@ def test_two_workers_give_one_workers_results_in_order(mirror: PublisherHost, pa
 
 def test_features_with_two_workers(mirror: PublisherHost, paths: list[str]) -> None:
     one, two = module_with(mirror, 1), module_with(mirror, 2)
-    for a, b in zip(one.extract_features(paths), two.extract_features(paths)):
+    for a, b in zip(one.extract_features(paths), two.extract_features(paths), strict=True):
         assert a["path"] == b["path"] and a.get("error") == b.get("error")
         if "error" not in a:
             assert (a["tsn_features"] == b["tsn_features"]).all()

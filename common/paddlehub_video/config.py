@@ -5,7 +5,7 @@ import copy
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -15,7 +15,7 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-ConfigOverrides = Union[Mapping[str, Any], str, Path, None]
+ConfigOverrides = Mapping[str, Any] | str | Path | None
 
 # A YAML file of overrides keyed by module name, e.g. {videotag_tsn_lstm: {sampling: {seg_num: 8}}}.
 CONFIG_ENV = environment.CONFIG

@@ -19,7 +19,6 @@ import socket
 import urllib.error
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Union
 from urllib.parse import unquote, urljoin, urlsplit
 
 from . import environment
@@ -34,8 +33,8 @@ MAX_REDIRECTS = 10
 _REDIRECTS = (301, 302, 303, 307, 308)
 _USER_AGENT = "paddlehub-video/1"
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def transfer_deadline(max_bytes: int, asked: float | None = None) -> float:

@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from typing import Any, BinaryIO, NamedTuple, Union
+from typing import Any, BinaryIO, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -95,7 +95,7 @@ class FramesInput(Input):
     fps: float | None
 
 
-Item = Union[str, Input]
+Item = str | Input
 
 
 @dataclass(frozen=True)

@@ -488,7 +488,7 @@ class VideoModule(HubEntryPoints):
         clips = (np.stack(frames) for frames in groups([w.indices for w in todo], self.crop()))
 
         def probabilities() -> Iterator[np.ndarray]:
-            for position, (window, frames) in enumerate(zip(todo, prefetched(clips))):
+            for position, (window, frames) in enumerate(zip(todo, prefetched(clips), strict=True)):
                 yield model(window.indices, frames)
                 model.keep_from(min(todo[position + 1].indices) if position + 1 < len(todo) else None)
 
@@ -514,7 +514,7 @@ class VideoModule(HubEntryPoints):
         """The entries of `windows[start:]` from their `probabilities`, each put in `store` as it is finished."""
         report = progress.current()
         report.windows(path, start, len(windows))
-        for position, (window, found) in enumerate(zip(windows[start:], probabilities)):
+        for position, (window, found) in enumerate(zip(windows[start:], probabilities, strict=True)):
             entry = window_entry(window, self.postprocess(found, options["top_k"], options["threshold"]))
             store.add(path, options, entry)
             report.windows(path, start + position + 1, len(windows))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import NamedTuple
 
 # Two segments of one tag at most this far apart are one: a window that misses a tag for a moment
@@ -62,7 +63,7 @@ def segments_of(windows: Sequence[dict], max_gap: float = MAX_GAP_SECONDS) -> li
     pass over the windows, in proportion to their tags."""
     ordered = sorted(windows, key=lambda w: (w["start"], w["end"]))
     runs: dict[str, list[_Run]] = {}  # label -> its segments so far
-    for window, span in zip(ordered, spans_of(ordered)):
+    for window, span in zip(ordered, spans_of(ordered), strict=True):
         for label, probability in window["prediction"].items():
             own = runs.setdefault(label, [])
             if own and span.start - own[-1].end <= max_gap + EPSILON:  # the tag goes on (or comes back soon enough)
@@ -107,7 +108,7 @@ def stretches(segments: Iterable[dict], count: int = STRETCH_TAGS) -> list[Stret
     holding: dict[int, dict] = {}
     opened = closed = 0
     found: list[_Stretching] = []
-    for start, end in zip(cuts, cuts[1:]):
+    for start, end in pairwise(cuts):
         while opened < len(by_start) and by_start[opened]["start"] <= start:
             holding[id(by_start[opened])] = by_start[opened]
             opened += 1

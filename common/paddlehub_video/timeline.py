@@ -175,7 +175,7 @@ class FrameFeatures(WindowModel):
             first_at.setdefault(index, position)
         missing = [index for index in first_at if index not in self.rows]
         if missing:
-            self.rows.update(zip(missing, self.features(frames[[first_at[i] for i in missing]])))
+            self.rows.update(zip(missing, self.features(frames[[first_at[i] for i in missing]]), strict=True))
             self.computed += len(missing)
         return self.head(np.stack([self.rows[i] for i in indices]))
 
@@ -269,9 +269,9 @@ def sequence_windows(starts: Sequence[int], span: int, planned: Sequence[Chunk],
     rows: dict[int, np.ndarray] = {}
     waiting = iter(starts)
     start = next(waiting, None)
-    for chunk, features in zip(planned, computed):
+    for chunk, features in zip(planned, computed, strict=True):
         skip = chunk.outputs.start - chunk.inputs.start
-        rows.update(zip(chunk.outputs, features[skip:skip + len(chunk.outputs)]))
+        rows.update(zip(chunk.outputs, features[skip:skip + len(chunk.outputs)], strict=True))
         while start is not None and start + span <= chunk.outputs.stop:
             yield np.stack([rows[p] for p in range(start, start + span)])
             start = next(waiting, None)
@@ -316,7 +316,7 @@ def resumed(entries: list[dict], windows: Sequence[Window]) -> list[dict]:
     """The leading `entries` that are the planned `windows`' (same start and end), in order: the windows a
     rerun need not classify again."""
     kept = []
-    for entry, window in zip(entries, windows):
+    for entry, window in zip(entries, windows, strict=False):  # a resume file may hold fewer entries
         planned = window_entry(window, {})
         if (entry.get("start"), entry.get("end")) != (planned["start"], planned["end"]):
             break

@@ -149,7 +149,7 @@ def _first_frame(
 def _progressive_copy(frame: av.VideoFrame) -> av.VideoFrame:
     """The same samples in a new frame that is not flagged interlaced (same format and colour tags)."""
     copy = av.VideoFrame(frame.width, frame.height, frame.format.name)
-    for source, target in zip(frame.planes, copy.planes):
+    for source, target in zip(frame.planes, copy.planes, strict=True):
         width = min(source.line_size, target.line_size)
         rows = target.height
         src = np.frombuffer(source, np.uint8)[: rows * source.line_size].reshape(rows, source.line_size)

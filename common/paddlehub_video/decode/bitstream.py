@@ -26,10 +26,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Union
 
 # A packet's bytes: a memoryview of the packet avoids copying megabytes of picture data.
-Buffer = Union[bytes, memoryview]
+Buffer = bytes | memoryview
 
 
 class Unsupported(Exception):

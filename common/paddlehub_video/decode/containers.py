@@ -199,7 +199,7 @@ def _chunk_samples(f: BinaryIO, start: int, end: int, chunks: int) -> int:
     table = _read_at(f, start + 8, min(_u32(f, start + 4), max(0, end - start - 8) // 12) * 12)
     runs = [(first, per_chunk) for first, per_chunk, _ in struct.iter_unpack(">III", table)]
     return sum(max(0, min(following, chunks + 1) - first) * per_chunk
-               for (first, per_chunk), (following, _) in zip(runs, runs[1:] + [(chunks + 1, 0)]))
+               for (first, per_chunk), (following, _) in zip(runs, runs[1:] + [(chunks + 1, 0)], strict=True))
 
 
 def _media_edits(f: BinaryIO, start: int, end: int) -> int:

@@ -56,6 +56,7 @@ from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from itertools import pairwise
 from typing import NamedTuple, TypeVar
 
 import av
@@ -155,14 +156,14 @@ def _check_index(index: PacketIndex, reorders: bool) -> None:
     second_group = next((pos for pos, key in enumerate(index.keyframe) if key and pos > 0), len(index.pts))
     if any(_leading_pictures(index)[:second_group]):
         raise Unsupported("pictures shown before the first one decoded")
-    if reorders and all(a < b for a, b in zip(index.pts, index.pts[1:])):
+    if reorders and all(a < b for a, b in pairwise(index.pts)):
         raise Unsupported("a codec that reorders frames, with timestamps in decode order (pts = dts)")
 
 
 def _leading_pictures(index: PacketIndex) -> list[bool]:
     """For each packet: is it shown before the random-access point that starts its group?"""
     leading, group_pts = [], index.pts[0]
-    for pts, key in zip(index.pts, index.keyframe):
+    for pts, key in zip(index.pts, index.keyframe, strict=True):
         group_pts = pts if key else group_pts
         leading.append(pts < group_pts)
     return leading
@@ -232,7 +233,7 @@ def decoder_spans(index: PacketIndex, needed: list[bool], wanted_pts: Collection
         done += need
     cuts.append(len(needed))
     spans = []
-    for start, stop in zip(cuts, cuts[1:]):
+    for start, stop in pairwise(cuts):
         if any(needed[start:stop]):
             decode_from = start
             if start and _has_wanted_leading_picture(index, start, wanted_pts):
@@ -317,7 +318,7 @@ def _check_shown(
     allowed = {index.pts[pos] for pos, _ in sent} & plan.shown_pts
     unwanted_leading = {index.pts[pos] for pos, _ in sent if plan.leading[pos]} - (plan.frame_of_pts.keys() & owned)
     skipped = {index.pts[pos] for pos, skip in sent if skip and index.skippable[pos]}
-    in_order = all(a < b for a, b in zip(shown, shown[1:]))
+    in_order = all(a < b for a, b in pairwise(shown))
     if not in_order or not set(shown) <= allowed or not allowed - skipped - unwanted_leading <= set(shown):
         raise _Unplanned
     if not set(concealed) <= unwanted_leading:

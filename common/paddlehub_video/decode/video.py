@@ -48,7 +48,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from fractions import Fraction
 from functools import partial
-from typing import Any, NamedTuple, Optional, TypeVar, Union
+from typing import Any, NamedTuple, TypeVar, Union
 
 import av
 import cv2
@@ -66,7 +66,7 @@ T = TypeVar("T")
 PathType = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 Decoder = Callable[[str], AbstractContextManager[Frames]]
 # (source, sample_indices, transform) -> the sampled frames, or None when this way falls short.
-Reader = Callable[[str, Callable[[int], Sequence[int]], Callable[[np.ndarray], Any]], Optional[list]]
+Reader = Callable[[str, Callable[[int], Sequence[int]], Callable[[np.ndarray], Any]], list | None]
 
 # Failed grabs in a row that end OpenCV's pass: one per rejected packet, so a run of damaged
 # packets this long cuts the video short; at the real end every grab fails at once.

@@ -18,8 +18,9 @@ import itertools
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 HOLD_SECONDS = 300.0
 POISON_EXIT_STATUS = 71

@@ -48,7 +48,7 @@ from ..names import as_str_path, printable
 from ..pipeline import report_failure
 
 ModuleRef = Union[str, "os.PathLike[str]", type]
-Batch = Union[pa.Table, Mapping[str, Any]]
+Batch = pa.Table | Mapping[str, Any]
 
 DECODED = pa.schema(
     [
@@ -150,7 +150,7 @@ class ModelStage:
 
     def __call__(self, batch: Batch) -> pa.Table:
         columns = (column(batch, name) for name in ("path", "tensor", "shape", "dtype", "error"))
-        rows = [self._answer(*row) for row in zip(*columns)]
+        rows = [self._answer(*row) for row in zip(*columns, strict=True)]
         return pa.Table.from_pylist(rows, schema=RESULTS)
 
     def _answer(self, path: str, tensor: bytes, shape: list[int], dtype: str, error: str) -> dict[str, str]:

@@ -149,7 +149,7 @@ def thumbnails(path: str, count: int = THUMBNAILS) -> Strip:
         frames = read_sampled_frames(path, spread, _small_jpeg)
     except (PaddleHubVideoError, ValueError):
         return NO_STRIP
-    unique = dict(zip(frames, shown))  # a still video: the same picture once
+    unique = dict(zip(frames, shown, strict=True))  # a still video: the same picture once
     return Strip([Thumbnail(time, jpeg) for jpeg, time in unique.items()], times.duration if times else None)
 
 

@@ -49,7 +49,7 @@ def fetch_assets(specs: list[AssetSpec], module_dir: Path | None = None, progres
     from (default: read from the environment now); `kind`: what the files are, for messages ("video")."""
     sources = environment.downloads() if downloads is None else downloads
     found = [_find_local(spec, module_dir, sources.assets_dir) for spec in specs]
-    missing = [spec for spec, path in zip(specs, found) if path is None]
+    missing = [spec for spec, path in zip(specs, found, strict=True) if path is None]
     if missing and sources.assets_dir is not None and sources.mirror is None:
         reason = f"not in {ENV_ASSETS}={sources.assets_dir}"
         raise AssetError(_missing_message(owner, missing, reason, kind, sources.assets_dir))

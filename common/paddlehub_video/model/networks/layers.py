@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import paddle
 import paddle.nn.functional as F
 from paddle import ParamAttr
 
-IntOrPair = Union[int, Sequence[int]]
+IntOrPair = int | Sequence[int]
 
 BN_EPSILON = 1e-5
 

@@ -7,7 +7,8 @@ Block names are `res<stage><letter>`, except res4 of ResNet-101, which is `res4a
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import paddle.nn.functional as F
 
@@ -18,7 +19,7 @@ STAGE_FILTERS = (64, 128, 256, 512)
 EXPANSION = 4
 
 # Called as after_stage(stage, x) with stage in 2..5 and x the stage output; returns the new x.
-StageHook = Optional[Callable[[int, Any], Any]]
+StageHook = Callable[[int, Any], Any] | None
 
 
 def conv_bn(
