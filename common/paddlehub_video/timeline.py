@@ -245,7 +245,7 @@ def chunk_features(planned: Sequence[Chunk], frames: Iterator[list], model: Sequ
     kept from that one, not decoded and run again. Held while `features` runs: the chunk's inputs alone.
     """
     carried = np.empty(0)  # the inputs of the chunk just run that the next one is fed too
-    for k, (chunk, fresh) in enumerate(zip(planned, frames)):
+    for k, (chunk, fresh) in enumerate(zip(planned, frames, strict=True)):
         inputs = None
         for i in range(len(carried), len(chunk.inputs)):
             row = model.position(np.stack(fresh[:seglen]))
