@@ -77,19 +77,24 @@ def share_cpus_with(processes: int) -> None:
     _sharing_processes = max(1, processes)
 
 
+def process_share() -> int:
+    """This process's share of the usable CPUs (`share_cpus_with`), at least one."""
+    return max(1, usable_cpus() // _sharing_processes)
+
+
 def default_cpu_threads(configured: int | None, workers: int = 1) -> int:
     """Threads per predictor: `configured` (the settings' `runtime.cpu_threads`, where
     $PADDLEHUB_VIDEO_CPU_THREADS was already applied) if set, else this process's share of the
     usable CPUs (`share_cpus_with`) shared among `workers` (at least one each)."""
     if configured is not None:
         return _positive(configured, "runtime.cpu_threads")
-    return max(1, usable_cpus() // _sharing_processes // max(1, workers))
+    return max(1, process_share() // max(1, workers))
 
 
 def cpus_left_idle(threads: int, workers: int = 1) -> int:
     """CPUs of this process's share (`share_cpus_with`) that `workers` predictors of `threads` threads
     each leave idle (0 when they use them all, as the automatic thread count does)."""
-    return max(0, usable_cpus() // _sharing_processes - threads * workers)
+    return max(0, process_share() - threads * workers)
 
 
 def _positive(value: object, name: str) -> int:

@@ -331,9 +331,9 @@ class VideoModule(HubEntryPoints):
             check_can_create(use_gpu)  # no GPU, or a forked child that cannot make one: before any decoding
             self.precision(use_gpu)  # bf16 that cannot run here: before any decoding too
         firsts = None if ready else [load_soon(self.preprocess, path) for path in paths[:count]]
+        ahead = self.decode_ahead(use_gpu, planned)
         pipelines = [
-            VideoPipeline(self.preprocess, partial(model, predictors=self.predictors(use_gpu, worker, planned)),
-                          ahead=self.decode_ahead(use_gpu, planned))
+            VideoPipeline(self.preprocess, partial(model, predictors=self.predictors(use_gpu, worker, planned)), ahead)
             for worker in range(count)
         ]
         self._loaded_for.add((use_gpu, count))
